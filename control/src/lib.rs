@@ -8,11 +8,14 @@
 //! offer/answer), `ice`, `dtls`, `auth`, `ids`, `plane` (the shard interface), `registry`
 //! (rooms state), `api` (tonic services and the one place errors become gRPC statuses).
 
+pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod dtls;
 pub mod ice;
 pub mod ids;
 pub mod negotiate;
+pub mod plane;
 mod random;
+pub mod registry;
 pub mod sdp;

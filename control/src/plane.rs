@@ -1,0 +1,194 @@
+//! The control plane's only view of the media shards: commands out, events back.
+//!
+//! The datapath implements [`MediaPlane`]; until then (and in control-plane tests)
+//! [`RecordingMediaPlane`] stands in. It records what it is told and carries no media.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use crate::ice::IceCredentials;
+use crate::ids::{ParticipantSid, RoomSid, ShardId, TransportId};
+use crate::negotiate::RemoteTransport;
+
+/// A shard as signaling sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub id: ShardId,
+    /// Addresses put into ICE candidates for transports on this shard (public IP : shard port).
+    pub candidate_addrs: Vec<SocketAddr>,
+}
+
+/// Which of a participant's two transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportRole {
+    Publisher,
+    Subscriber,
+}
+
+/// SRTP protection profiles (RFC 5764, RFC 7714), in Ringcast's order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SrtpProfile {
+    AeadAes128Gcm,
+    AeadAes256Gcm,
+    Aes128CmHmacSha1_80,
+}
+
+impl SrtpProfile {
+    pub const ALL: [SrtpProfile; 3] = [
+        SrtpProfile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm,
+        SrtpProfile::Aes128CmHmacSha1_80,
+    ];
+
+    /// The name OpenSSL's `use_srtp` list uses.
+    pub fn openssl_name(self) -> &'static str {
+        match self {
+            SrtpProfile::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
+            SrtpProfile::AeadAes256Gcm => "SRTP_AEAD_AES_256_GCM",
+            SrtpProfile::Aes128CmHmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
+        }
+    }
+}
+
+/// Everything a shard needs to run one transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportSpec {
+    pub id: TransportId,
+    pub room: RoomSid,
+    pub participant: ParticipantSid,
+    pub role: TransportRole,
+    /// Ringcast's credentials: STUN checks must carry `local.ufrag:remote.ufrag` and be signed
+    /// with `local.pwd`.
+    pub local_ice: IceCredentials,
+    pub remote: RemoteTransport,
+    pub srtp_profiles: Vec<SrtpProfile>,
+}
+
+/// What the control plane asks of a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardCommand {
+    AddTransport(TransportSpec),
+    /// New ICE credentials or remote parameters for a live transport (ICE restart, renegotiation).
+    UpdateTransport(TransportSpec),
+    RemoveTransport(TransportId),
+}
+
+/// How a transport's state changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportState {
+    /// ICE nominated and DTLS completed: media can flow.
+    Connected,
+    /// DTLS or ICE failed; the reason is for people.
+    Failed(String),
+    /// No valid STUN check for the consent timeout (RFC 7675).
+    ConsentLost,
+    Closed,
+}
+
+/// What a shard reports back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardEvent {
+    TransportState {
+        id: TransportId,
+        state: TransportState,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaneError {
+    #[error("{0} does not exist")]
+    NoSuchShard(ShardId),
+    #[error("{0}'s command queue is full")]
+    Busy(ShardId),
+    #[error("{0} has stopped")]
+    Stopped(ShardId),
+}
+
+/// The media shards, as the control plane drives them. Calls never block: a full queue is an
+/// error the caller reports, not a wait.
+pub trait MediaPlane: Send + Sync + 'static {
+    fn shards(&self) -> &[ShardInfo];
+    fn send(&self, shard: ShardId, cmd: ShardCommand) -> Result<(), PlaneError>;
+    /// Every shard is running.
+    fn ready(&self) -> bool;
+    /// Short name for logs and metrics, e.g. `io_uring`.
+    fn backend(&self) -> &'static str;
+}
+
+/// A stand-in media plane that only records the transports it is given. **It carries no media**:
+/// it is what the control plane's tests use, and what the server runs until a datapath exists.
+#[derive(Debug)]
+pub struct RecordingMediaPlane {
+    shards: Vec<ShardInfo>,
+    transports: Mutex<BTreeMap<TransportId, (ShardId, TransportSpec)>>,
+    commands: Mutex<usize>,
+}
+
+impl RecordingMediaPlane {
+    /// `n` shards whose candidates are `ip:port_base + i`.
+    pub fn new(ips: &[std::net::IpAddr], port_base: u16, n: u16) -> Self {
+        let shards = (0..n)
+            .map(|i| ShardInfo {
+                id: ShardId(i),
+                candidate_addrs: ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port_base.saturating_add(i)))
+                    .collect(),
+            })
+            .collect();
+        RecordingMediaPlane {
+            shards,
+            transports: Mutex::new(BTreeMap::new()),
+            commands: Mutex::new(0),
+        }
+    }
+
+    /// The transports currently added, with their shard.
+    pub fn transports(&self) -> Vec<(ShardId, TransportSpec)> {
+        self.transports
+            .lock()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many commands were received.
+    pub fn command_count(&self) -> usize {
+        self.commands.lock().map(|c| *c).unwrap_or(0)
+    }
+}
+
+impl MediaPlane for RecordingMediaPlane {
+    fn shards(&self) -> &[ShardInfo] {
+        &self.shards
+    }
+
+    fn send(&self, shard: ShardId, cmd: ShardCommand) -> Result<(), PlaneError> {
+        if !self.shards.iter().any(|s| s.id == shard) {
+            return Err(PlaneError::NoSuchShard(shard));
+        }
+        let (Ok(mut t), Ok(mut n)) = (self.transports.lock(), self.commands.lock()) else {
+            return Err(PlaneError::Stopped(shard));
+        };
+        *n += 1;
+        match cmd {
+            ShardCommand::AddTransport(spec) | ShardCommand::UpdateTransport(spec) => {
+                t.insert(spec.id, (shard, spec));
+            }
+            ShardCommand::RemoveTransport(id) => {
+                t.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+
+    fn backend(&self) -> &'static str {
+        "recording (no media)"
+    }
+}

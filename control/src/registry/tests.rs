@@ -1,0 +1,512 @@
+//! Room lifecycle scenarios against the recording media plane.
+
+use super::*;
+use crate::plane::RecordingMediaPlane;
+use crate::sdp::tests::{CHROMIUM_PUBLISH, CHROMIUM_SUBSCRIBE_ANSWER, FIREFOX_PUBLISH};
+
+struct Fixture {
+    reg: Registry,
+    plane: Arc<RecordingMediaPlane>,
+    now: Instant,
+}
+
+fn fixture(shards: u16) -> Fixture {
+    let plane = Arc::new(RecordingMediaPlane::new(
+        &["127.0.0.1".parse().unwrap()],
+        40000,
+        shards,
+    ));
+    let config = RegistryConfig {
+        identity: Arc::new(DtlsIdentity::generate().unwrap()),
+        srtp_profiles: SrtpProfile::ALL.to_vec(),
+    };
+    Fixture {
+        reg: Registry::new(config, plane.clone()),
+        plane,
+        now: Instant::now(),
+    }
+}
+
+fn rn(s: &str) -> RoomName {
+    RoomName::new(s).unwrap()
+}
+
+fn joiner(room: &str, who: &str, can_publish: bool, can_subscribe: bool) -> Joiner {
+    Joiner {
+        room: rn(room),
+        identity: id(who),
+        name: who.to_owned(),
+        can_publish,
+        can_subscribe,
+    }
+}
+
+fn id(s: &str) -> Identity {
+    Identity::new(s).unwrap()
+}
+
+impl Fixture {
+    fn room(&mut self, name: &str) -> RoomInfo {
+        self.reg
+            .create_room(name, RoomSettings::default(), self.now, 0)
+            .unwrap()
+    }
+
+    fn join(&mut self, room: &str, who: &str) -> JoinInfo {
+        self.reg
+            .join(&joiner(room, who, true, true), self.now, 0)
+            .unwrap()
+    }
+
+    fn events(&mut self, room: &str, who: &str) -> mpsc::Receiver<ParticipantEvent> {
+        self.reg.events(&rn(room), &id(who)).unwrap()
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<ParticipantEvent>) -> Vec<ParticipantEvent> {
+    let mut v = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        v.push(e);
+    }
+    v
+}
+
+#[test]
+fn room_crud_and_idempotent_create() {
+    let mut f = fixture(1);
+    let a = f.room("r1");
+    assert_eq!(f.room("r1"), a, "same settings: same room");
+    let other = RoomSettings {
+        max_participants: 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        f.reg.create_room("r1", other, f.now, 0),
+        Err(ControlError::RoomExists("r1".into()))
+    );
+    assert!(matches!(
+        f.reg
+            .create_room("bad name", RoomSettings::default(), f.now, 0),
+        Err(ControlError::BadName(_))
+    ));
+    assert_eq!(f.reg.list_rooms(&[]).len(), 1);
+    assert_eq!(f.reg.get_room("r1").unwrap().sid, a.sid);
+    assert_eq!(
+        f.reg.get_room("nope"),
+        Err(ControlError::RoomNotFound("nope".into()))
+    );
+    f.reg.delete_room("r1").unwrap();
+    assert!(f.reg.list_rooms(&[]).is_empty());
+    assert_eq!(
+        f.reg.delete_room("r1"),
+        Err(ControlError::RoomNotFound("r1".into()))
+    );
+}
+
+#[test]
+fn rooms_are_placed_on_the_least_loaded_shard() {
+    let mut f = fixture(2);
+    let a = f.room("a");
+    let b = f.room("b");
+    assert_ne!(a.shard, b.shard, "empty shards: spread by room count");
+    // Load shard of `a` with a forwarded stream; the next room goes to the other shard even
+    // after it has more rooms.
+    f.join("a", "p1");
+    f.join("a", "p2");
+    f.reg
+        .publish(&rn("a"), &id("p1"), CHROMIUM_PUBLISH, &HashMap::new())
+        .unwrap();
+    let c = f.room("c");
+    assert_eq!(c.shard, b.shard);
+    let d = f.room("d");
+    assert_eq!(d.shard, b.shard, "2 streams on a's shard vs 0 on b's");
+}
+
+#[test]
+fn join_publish_subscribe_flow() {
+    let mut f = fixture(1);
+    f.room("r");
+    let alice = f.join("r", "alice");
+    assert_eq!(alice.candidates.len(), 1);
+    assert_eq!(alice.candidates[0].port, 40000);
+    let mut alice_ev = f.events("r", "alice");
+    let bob = f.join("r", "bob");
+    assert_eq!(bob.others.len(), 1);
+    let mut bob_ev = f.events("r", "bob");
+    assert!(
+        matches!(&drain(&mut alice_ev)[..], [ParticipantEvent::Joined(p)] if p.identity.as_str() == "bob")
+    );
+
+    let res = f
+        .reg
+        .publish(
+            &rn("r"),
+            &id("alice"),
+            CHROMIUM_PUBLISH,
+            &HashMap::from([("1".into(), "camera".into())]),
+        )
+        .unwrap();
+    assert_eq!(res.tracks.len(), 2);
+    assert_eq!(res.tracks[1].name, "camera");
+    assert_eq!(res.tracks[1].rids, ["q", "h", "f"]);
+    assert_eq!(res.tracks[1].mime_type, "video/VP8");
+    assert!(sdp::parse(&res.answer).unwrap().ice_lite);
+    let t = f.plane.transports();
+    assert_eq!(t.len(), 1, "the publisher transport");
+    assert_eq!(t[0].1.role, TransportRole::Publisher);
+    assert_eq!(t[0].1.remote.ice_ufrag, "cJ59");
+
+    // Bob hears about both tracks and is auto-subscribed.
+    let ev = drain(&mut bob_ev);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, ParticipantEvent::TrackPublished(_)))
+            .count(),
+        2
+    );
+    let last_version = ev
+        .iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::SubscriberOfferReady { version } => Some(*version),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
+    assert_eq!(offer.version, last_version);
+    assert_eq!(offer.mid_to_track.len(), 2);
+    let sd = sdp::parse(&offer.offer).unwrap();
+    assert_eq!(sd.media.len(), 2);
+    assert!(
+        sd.media
+            .iter()
+            .all(|m| sd.direction(m) == crate::sdp::Direction::SendOnly)
+    );
+
+    // A stale version is refused and changes nothing.
+    let stale = f.reg.subscribe_answer(
+        &rn("r"),
+        &id("bob"),
+        offer.version - 1,
+        CHROMIUM_SUBSCRIBE_ANSWER,
+    );
+    assert!(matches!(stale, Err(ControlError::FailedPrecondition(_))));
+    assert_eq!(f.plane.transports().len(), 1);
+    let rejected = f
+        .reg
+        .subscribe_answer(
+            &rn("r"),
+            &id("bob"),
+            offer.version,
+            CHROMIUM_SUBSCRIBE_ANSWER,
+        )
+        .unwrap();
+    assert!(rejected.is_empty());
+    let t = f.plane.transports();
+    assert_eq!(t.len(), 2);
+    let sub = t
+        .iter()
+        .find(|t| t.1.role == TransportRole::Subscriber)
+        .unwrap();
+    assert_eq!(sub.1.remote.dtls_role, negotiate::DtlsRole::Server);
+
+    // Alice leaves: bob sees the tracks go and his subscriber offer shrinks to idle m-lines.
+    f.reg.leave(&rn("r"), &id("alice"), f.now).unwrap();
+    let ev = drain(&mut bob_ev);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        ParticipantEvent::Left {
+            reason: LeaveReason::Left,
+            ..
+        }
+    )));
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, ParticipantEvent::TrackUnpublished { .. }))
+            .count(),
+        2
+    );
+    let bob_info = &f.reg.list_participants("r").unwrap()[0];
+    assert!(bob_info.subscriptions.is_empty());
+    assert_eq!(
+        f.plane.transports().len(),
+        1,
+        "only bob's subscriber transport remains"
+    );
+    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
+    let sd = sdp::parse(&offer.offer).unwrap();
+    assert_eq!(sd.media.len(), 2, "m-lines are kept for reuse");
+    assert!(
+        sd.media
+            .iter()
+            .all(|m| sd.direction(m) == crate::sdp::Direction::Inactive)
+    );
+
+    // Carol publishes from Firefox: bob's idle m-lines are reused.
+    f.join("r", "carol");
+    f.reg
+        .publish(&rn("r"), &id("carol"), FIREFOX_PUBLISH, &HashMap::new())
+        .unwrap();
+    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
+    let sd = sdp::parse(&offer.offer).unwrap();
+    assert_eq!(sd.media.len(), 2);
+    assert!(
+        sd.media
+            .iter()
+            .all(|m| sd.direction(m) == crate::sdp::Direction::SendOnly)
+    );
+}
+
+#[test]
+fn failed_calls_change_nothing() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "alice");
+    let before = f.reg.list_participants("r").unwrap();
+    let bad = f
+        .reg
+        .publish(&rn("r"), &id("alice"), "v=0\r\nbogus\r\n", &HashMap::new());
+    assert!(matches!(
+        bad,
+        Err(ControlError::Sdp(SdpError::Line { line: 2, .. }))
+    ));
+    let no_bundle = CHROMIUM_PUBLISH.replace("a=group:BUNDLE 0 1\r\n", "");
+    assert!(matches!(
+        f.reg
+            .publish(&rn("r"), &id("alice"), &no_bundle, &HashMap::new()),
+        Err(ControlError::Negotiation(NegotiationError::NoBundle))
+    ));
+    assert_eq!(f.reg.list_participants("r").unwrap(), before);
+    assert_eq!(f.plane.command_count(), 0);
+    assert!(matches!(
+        f.reg.join(&joiner("missing", "x", true, true), f.now, 0),
+        Err(ControlError::RoomNotFound(_))
+    ));
+    assert!(matches!(
+        f.reg.mute_track("r", "alice", "TR_nothing", true),
+        Err(ControlError::TrackNotFound(_))
+    ));
+    assert!(matches!(
+        f.reg
+            .update_subscriptions("r", "alice", &["TR_nothing".into()], true),
+        Err(ControlError::TrackNotFound(_))
+    ));
+    assert_eq!(f.reg.list_participants("r").unwrap(), before);
+}
+
+#[test]
+fn grants_are_enforced() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.reg
+        .join(&joiner("r", "viewer", false, true), f.now, 0)
+        .unwrap();
+    assert_eq!(
+        f.reg
+            .publish(&rn("r"), &id("viewer"), CHROMIUM_PUBLISH, &HashMap::new())
+            .unwrap_err(),
+        ControlError::PublishNotAllowed
+    );
+    f.reg
+        .join(&joiner("r", "cam", true, false), f.now, 0)
+        .unwrap();
+    assert_eq!(
+        f.reg.subscribe(&rn("r"), &id("cam")).unwrap_err(),
+        ControlError::SubscribeNotAllowed
+    );
+}
+
+#[test]
+fn full_room_and_replaced_identity() {
+    let mut f = fixture(1);
+    let s = RoomSettings {
+        max_participants: 1,
+        ..Default::default()
+    };
+    f.reg.create_room("r", s, f.now, 0).unwrap();
+    let first = f.join("r", "a");
+    let mut ev = f.events("r", "a");
+    assert!(matches!(
+        f.reg.join(&joiner("r", "b", true, true), f.now, 0),
+        Err(ControlError::RoomFull { max: 1, .. })
+    ));
+    // Same identity again replaces the first session, even in a full room.
+    let second = f.join("r", "a");
+    assert_ne!(first.participant.sid, second.participant.sid);
+    assert!(drain(&mut ev).iter().any(|e| matches!(
+        e,
+        ParticipantEvent::Left {
+            reason: LeaveReason::Replaced,
+            ..
+        }
+    )));
+    assert_eq!(f.reg.list_participants("r").unwrap().len(), 1);
+}
+
+#[test]
+fn mute_and_unsubscribe_notify() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "a");
+    f.join("r", "b");
+    let res = f
+        .reg
+        .publish(&rn("r"), &id("a"), CHROMIUM_PUBLISH, &HashMap::new())
+        .unwrap();
+    let mut ev = f.events("r", "b");
+    drain(&mut ev);
+    let video = res.tracks[1].sid.to_string();
+    let info = f.reg.mute_track("r", "a", &video, true).unwrap();
+    assert!(info.muted);
+    assert!(
+        drain(&mut ev)
+            .iter()
+            .any(|e| matches!(e, ParticipantEvent::TrackMuted { muted: true, .. }))
+    );
+    let subs = f
+        .reg
+        .update_subscriptions("r", "b", std::slice::from_ref(&video), false)
+        .unwrap();
+    assert_eq!(subs.len(), 1);
+    assert!(
+        drain(&mut ev)
+            .iter()
+            .any(|e| matches!(e, ParticipantEvent::SubscriberOfferReady { .. }))
+    );
+    let subs = f
+        .reg
+        .update_subscriptions("r", "b", &[video], true)
+        .unwrap();
+    assert_eq!(subs.len(), 2);
+    assert!(matches!(
+        f.reg
+            .update_subscriptions("r", "a", &[res.tracks[0].sid.to_string()], true),
+        Err(ControlError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn draining_refuses_new_work_and_empty_rooms_expire() {
+    let mut f = fixture(1);
+    let s = RoomSettings {
+        empty_timeout_secs: 10,
+        ..Default::default()
+    };
+    f.reg.create_room("r", s, f.now, 0).unwrap();
+    f.room("keep");
+    assert!(f.reg.sweep(f.now + Duration::from_secs(9)).is_empty());
+    f.join("r", "a");
+    assert!(
+        f.reg.sweep(f.now + Duration::from_secs(60)).is_empty(),
+        "occupied"
+    );
+    f.reg
+        .leave(&rn("r"), &id("a"), f.now + Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(f.reg.sweep(f.now + Duration::from_secs(70)), [rn("r")]);
+    assert_eq!(f.reg.list_rooms(&[]).len(), 1);
+
+    f.reg.set_draining();
+    assert_eq!(
+        f.reg.create_room("new", RoomSettings::default(), f.now, 0),
+        Err(ControlError::Draining)
+    );
+    assert!(matches!(
+        f.reg.join(&joiner("keep", "x", true, true), f.now, 0),
+        Err(ControlError::Draining)
+    ));
+}
+
+#[test]
+fn ice_restart_rotates_credentials() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "a");
+    assert!(matches!(
+        f.reg.ice_restart(
+            &rn("r"),
+            &id("a"),
+            TransportRole::Publisher,
+            CHROMIUM_PUBLISH
+        ),
+        Err(ControlError::FailedPrecondition(_))
+    ));
+    let first = f
+        .reg
+        .publish(&rn("r"), &id("a"), CHROMIUM_PUBLISH, &HashMap::new())
+        .unwrap();
+    let ufrag = |s: &str| {
+        sdp::parse(s).unwrap().media[0]
+            .attributes
+            .ice_ufrag
+            .clone()
+            .unwrap()
+    };
+    let (answer, _) = f
+        .reg
+        .ice_restart(
+            &rn("r"),
+            &id("a"),
+            TransportRole::Publisher,
+            CHROMIUM_PUBLISH,
+        )
+        .unwrap();
+    assert_ne!(ufrag(&first.answer), ufrag(&answer));
+    // A renegotiation with new peer credentials is an ICE restart too.
+    let restarted = CHROMIUM_PUBLISH.replace("a=ice-ufrag:cJ59", "a=ice-ufrag:NEWU");
+    let again = f
+        .reg
+        .publish(&rn("r"), &id("a"), &restarted, &HashMap::new())
+        .unwrap();
+    assert_ne!(ufrag(&again.answer), ufrag(&answer));
+    assert_eq!(f.plane.transports()[0].1.remote.ice_ufrag, "NEWU");
+    // Same offer again: nothing changes.
+    let same = f
+        .reg
+        .publish(&rn("r"), &id("a"), &restarted, &HashMap::new())
+        .unwrap();
+    assert_eq!(ufrag(&same.answer), ufrag(&again.answer));
+    assert_eq!(
+        same.tracks.iter().map(|t| &t.sid).collect::<Vec<_>>(),
+        again.tracks.iter().map(|t| &t.sid).collect::<Vec<_>>()
+    );
+
+    let (offer, v) = f
+        .reg
+        .ice_restart(&rn("r"), &id("a"), TransportRole::Subscriber, "")
+        .unwrap();
+    let (offer2, v2) = f
+        .reg
+        .ice_restart(&rn("r"), &id("a"), TransportRole::Subscriber, "")
+        .unwrap();
+    assert!(v2 > v);
+    assert_ne!(offer, offer2);
+}
+
+#[test]
+fn shard_events_reach_the_participant() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "a");
+    f.reg
+        .publish(&rn("r"), &id("a"), CHROMIUM_PUBLISH, &HashMap::new())
+        .unwrap();
+    let mut ev = f.events("r", "a");
+    let tid = f.plane.transports()[0].1.id;
+    f.reg.handle_shard_event(ShardEvent::TransportState {
+        id: tid,
+        state: TransportState::Connected,
+    });
+    // Unknown transports are ignored.
+    f.reg.handle_shard_event(ShardEvent::TransportState {
+        id: TransportId(999),
+        state: TransportState::Closed,
+    });
+    assert_eq!(
+        drain(&mut ev),
+        [ParticipantEvent::TransportState {
+            role: TransportRole::Publisher,
+            state: TransportState::Connected
+        }]
+    );
+}

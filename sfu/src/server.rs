@@ -1,0 +1,204 @@
+//! Wires the node together: DTLS identity, media plane, control plane, the gRPC (+ gRPC-Web)
+//! server and the HTTP server, and drains them on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use ringcast_control::api::{Control, RoomServiceApi, SignalingApi};
+use ringcast_control::auth::Authenticator;
+use ringcast_control::dtls::DtlsIdentity;
+use ringcast_control::plane::{MediaPlane, RecordingMediaPlane, SrtpProfile};
+use ringcast_control::registry::{Registry, RegistryConfig};
+use ringcast_proto::v1::room_service_server::RoomServiceServer;
+use ringcast_proto::v1::signaling_server::SignalingServer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::Config;
+
+/// A running node.
+pub struct Server {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub control: Arc<Control>,
+    pub plane: Arc<dyn MediaPlane>,
+    health: tonic_health::server::HealthReporter,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Binds every listener (port 0 picks a free one) and starts serving.
+    pub async fn start(config: &Config) -> anyhow::Result<Server> {
+        let identity = Arc::new(DtlsIdentity::generate()?);
+        let shards = config.shard_count();
+        // No datapath yet: the recording plane negotiates real transports but forwards nothing.
+        let plane: Arc<dyn MediaPlane> = Arc::new(RecordingMediaPlane::new(
+            &config.public_ips,
+            config.udp_port_base,
+            shards,
+        ));
+        tracing::warn!(
+            backend = plane.backend(),
+            shards,
+            "no datapath in this build: signaling works, media is not forwarded"
+        );
+        // Shards report transport events here; the recording plane has none to send.
+        let (_shard_events_tx, shard_events) = mpsc::channel(4096);
+        let registry = Registry::new(
+            RegistryConfig {
+                identity: identity.clone(),
+                srtp_profiles: SrtpProfile::ALL.to_vec(),
+            },
+            plane.clone(),
+        );
+        let control = Control::new(
+            registry,
+            Authenticator::new(&config.api_key, &config.api_secret),
+        );
+
+        let grpc = TcpListener::bind(config.grpc_addr).await?;
+        let http = TcpListener::bind(config.http_addr).await?;
+        let grpc_addr = grpc.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<RoomServiceServer<RoomServiceApi>>()
+            .await;
+        health.set_serving::<SignalingServer<SignalingApi>>().await;
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(control.clone().run_housekeeping(shard_events)));
+
+        // gRPC and gRPC-Web on one port. Tokens travel in a header, not cookies, so any origin
+        // may call (CORS), and the gRPC-Web response headers are exposed to the page.
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::mirror_request())
+            .allow_methods([axum::http::Method::POST, axum::http::Method::OPTIONS])
+            .allow_headers(tower_http::cors::Any)
+            .expose_headers([
+                "grpc-status".parse()?,
+                "grpc-message".parse()?,
+                "grpc-status-details-bin".parse()?,
+            ])
+            .max_age(Duration::from_secs(3600));
+        let grpc_server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(health_service)
+            .add_service(RoomServiceServer::new(RoomServiceApi(control.clone())))
+            .add_service(SignalingServer::new(SignalingApi(control.clone())));
+        let mut s = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let res = grpc_server
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+                    let _ = s.wait_for(|v| *v).await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }));
+
+        let app = http_routes(control.clone(), plane.clone());
+        let mut s = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let res = axum::serve(http, app)
+                .with_graceful_shutdown(async move {
+                    let _ = s.wait_for(|v| *v).await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+
+        tracing::info!(%grpc_addr, %http_addr, shards, "ringcast serving");
+        Ok(Server {
+            grpc_addr,
+            http_addr,
+            control,
+            plane,
+            health,
+            stop,
+            tasks,
+            grace: Duration::from_secs(config.drain_grace_secs),
+        })
+    }
+
+    /// Graceful drain: refuse new rooms and joins (readiness false, health NOT_SERVING), let
+    /// media flow for the grace period (or until `cut_short` resolves), then disconnect everyone
+    /// and stop.
+    pub async fn drain(self, cut_short: impl std::future::Future<Output = ()>) {
+        self.control.registry().set_draining();
+        self.health
+            .set_not_serving::<RoomServiceServer<RoomServiceApi>>()
+            .await;
+        self.health
+            .set_not_serving::<SignalingServer<SignalingApi>>()
+            .await;
+        tracing::info!(grace_secs = self.grace.as_secs(), "draining");
+        tokio::select! {
+            _ = tokio::time::sleep(self.grace) => {}
+            _ = cut_short => tracing::info!("drain cut short"),
+        }
+        self.stop().await;
+    }
+
+    /// Disconnects everyone and stops serving at once.
+    pub async fn stop(self) {
+        self.control.registry().close_all(Instant::now());
+        let _ = self.stop.send(true);
+        let mut tasks = self.tasks.into_iter();
+        // The first task is housekeeping, which runs until aborted.
+        if let Some(h) = tasks.next() {
+            h.abort();
+        }
+        // The servers finish their in-flight calls (event streams ended with close_all).
+        for t in tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn http_routes(control: Arc<Control>, plane: Arc<dyn MediaPlane>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = plane.ready() && !control.registry().is_draining();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/",
+            get(|| async {
+                "Ringcast WebRTC SFU. gRPC API: ringcast.v1 (see README.md). /healthz /readyz\n"
+            }),
+        )
+}
