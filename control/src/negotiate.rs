@@ -387,7 +387,10 @@ pub fn answer_publish(
     for m in &offer.media {
         let mid = m.mid.clone().unwrap_or_default();
         let kind = MediaKind::from_sdp(&m.kind);
-        let codecs = kind.map(|k| accept_codecs(k, m)).unwrap_or_default();
+        // One codec per m-section: the offerer's first that Ringcast forwards. Subscribers are
+        // offered exactly that codec, so a publisher must not switch to another mid-stream.
+        let mut codecs = kind.map(|k| accept_codecs(k, m)).unwrap_or_default();
+        codecs.truncate(1);
         if let Some(reason) = reject_reason(m, &bundled, &codecs) {
             rejected.push(Rejection { mid, reason });
             sections.push(rejected_section(m));

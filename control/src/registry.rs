@@ -1105,11 +1105,13 @@ impl Registry {
             reason,
         };
         p.notify(left.clone());
-        r.notify_others(identity, &left);
+        // Others see the tracks go before the participant does.
         let tracks: Vec<TrackSid> = p.tracks.iter().map(|t| t.sid.clone()).collect();
-        // The participant is out of the room: unpublish its tracks from the others.
         for sid in &tracks {
             self.unpublish_from_others(room, identity, sid);
+        }
+        if let Ok(r) = self.room(room) {
+            r.notify_others(identity, &left);
         }
         self.drop_transports(shard, &p);
         tracing::info!(room = %room, %identity, ?reason, "participant left");
@@ -1176,12 +1178,13 @@ impl Registry {
             kind,
             OutgoingTrack {
                 track: sid.to_string(),
-                stream_id,
+                stream_id: stream_id.clone(),
                 codec,
                 fmtp,
                 ssrc,
                 rtx_ssrc: rtx,
-                cname: p.sid.to_string(),
+                // The publisher's CNAME groups its audio and video for lip sync.
+                cname: stream_id,
             },
         );
         p.subscriber.version += 1;

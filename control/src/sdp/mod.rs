@@ -390,6 +390,25 @@ impl MediaDescription {
         self.rtpmaps.iter().find(|r| r.pt == pt)
     }
 
+    /// Puts `rtcp_fbs` and `fmtps` in the order the writer emits them: grouped under the first
+    /// rtpmap of their payload type, in rtpmap order, the rest after (stable otherwise).
+    pub(crate) fn canonicalize(&mut self) {
+        let rank = |pt: Option<u8>| {
+            pt.and_then(|pt| self.rtpmaps.iter().position(|r| r.pt == pt))
+                .unwrap_or(usize::MAX)
+        };
+        let fb_rank: Vec<usize> = self.rtcp_fbs.iter().map(|f| rank(f.pt)).collect();
+        let fmtp_rank: Vec<usize> = self.fmtps.iter().map(|f| rank(Some(f.pt))).collect();
+        let mut fbs: Vec<(usize, RtcpFb)> =
+            fb_rank.into_iter().zip(self.rtcp_fbs.drain(..)).collect();
+        fbs.sort_by_key(|(r, _)| *r);
+        self.rtcp_fbs = fbs.into_iter().map(|(_, f)| f).collect();
+        let mut fmtps: Vec<(usize, Fmtp)> =
+            fmtp_rank.into_iter().zip(self.fmtps.drain(..)).collect();
+        fmtps.sort_by_key(|(r, _)| *r);
+        self.fmtps = fmtps.into_iter().map(|(_, f)| f).collect();
+    }
+
     /// The payload types listed on the m-line, skipping any that are not numbers.
     pub fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
         self.formats.iter().filter_map(|f| f.parse().ok())

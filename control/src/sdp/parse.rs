@@ -146,7 +146,10 @@ impl Parser {
         Ok(())
     }
 
-    fn finish(self) -> Result<SessionDescription, SdpError> {
+    fn finish(mut self) -> Result<SessionDescription, SdpError> {
+        for m in &mut self.media {
+            m.canonicalize();
+        }
         if !self.seen_version {
             return Err(SdpError::Missing('v'));
         }

@@ -155,7 +155,7 @@ fn media(out: &mut String, m: &MediaDescription) {
     }
     // Per codec: rtpmap, its rtcp-fb, its fmtp; then whatever names no mapped payload type.
     let mapped = |pt: u8| m.rtpmaps.iter().any(|r| r.pt == pt);
-    for r in &m.rtpmaps {
+    for (i, r) in m.rtpmaps.iter().enumerate() {
         match r.channels {
             Some(ch) => line(
                 out,
@@ -165,6 +165,10 @@ fn media(out: &mut String, m: &MediaDescription) {
                 out,
                 format_args!("a=rtpmap:{} {}/{}", r.pt, r.encoding, r.clock_rate),
             ),
+        }
+        // A payload type mapped twice gets its feedback and fmtp under the first mapping only.
+        if m.rtpmaps[..i].iter().any(|x| x.pt == r.pt) {
+            continue;
         }
         for fb in m.rtcp_fbs.iter().filter(|fb| fb.pt == Some(r.pt)) {
             rtcp_fb(out, fb);
