@@ -1,0 +1,8 @@
+//! Ringcast's media shards: each one core, one io_uring ring and one UDP port, shared-nothing.
+//!
+//! The protocol cores here are sans-IO (no sockets, no clock): `stun` (RFC 8489 checks),
+//! `ice` (ICE-lite per transport), `srtp` (RFC 3711 / RFC 7714 contexts). Only the shard loop
+//! does IO and reads the clock.
+
+pub mod srtp;
+pub mod stun;
