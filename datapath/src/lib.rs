@@ -4,5 +4,6 @@
 //! `ice` (ICE-lite per transport), `srtp` (RFC 3711 / RFC 7714 contexts). Only the shard loop
 //! does IO and reads the clock.
 
+pub mod dtls;
 pub mod srtp;
 pub mod stun;

@@ -1,0 +1,375 @@
+//! DTLS-SRTP (RFC 5764) over OpenSSL with an in-memory transport: records go in as datagrams,
+//! records come out as datagrams; the shard owns the socket and the timer.
+//!
+//! OpenSSL reassembles fragmented handshake messages (Chromium's ~1.4 KB post-quantum
+//! ClientHello arrives in two datagrams) and keeps its own retransmission timer, which the
+//! shard drives through `timeout` / `handle_timeout`.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use foreign_types::ForeignTypeRef;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVerifyMode,
+    SslVersion,
+};
+use openssl::x509::X509;
+
+use crate::srtp::Profile;
+
+/// Largest DTLS datagram we write; below any path MTU WebRTC meets.
+pub const DTLS_MTU: u32 = 1200;
+/// Datagrams buffered per direction before the oldest are dropped (a bound per transport).
+const MAX_QUEUED: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DtlsError {
+    #[error("OpenSSL: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("the peer certificate does not match the SDP fingerprint")]
+    FingerprintMismatch,
+    #[error("the peer presented no certificate")]
+    NoPeerCertificate,
+    #[error("no SRTP profile was negotiated (use_srtp)")]
+    NoSrtpProfile,
+    #[error("the negotiated SRTP profile is not one Ringcast speaks")]
+    UnknownSrtpProfile,
+}
+
+/// Who sends the ClientHello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// A peer certificate fingerprint from SDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// `sha-256`, `sha-1`, ...
+    pub algorithm: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Keys exported after the handshake, per direction.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    pub profile: Profile,
+    /// What we encrypt with.
+    pub local_key: Vec<u8>,
+    pub local_salt: Vec<u8>,
+    /// What the peer encrypts with (we decrypt).
+    pub remote_key: Vec<u8>,
+    pub remote_salt: Vec<u8>,
+}
+
+impl std::fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpKeys")
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One SSL context per shard: the node's certificate, DTLS 1.2, use_srtp.
+pub fn context(
+    cert: &X509,
+    key: &PKey<Private>,
+    profiles: &[Profile],
+) -> Result<SslContext, DtlsError> {
+    let mut b = SslContextBuilder::new(SslMethod::dtls())?;
+    b.set_certificate(cert)?;
+    b.set_private_key(key)?;
+    b.check_private_key()?;
+    // OpenSSL 3.0 speaks DTLS up to 1.2; Chromium and Firefox offer 1.3 and 1.2 and settle on 1.2.
+    b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
+    b.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
+    // WebRTC peers use self-signed certificates: trust comes from the SDP fingerprint, which is
+    // checked when the handshake completes.
+    b.set_verify_callback(
+        SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        |_, _| true,
+    );
+    let names: Vec<&str> = profiles
+        .iter()
+        .map(|p| match p {
+            Profile::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
+            Profile::AeadAes256Gcm => "SRTP_AEAD_AES_256_GCM",
+            Profile::Aes128CmHmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
+        })
+        .collect();
+    b.set_tlsext_use_srtp(&names.join(":"))?;
+    b.set_cipher_list("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384")?;
+    Ok(b.build())
+}
+
+/// Datagrams in and out of OpenSSL.
+#[derive(Debug, Default)]
+struct MemIo {
+    incoming: VecDeque<Vec<u8>>,
+    outgoing: VecDeque<Vec<u8>>,
+}
+
+impl Read for MemIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.incoming.pop_front() {
+            Some(d) => {
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                Ok(n)
+            }
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for MemIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.outgoing.len() >= MAX_QUEUED {
+            self.outgoing.pop_front();
+        }
+        self.outgoing.push_back(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a DTLS transport reports.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DtlsEvent {
+    Connected(SrtpKeys),
+    /// The peer closed (close_notify) or the transport failed.
+    Closed(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    Connected,
+    Closed,
+}
+
+/// One DTLS association.
+pub struct Dtls {
+    stream: SslStream<MemIo>,
+    fingerprints: Vec<Fingerprint>,
+    state: State,
+}
+
+impl std::fmt::Debug for Dtls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dtls")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dtls {
+    pub fn new(
+        ctx: &SslContext,
+        role: Role,
+        fingerprints: Vec<Fingerprint>,
+    ) -> Result<Self, DtlsError> {
+        let mut ssl = Ssl::new(ctx)?;
+        ssl.set_mtu(DTLS_MTU)?;
+        match role {
+            Role::Server => ssl.set_accept_state(),
+            Role::Client => ssl.set_connect_state(),
+        }
+        let stream = SslStream::new(ssl, MemIo::default())?;
+        let mut d = Dtls {
+            stream,
+            fingerprints,
+            state: State::Handshaking,
+        };
+        if role == Role::Client {
+            // Produces the ClientHello.
+            let _ = d.drive();
+        }
+        Ok(d)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Feeds one received DTLS datagram.
+    pub fn handle_datagram(&mut self, data: &[u8]) -> Option<DtlsEvent> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let io = self.stream.get_mut();
+        if io.incoming.len() >= MAX_QUEUED {
+            io.incoming.pop_front();
+        }
+        io.incoming.push_back(data.to_vec());
+        self.drive()
+    }
+
+    /// Advances the handshake, or reads (and discards) application data after it: WebRTC sends
+    /// none on the DTLS association without data channels, but alerts must be processed.
+    fn drive(&mut self) -> Option<DtlsEvent> {
+        match self.state {
+            State::Handshaking => match self.stream.do_handshake() {
+                Ok(()) => Some(match self.on_connected() {
+                    Ok(keys) => {
+                        self.state = State::Connected;
+                        DtlsEvent::Connected(keys)
+                    }
+                    Err(e) => {
+                        self.state = State::Closed;
+                        DtlsEvent::Closed(e.to_string())
+                    }
+                }),
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => None,
+                Err(e) => {
+                    self.state = State::Closed;
+                    Some(DtlsEvent::Closed(format!("handshake failed: {e}")))
+                }
+            },
+            State::Connected => {
+                let mut buf = [0u8; 2048];
+                loop {
+                    match self.stream.ssl_read(&mut buf) {
+                        Ok(0) => {
+                            self.state = State::Closed;
+                            return Some(DtlsEvent::Closed("peer closed DTLS".to_owned()));
+                        }
+                        Ok(_) => continue,
+                        Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                            self.state = State::Closed;
+                            return Some(DtlsEvent::Closed("peer sent close_notify".to_owned()));
+                        }
+                        Err(e)
+                            if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) =>
+                        {
+                            return None;
+                        }
+                        Err(e) => {
+                            self.state = State::Closed;
+                            return Some(DtlsEvent::Closed(format!("DTLS error: {e}")));
+                        }
+                    }
+                }
+            }
+            State::Closed => None,
+        }
+    }
+
+    fn on_connected(&mut self) -> Result<SrtpKeys, DtlsError> {
+        let ssl = self.stream.ssl();
+        let cert = ssl.peer_certificate().ok_or(DtlsError::NoPeerCertificate)?;
+        let matches = self.fingerprints.iter().any(|f| {
+            let md = match f.algorithm.as_str() {
+                "sha-1" => MessageDigest::sha1(),
+                "sha-224" => MessageDigest::sha224(),
+                "sha-256" => MessageDigest::sha256(),
+                "sha-384" => MessageDigest::sha384(),
+                "sha-512" => MessageDigest::sha512(),
+                _ => return false,
+            };
+            cert.digest(md).is_ok_and(|d| *d == *f.bytes)
+        });
+        if !matches {
+            return Err(DtlsError::FingerprintMismatch);
+        }
+        let id = ssl
+            .selected_srtp_profile()
+            .ok_or(DtlsError::NoSrtpProfile)?
+            .id();
+        let profile =
+            Profile::from_dtls_id(id.as_raw() as u16).ok_or(DtlsError::UnknownSrtpProfile)?;
+        let (kl, sl) = (profile.master_key_len(), profile.master_salt_len());
+        let mut m = vec![0u8; 2 * (kl + sl)];
+        ssl.export_keying_material(&mut m, "EXTRACTOR-dtls_srtp", None)?;
+        // RFC 5764 §4.2: client key, server key, client salt, server salt.
+        let (ck, rest) = m.split_at(kl);
+        let (sk, rest) = rest.split_at(kl);
+        let (cs, ss) = rest.split_at(sl);
+        let server = ssl.is_server();
+        let (lk, ls, rk, rs) = if server {
+            (sk, ss, ck, cs)
+        } else {
+            (ck, cs, sk, ss)
+        };
+        Ok(SrtpKeys {
+            profile,
+            local_key: lk.to_vec(),
+            local_salt: ls.to_vec(),
+            remote_key: rk.to_vec(),
+            remote_salt: rs.to_vec(),
+        })
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.stream.get_mut().outgoing.pop_front()
+    }
+
+    /// How long until OpenSSL wants `handle_timeout` (during the handshake).
+    pub fn timeout(&self) -> Option<Duration> {
+        if self.state != State::Handshaking {
+            return None;
+        }
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        // DTLSv1_get_timeout is a macro over SSL_ctrl(DTLS_CTRL_GET_TIMEOUT).
+        #[allow(unsafe_code)]
+        // SAFETY: a valid SSL pointer owned by `stream`, and a timeval OpenSSL writes into.
+        let r = unsafe {
+            openssl_sys::SSL_ctrl(
+                self.stream.ssl().as_ptr(),
+                DTLS_CTRL_GET_TIMEOUT,
+                0,
+                (&mut tv as *mut libc::timeval).cast(),
+            )
+        };
+        (r == 1).then(|| Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000))
+    }
+
+    /// Retransmits the last flight if OpenSSL's timer expired.
+    pub fn handle_timeout(&mut self) -> Option<DtlsEvent> {
+        if self.state != State::Handshaking {
+            return None;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: a valid SSL pointer owned by `stream`; HANDLE_TIMEOUT takes no argument.
+        let r = unsafe {
+            openssl_sys::SSL_ctrl(
+                self.stream.ssl().as_ptr(),
+                DTLS_CTRL_HANDLE_TIMEOUT,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            self.state = State::Closed;
+            return Some(DtlsEvent::Closed("DTLS handshake timed out".to_owned()));
+        }
+        None
+    }
+
+    /// Sends close_notify.
+    pub fn close(&mut self) {
+        if self.state == State::Connected {
+            let _ = self.stream.shutdown();
+        }
+        self.state = State::Closed;
+    }
+}
+
+const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
+const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
+
+#[cfg(test)]
+mod tests;
