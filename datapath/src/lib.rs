@@ -5,5 +5,6 @@
 //! does IO and reads the clock.
 
 pub mod dtls;
+pub mod ice;
 pub mod srtp;
 pub mod stun;

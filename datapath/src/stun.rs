@@ -377,13 +377,20 @@ pub fn write_binding_error(
     Ok(w.finish_with_fingerprint())
 }
 
+/// The ICE role attribute a check carries, with its tie-breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceRole {
+    Controlling(u64),
+    Controlled(u64),
+}
+
 /// Writes a Binding request (ICE check) — used by tests and the load-test client.
 pub fn write_binding_request(
     out: &mut [u8],
     txid: &[u8; 12],
     username: &[u8],
     priority: u32,
-    controlling_tiebreaker: u64,
+    role: IceRole,
     use_candidate: bool,
     key: &[u8],
 ) -> Result<usize, BufferTooSmall> {
@@ -393,7 +400,10 @@ pub fn write_binding_request(
     let mut w = Writer::new(out, 0x0001, txid)?;
     w.attr(attr::USERNAME, username);
     w.attr(attr::PRIORITY, &priority.to_be_bytes());
-    w.attr(attr::ICE_CONTROLLING, &controlling_tiebreaker.to_be_bytes());
+    match role {
+        IceRole::Controlling(tb) => w.attr(attr::ICE_CONTROLLING, &tb.to_be_bytes()),
+        IceRole::Controlled(tb) => w.attr(attr::ICE_CONTROLLED, &tb.to_be_bytes()),
+    }
     if use_candidate {
         w.attr(attr::USE_CANDIDATE, &[]);
     }

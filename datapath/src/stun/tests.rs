@@ -96,7 +96,16 @@ fn our_xor_mapped_address_matches_rfc5769() {
 #[test]
 fn request_round_trip_and_tampering() {
     let mut out = [0u8; MAX_RESPONSE];
-    let n = write_binding_request(&mut out, &TXID, b"abcd:efgh", 1234, 42, true, b"pass").unwrap();
+    let n = write_binding_request(
+        &mut out,
+        &TXID,
+        b"abcd:efgh",
+        1234,
+        IceRole::Controlling(42),
+        true,
+        b"pass",
+    )
+    .unwrap();
     let m = Message::parse(&out[..n]).unwrap();
     assert!(m.use_candidate && m.verify_integrity(b"pass"));
     assert_eq!(m.ice_controlling, Some(42));
@@ -152,7 +161,16 @@ fn malformed() {
 #[test]
 fn unknown_comprehension_required_is_reported() {
     let mut out = [0u8; MAX_RESPONSE];
-    let n = write_binding_request(&mut out, &TXID, b"a:b", 1, 1, false, b"k").unwrap();
+    let n = write_binding_request(
+        &mut out,
+        &TXID,
+        b"a:b",
+        1,
+        IceRole::Controlling(1),
+        false,
+        b"k",
+    )
+    .unwrap();
     // Splice an unknown required attribute 0x7777 after the header.
     let mut v = out[..20].to_vec();
     v.extend_from_slice(&[0x77, 0x77, 0x00, 0x00]);
