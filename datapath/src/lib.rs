@@ -6,5 +6,7 @@
 
 pub mod dtls;
 pub mod ice;
+pub mod shard;
 pub mod srtp;
+pub mod stats;
 pub mod stun;

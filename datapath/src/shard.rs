@@ -1,0 +1,460 @@
+//! One shard's protocol state, without IO: transports keyed by ufrag and by address, the RFC
+//! 7983 demux, and what each datagram leads to. The IO loop (`io`) feeds datagrams and time in
+//! and sends what `take_transmits` hands out.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use openssl::ssl::SslContext;
+
+use crate::dtls::{Dtls, DtlsEvent, Fingerprint, Role};
+use crate::ice::{CheckOutcome, IceLite, Selected};
+use crate::srtp::{self, Profile};
+use crate::stats::{DropReason, ShardStats};
+use crate::stun::{self, Message};
+
+/// Control-plane id of a transport.
+pub type TransportId = u64;
+
+/// What the control plane tells a shard about a transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    pub id: TransportId,
+    pub local_ufrag: String,
+    pub local_pwd: String,
+    /// `None` until the peer's SDP is known (a subscriber transport between offer and answer).
+    pub remote: Option<RemoteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    pub ufrag: String,
+    pub dtls_role: Role,
+    pub fingerprints: Vec<Fingerprint>,
+}
+
+/// Commands from the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Adds a transport, or updates it (ICE restart, peer parameters learned).
+    Upsert(TransportConfig),
+    Remove(TransportId),
+}
+
+/// Reports to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Connected { id: TransportId, profile: Profile },
+    Failed { id: TransportId, reason: String },
+    ConsentLost { id: TransportId },
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+struct Transport {
+    config: TransportConfig,
+    ice: IceLite,
+    dtls: Option<Dtls>,
+    rx: Option<srtp::Context>,
+    tx: Option<srtp::Context>,
+    failed: bool,
+}
+
+/// Packets a shard demuxes (RFC 7983 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stun,
+    Dtls,
+    Rtp,
+    Rtcp,
+    Other,
+}
+
+/// RFC 7983: STUN 0–3, DTLS 20–63, RTP/RTCP 128–191 (RTCP by payload type 192–223, RFC 5761).
+pub fn classify(d: &[u8]) -> Kind {
+    match d.first() {
+        Some(0..=3) => Kind::Stun,
+        Some(20..=63) => Kind::Dtls,
+        Some(128..=191) => match d.get(1) {
+            Some(192..=223) => Kind::Rtcp,
+            Some(_) => Kind::Rtp,
+            None => Kind::Other,
+        },
+        _ => Kind::Other,
+    }
+}
+
+/// Largest datagram a shard accepts; bigger ones are counted drops.
+pub const MAX_DATAGRAM: usize = 1500;
+
+/// A shard's state.
+pub struct ShardCore {
+    ssl: SslContext,
+    transports: HashMap<TransportId, Transport>,
+    by_ufrag: HashMap<String, TransportId>,
+    by_addr: HashMap<SocketAddr, TransportId>,
+    transmits: Vec<Transmit>,
+    events: Vec<Event>,
+    pub stats: ShardStats,
+}
+
+impl ShardCore {
+    pub fn new(ssl: SslContext) -> Self {
+        ShardCore {
+            ssl,
+            transports: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            transmits: Vec::new(),
+            events: Vec::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    pub fn transport_count(&self) -> usize {
+        self.transports.len()
+    }
+
+    pub fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Upsert(c) => self.upsert(c),
+            Command::Remove(id) => self.remove(id),
+        }
+    }
+
+    fn upsert(&mut self, c: TransportConfig) {
+        let id = c.id;
+        match self.transports.get_mut(&id) {
+            Some(t) => {
+                if t.config.local_ufrag != c.local_ufrag {
+                    self.by_ufrag.remove(&t.config.local_ufrag);
+                    self.by_ufrag.insert(c.local_ufrag.clone(), id);
+                }
+                t.ice.restart(
+                    &c.local_ufrag,
+                    &c.local_pwd,
+                    c.remote.as_ref().map(|r| r.ufrag.as_str()),
+                );
+                // DTLS starts once the peer's role and fingerprint are known; a change of
+                // either (a new DTLS association) starts it again.
+                let dtls_changed = t
+                    .config
+                    .remote
+                    .as_ref()
+                    .map(|r| (&r.dtls_role, &r.fingerprints))
+                    != c.remote.as_ref().map(|r| (&r.dtls_role, &r.fingerprints));
+                t.config = c;
+                if dtls_changed {
+                    t.dtls = None;
+                    t.rx = None;
+                    t.tx = None;
+                    self.start_dtls(id);
+                }
+            }
+            None => {
+                let ice = IceLite::new(
+                    &c.local_ufrag,
+                    &c.local_pwd,
+                    c.remote.as_ref().map(|r| r.ufrag.as_str()),
+                );
+                self.by_ufrag.insert(c.local_ufrag.clone(), id);
+                self.transports.insert(
+                    id,
+                    Transport {
+                        config: c,
+                        ice,
+                        dtls: None,
+                        rx: None,
+                        tx: None,
+                        failed: false,
+                    },
+                );
+                self.start_dtls(id);
+            }
+        }
+    }
+
+    fn start_dtls(&mut self, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let Some(remote) = &t.config.remote else {
+            return;
+        };
+        match Dtls::new(&self.ssl, remote.dtls_role, remote.fingerprints.clone()) {
+            Ok(d) => t.dtls = Some(d),
+            Err(e) => {
+                t.failed = true;
+                self.events.push(Event::Failed {
+                    id,
+                    reason: format!("cannot start DTLS: {e}"),
+                });
+            }
+        }
+        self.flush_dtls(id);
+    }
+
+    fn remove(&mut self, id: TransportId) {
+        if let Some(mut t) = self.transports.remove(&id) {
+            self.by_ufrag.remove(&t.config.local_ufrag);
+            if let Some(a) = t.ice.selected() {
+                self.by_addr.remove(&a);
+            }
+            if let Some(d) = &mut t.dtls {
+                d.close();
+                if let Some(to) = t.ice.selected() {
+                    while let Some(data) = d.poll_transmit() {
+                        self.transmits.push(Transmit { to, data });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one received datagram. `buf` is the receive buffer, decrypted in place.
+    pub fn handle_datagram(&mut self, src: SocketAddr, buf: &mut [u8], now: Instant) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += buf.len() as u64;
+        if buf.len() > MAX_DATAGRAM {
+            self.stats.drop(DropReason::Oversize);
+            return;
+        }
+        match classify(buf) {
+            Kind::Stun => self.handle_stun(src, buf, now),
+            Kind::Dtls => self.handle_dtls(src, buf),
+            Kind::Rtp => self.handle_srtp(src, buf, false),
+            Kind::Rtcp => self.handle_srtp(src, buf, true),
+            Kind::Other => self.stats.drop(DropReason::UnknownFirstByte),
+        }
+    }
+
+    fn handle_stun(&mut self, src: SocketAddr, buf: &[u8], now: Instant) {
+        let msg = match Message::parse(buf) {
+            Ok(m) => m,
+            Err(_) => return self.stats.drop(DropReason::MalformedStun),
+        };
+        self.stats.stun_requests += 1;
+        let mut out = [0u8; stun::MAX_RESPONSE];
+        let Some((local, _)) = msg.ice_username() else {
+            // No USERNAME: not a check for any transport. Answer 400 only to requests.
+            if msg.class == stun::Class::Request
+                && let Ok(len) =
+                    stun::write_binding_error(&mut out, &msg.transaction_id, 400, &[], None)
+            {
+                self.transmits.push(Transmit {
+                    to: src,
+                    data: out[..len].to_vec(),
+                });
+            }
+            self.stats.stun_failures += 1;
+            return;
+        };
+        let id = std::str::from_utf8(local)
+            .ok()
+            .and_then(|u| self.by_ufrag.get(u))
+            .copied();
+        let Some(t) = id.and_then(|id| self.transports.get_mut(&id)) else {
+            // Unknown ufrag: RFC 8489 §9.1.3 answers 401, unsigned.
+            self.stats.stun_failures += 1;
+            if msg.class == stun::Class::Request
+                && let Ok(len) =
+                    stun::write_binding_error(&mut out, &msg.transaction_id, 401, &[], None)
+            {
+                self.transmits.push(Transmit {
+                    to: src,
+                    data: out[..len].to_vec(),
+                });
+            }
+            return;
+        };
+        let id = t.config.id;
+        let before = t.ice.selected();
+        let (outcome, selected) = t.ice.handle_check(&msg, src, now, &mut out);
+        match outcome {
+            CheckOutcome::Reply { len, .. } => {
+                let ok = out[0] == 0x01 && out[1] == 0x01;
+                if !ok {
+                    self.stats.stun_failures += 1;
+                }
+                self.transmits.push(Transmit {
+                    to: src,
+                    data: out[..len].to_vec(),
+                });
+            }
+            CheckOutcome::Drop(_) => {
+                self.stats.stun_failures += 1;
+                self.stats.drop(DropReason::MalformedStun);
+            }
+        }
+        if let Selected::Now(addr) = selected {
+            if let Some(old) = before {
+                self.by_addr.remove(&old);
+            }
+            self.by_addr.insert(addr, id);
+            // DTLS flights waiting for an address (we are the client) can go now.
+            self.flush_dtls(id);
+        }
+    }
+
+    fn handle_dtls(&mut self, src: SocketAddr, buf: &[u8]) {
+        let Some(&id) = self.by_addr.get(&src) else {
+            return self.stats.drop(DropReason::UnknownSource);
+        };
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let Some(d) = &mut t.dtls else {
+            // Peer parameters not known yet: the peer retransmits.
+            return self.stats.drop(DropReason::DtlsNotReady);
+        };
+        let ev = d.handle_datagram(buf);
+        self.stats.dtls_in += 1;
+        self.on_dtls_event(id, ev);
+        self.flush_dtls(id);
+    }
+
+    fn on_dtls_event(&mut self, id: TransportId, ev: Option<DtlsEvent>) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        match ev {
+            Some(DtlsEvent::Connected(keys)) => {
+                let rx = srtp::Context::new(keys.profile, &keys.remote_key, &keys.remote_salt);
+                let tx = srtp::Context::new(keys.profile, &keys.local_key, &keys.local_salt);
+                match (rx, tx) {
+                    (Ok(rx), Ok(tx)) => {
+                        t.rx = Some(rx);
+                        t.tx = Some(tx);
+                        self.stats.dtls_ok += 1;
+                        self.events.push(Event::Connected {
+                            id,
+                            profile: keys.profile,
+                        });
+                    }
+                    _ => {
+                        t.failed = true;
+                        self.stats.dtls_failed += 1;
+                        self.events.push(Event::Failed {
+                            id,
+                            reason: "exported SRTP keys have the wrong length".to_owned(),
+                        });
+                    }
+                }
+            }
+            Some(DtlsEvent::Closed(reason)) => {
+                if t.rx.is_none() {
+                    self.stats.dtls_failed += 1;
+                }
+                t.failed = true;
+                self.events.push(Event::Failed { id, reason });
+            }
+            None => {}
+        }
+    }
+
+    fn flush_dtls(&mut self, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let (Some(d), Some(to)) = (&mut t.dtls, t.ice.selected()) else {
+            return;
+        };
+        while let Some(data) = d.poll_transmit() {
+            self.transmits.push(Transmit { to, data });
+        }
+    }
+
+    fn handle_srtp(&mut self, src: SocketAddr, buf: &mut [u8], rtcp: bool) {
+        let Some(&id) = self.by_addr.get(&src) else {
+            return self.stats.drop(DropReason::UnknownSource);
+        };
+        let Some(rx) = self.transports.get_mut(&id).and_then(|t| t.rx.as_mut()) else {
+            return self.stats.drop(DropReason::SrtpNotReady);
+        };
+        let res = if rtcp {
+            rx.unprotect_rtcp(buf)
+        } else {
+            rx.unprotect_rtp(buf)
+        };
+        match res {
+            Ok(_) if rtcp => self.stats.rtcp_in += 1,
+            Ok(_) => self.stats.rtp_in += 1,
+            Err(srtp::SrtpError::Replayed) => self.stats.drop(DropReason::SrtpReplay),
+            Err(srtp::SrtpError::AuthFailed) => self.stats.drop(DropReason::SrtpAuth),
+            Err(_) => self.stats.drop(DropReason::MalformedRtp),
+        }
+    }
+
+    /// Drives timers: DTLS retransmissions and consent expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<TransportId> = self.transports.keys().copied().collect();
+        for id in ids {
+            let Some(t) = self.transports.get_mut(&id) else {
+                continue;
+            };
+            if !t.failed && t.ice.consent_expired(now) {
+                t.failed = true;
+                self.events.push(Event::ConsentLost { id });
+                continue;
+            }
+            let ev = match &mut t.dtls {
+                Some(d) if d.timeout().is_some_and(|t| t.is_zero()) => d.handle_timeout(),
+                _ => None,
+            };
+            self.on_dtls_event(id, ev);
+            self.flush_dtls(id);
+        }
+    }
+
+    /// When `handle_timeout` next has work: the nearest DTLS timer, else a second.
+    pub fn poll_timeout(&self) -> Duration {
+        self.transports
+            .values()
+            .filter_map(|t| t.dtls.as_ref().and_then(Dtls::timeout))
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1))
+    }
+
+    /// Datagrams to send, in order.
+    pub fn take_transmits(&mut self) -> std::vec::Drain<'_, Transmit> {
+        self.transmits.drain(..)
+    }
+
+    /// Events for the control plane.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    /// Encrypts and queues an RTP packet to a connected transport (used by the media router and
+    /// the tests). `buf[..len]` is plaintext RTP with room for the tag after it.
+    pub fn send_rtp(
+        &mut self,
+        id: TransportId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<(), srtp::SrtpError> {
+        let t = self
+            .transports
+            .get_mut(&id)
+            .ok_or(srtp::SrtpError::TooShort)?;
+        let (Some(tx), Some(to)) = (t.tx.as_mut(), t.ice.selected()) else {
+            return Err(srtp::SrtpError::TooShort);
+        };
+        let n = tx.protect_rtp(buf, len)?;
+        self.transmits.push(Transmit {
+            to,
+            data: buf[..n].to_vec(),
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+use std::time::{Duration, Instant};
+
+use openssl::asn1::Asn1Time;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+use super::*;
+use crate::stun::IceRole;
+
+fn cert() -> (X509, PKey<Private>) {
+    let key = PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut b = X509::builder().unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (b.build(), key)
+}
+
+fn fp(c: &X509) -> Fingerprint {
+    Fingerprint {
+        algorithm: "sha-256".into(),
+        bytes: c.digest(MessageDigest::sha256()).unwrap().to_vec(),
+    }
+}
+
+const PEER: &str = "127.0.0.1:50000";
+
+struct Peer {
+    dtls: Dtls,
+    addr: SocketAddr,
+    keys: Option<crate::dtls::SrtpKeys>,
+}
+
+fn setup() -> (ShardCore, Peer, Instant) {
+    let (sc, sk) = cert();
+    let (cc, ck) = cert();
+    let all = [
+        Profile::AeadAes128Gcm,
+        Profile::AeadAes256Gcm,
+        Profile::Aes128CmHmacSha1_80,
+    ];
+    let mut core = ShardCore::new(crate::dtls::context(&sc, &sk, &all).unwrap());
+    core.handle_command(Command::Upsert(TransportConfig {
+        id: 7,
+        local_ufrag: "SRVR".into(),
+        local_pwd: "serverpassword012345678".into(),
+        remote: Some(RemoteConfig {
+            ufrag: "CLNT".into(),
+            dtls_role: Role::Server,
+            fingerprints: vec![fp(&cc)],
+        }),
+    }));
+    let client_ctx = crate::dtls::context(&cc, &ck, &all).unwrap();
+    let peer = Peer {
+        dtls: Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap(),
+        addr: PEER.parse().unwrap(),
+        keys: None,
+    };
+    (core, peer, Instant::now())
+}
+
+fn check(use_candidate: bool, pwd: &[u8]) -> Vec<u8> {
+    let mut b = [0u8; 200];
+    let n = stun::write_binding_request(
+        &mut b,
+        &[1; 12],
+        b"SRVR:CLNT",
+        1,
+        IceRole::Controlling(1),
+        use_candidate,
+        pwd,
+    )
+    .unwrap();
+    b[..n].to_vec()
+}
+
+/// ICE then DTLS until both sides are connected.
+fn connect(core: &mut ShardCore, peer: &mut Peer, now: Instant) {
+    let mut c = check(true, b"serverpassword012345678");
+    core.handle_datagram(peer.addr, &mut c, now);
+    let t: Vec<Transmit> = core.take_transmits().collect();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].to, peer.addr);
+    assert_eq!(&t[0].data[..2], &[0x01, 0x01], "binding success");
+    for _ in 0..20 {
+        while let Some(mut d) = peer.dtls.poll_transmit() {
+            core.handle_datagram(peer.addr, &mut d, now);
+        }
+        let out: Vec<Transmit> = core.take_transmits().collect();
+        if out.is_empty() && peer.keys.is_some() {
+            break;
+        }
+        for t in out {
+            assert_eq!(t.to, peer.addr);
+            if let Some(DtlsEvent::Connected(k)) = peer.dtls.handle_datagram(&t.data) {
+                peer.keys = Some(k);
+            }
+        }
+    }
+    assert!(peer.keys.is_some(), "client connected");
+    let ev: Vec<Event> = core.take_events().collect();
+    assert_eq!(
+        ev,
+        [Event::Connected {
+            id: 7,
+            profile: Profile::AeadAes128Gcm
+        }]
+    );
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut v = vec![0x80, 96];
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 42]);
+    v.extend_from_slice(&[0xAB; 200]);
+    v
+}
+
+#[test]
+fn ice_dtls_then_srtp_is_decrypted_in_place() {
+    let (mut core, mut peer, now) = setup();
+    connect(&mut core, &mut peer, now);
+    let k = peer.keys.clone().unwrap();
+    let mut tx = srtp::Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
+    for seq in 1..=10u16 {
+        let plain = rtp(seq);
+        let mut b = plain.clone();
+        b.resize(plain.len() + 16, 0);
+        let n = tx.protect_rtp(&mut b, plain.len()).unwrap();
+        b.truncate(n);
+        let sent = b.clone();
+        core.handle_datagram(peer.addr, &mut b, now);
+        assert_eq!(
+            &b[..plain.len()],
+            &plain[..],
+            "decrypted in the receive buffer"
+        );
+        if seq == 10 {
+            // The same ciphertext again is a replay.
+            let mut again = sent;
+            core.handle_datagram(peer.addr, &mut again, now);
+        }
+    }
+    assert_eq!(core.stats.rtp_in, 10);
+    assert_eq!(core.stats.dropped(DropReason::SrtpReplay), 1);
+    // From an address that never passed ICE: a counted drop.
+    let mut b = rtp(11);
+    core.handle_datagram("127.0.0.1:1".parse().unwrap(), &mut b, now);
+    assert_eq!(core.stats.dropped(DropReason::UnknownSource), 1);
+    // Tampered SRTP: an authentication failure, counted.
+    let plain = rtp(12);
+    let mut b = plain.clone();
+    b.resize(plain.len() + 16, 0);
+    let n = tx.protect_rtp(&mut b, plain.len()).unwrap();
+    b.truncate(n);
+    b[30] ^= 1;
+    core.handle_datagram(peer.addr, &mut b, now);
+    assert_eq!(core.stats.dropped(DropReason::SrtpAuth), 1);
+    // SRTCP from the peer.
+    let mut rtcp = vec![0x80, 201, 0, 1, 0, 0, 0, 42];
+    let len = rtcp.len();
+    rtcp.resize(len + 20, 0);
+    let mut ctx = srtp::Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
+    let n = ctx.protect_rtcp(&mut rtcp, len).unwrap();
+    core.handle_datagram(peer.addr, &mut rtcp[..n], now);
+    assert_eq!(core.stats.rtcp_in, 1);
+}
+
+#[test]
+fn junk_is_counted_never_fatal() {
+    let (mut core, _, now) = setup();
+    let src: SocketAddr = PEER.parse().unwrap();
+    for d in [&[0xFFu8; 40][..], &[100; 10], &[], &[0x80], &[22; 13]] {
+        let mut d = d.to_vec();
+        core.handle_datagram(src, &mut d, now);
+    }
+    let mut big = vec![0x80; 1600];
+    core.handle_datagram(src, &mut big, now);
+    assert_eq!(core.stats.dropped(DropReason::Oversize), 1);
+    assert!(core.stats.dropped(DropReason::UnknownFirstByte) >= 2);
+    assert!(core.stats.dropped(DropReason::UnknownSource) >= 1);
+    // A check with the wrong password gets 401 and binds nothing.
+    let mut c = check(true, b"wrongpassword0123456789");
+    core.handle_datagram(src, &mut c, now);
+    let t: Vec<Transmit> = core.take_transmits().collect();
+    assert_eq!(&t[0].data[..2], &[0x01, 0x11], "error response");
+    let mut d = vec![22u8; 30];
+    core.handle_datagram(src, &mut d, now);
+    assert!(
+        core.stats.dropped(DropReason::UnknownSource) >= 2,
+        "still unknown"
+    );
+}
+
+#[test]
+fn consent_loss_and_removal() {
+    let (mut core, mut peer, now) = setup();
+    connect(&mut core, &mut peer, now);
+    core.handle_timeout(now + Duration::from_secs(29));
+    assert_eq!(core.take_events().count(), 0);
+    core.handle_timeout(now + Duration::from_secs(31));
+    assert_eq!(
+        core.take_events().collect::<Vec<_>>(),
+        [Event::ConsentLost { id: 7 }]
+    );
+    core.handle_command(Command::Remove(7));
+    assert_eq!(core.transport_count(), 0);
+    let mut c = check(true, b"serverpassword012345678");
+    core.handle_datagram(peer.addr, &mut c, now);
+    let t: Vec<Transmit> = core.take_transmits().collect();
+    // close_notify went out on removal, then the check is refused as an unknown ufrag.
+    let last = t.last().unwrap();
+    assert_eq!(&last.data[..2], &[0x01, 0x11]);
+}
+
+#[test]
+fn demux_follows_rfc7983() {
+    assert_eq!(classify(&[0, 1]), Kind::Stun);
+    assert_eq!(classify(&[3]), Kind::Stun);
+    assert_eq!(classify(&[20]), Kind::Dtls);
+    assert_eq!(classify(&[63]), Kind::Dtls);
+    assert_eq!(classify(&[128, 96]), Kind::Rtp);
+    assert_eq!(classify(&[0x80, 200]), Kind::Rtcp);
+    assert_eq!(classify(&[191, 223]), Kind::Rtcp);
+    assert_eq!(classify(&[64]), Kind::Other);
+    assert_eq!(classify(&[192]), Kind::Other);
+    assert_eq!(classify(&[]), Kind::Other);
+}

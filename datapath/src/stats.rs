@@ -1,0 +1,138 @@
+//! Per-shard counters: plain integers on the hot path, published to the `metrics` registry
+//! once per sweep (no label lookup, atomic or lock per packet).
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    UnknownFirstByte,
+    UnknownSource,
+    Oversize,
+    MalformedStun,
+    MalformedRtp,
+    DtlsNotReady,
+    SrtpNotReady,
+    SrtpAuth,
+    SrtpReplay,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 9] = [
+        DropReason::UnknownFirstByte,
+        DropReason::UnknownSource,
+        DropReason::Oversize,
+        DropReason::MalformedStun,
+        DropReason::MalformedRtp,
+        DropReason::DtlsNotReady,
+        DropReason::SrtpNotReady,
+        DropReason::SrtpAuth,
+        DropReason::SrtpReplay,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownFirstByte => "unknown_first_byte",
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::Oversize => "oversize",
+            DropReason::MalformedStun => "malformed_stun",
+            DropReason::MalformedRtp => "malformed_rtp",
+            DropReason::DtlsNotReady => "dtls_not_ready",
+            DropReason::SrtpNotReady => "srtp_not_ready",
+            DropReason::SrtpAuth => "srtp_auth_failed",
+            DropReason::SrtpReplay => "srtp_replay",
+        }
+    }
+}
+
+/// Counters since the last publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub stun_requests: u64,
+    pub stun_failures: u64,
+    pub dtls_in: u64,
+    pub dtls_ok: u64,
+    pub dtls_failed: u64,
+    pub rtp_in: u64,
+    pub rtcp_in: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl ShardStats {
+    pub fn drop(&mut self, why: DropReason) {
+        self.drops[why as usize] += 1;
+    }
+
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        self.drops[why as usize]
+    }
+}
+
+/// Registered metric handles of one shard.
+pub struct ShardMetrics {
+    packets_in: Counter,
+    bytes_in: Counter,
+    packets_out: Counter,
+    bytes_out: Counter,
+    stun_requests: Counter,
+    stun_failures: Counter,
+    dtls_ok: Counter,
+    dtls_failed: Counter,
+    rtp_in: Counter,
+    rtcp_in: Counter,
+    drops: Vec<Counter>,
+    transports: Gauge,
+    batch: Histogram,
+}
+
+impl ShardMetrics {
+    pub fn register(shard: u16, backend: &'static str) -> Self {
+        let s = shard.to_string();
+        gauge!("ringcast_shard_info", "shard" => s.clone(), "backend" => backend).set(1.0);
+        ShardMetrics {
+            packets_in: counter!("ringcast_packets_in_total", "shard" => s.clone()),
+            bytes_in: counter!("ringcast_bytes_in_total", "shard" => s.clone()),
+            packets_out: counter!("ringcast_packets_out_total", "shard" => s.clone()),
+            bytes_out: counter!("ringcast_bytes_out_total", "shard" => s.clone()),
+            stun_requests: counter!("ringcast_stun_checks_total", "shard" => s.clone()),
+            stun_failures: counter!("ringcast_stun_check_failures_total", "shard" => s.clone()),
+            dtls_ok: counter!("ringcast_dtls_handshakes_total", "shard" => s.clone(), "result" => "ok"),
+            dtls_failed: counter!("ringcast_dtls_handshakes_total", "shard" => s.clone(), "result" => "failed"),
+            rtp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtp"),
+            rtcp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtcp"),
+            drops: DropReason::ALL
+                .iter()
+                .map(|d| counter!("ringcast_drops_total", "shard" => s.clone(), "reason" => d.as_str()))
+                .collect(),
+            transports: gauge!("ringcast_shard_transports", "shard" => s.clone()),
+            batch: histogram!("ringcast_shard_sweep_batch_size", "shard" => s),
+        }
+    }
+
+    /// Adds `stats` to the registry and zeroes it.
+    pub fn publish(&self, stats: &mut ShardStats, transports: usize) {
+        let s = std::mem::take(stats);
+        self.packets_in.increment(s.packets_in);
+        self.bytes_in.increment(s.bytes_in);
+        self.packets_out.increment(s.packets_out);
+        self.bytes_out.increment(s.bytes_out);
+        self.stun_requests.increment(s.stun_requests);
+        self.stun_failures.increment(s.stun_failures);
+        self.dtls_ok.increment(s.dtls_ok);
+        self.dtls_failed.increment(s.dtls_failed);
+        self.rtp_in.increment(s.rtp_in);
+        self.rtcp_in.increment(s.rtcp_in);
+        for (c, n) in self.drops.iter().zip(s.drops) {
+            c.increment(n);
+        }
+        self.transports.set(transports as f64);
+    }
+
+    pub fn record_batch(&self, n: usize) {
+        self.batch.record(n as f64);
+    }
+}
