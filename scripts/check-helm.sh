@@ -293,7 +293,7 @@ EOF
 # Runs ringcast --print-config on the rendered TOML with the env the pod gets.
 print_config() {
     local rendered=$1
-    timeout 60 "$py" - "$rendered" "$work/rc.toml" "$work/rc.env" <<'EOF'
+    timeout 60 "$py" - "$rendered" "$work/rc.toml" "$work/rc.env" <<'EOF' || return 1
 import sys, yaml, base64, shlex
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 cm = next(d for d in docs if d["kind"] == "ConfigMap")
@@ -322,6 +322,23 @@ EOF
         . "$work/rc.env"
         RINGCAST_CONFIG="$work/rc.toml" RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 timeout 30 "$ringcast_bin" --print-config
     )
+}
+
+# Renders NOTES.txt (client-side dry run: no cluster is contacted) and checks it tells how to
+# reach the server: port-forward for gRPC, the UDP port range, how to read the API key.
+check_notes() {
+    local rendered=$1 ports first last
+    shift
+    ports=$(grep -A1 -- "- name: media-" "$rendered" | sed -n 's/^ *containerPort: \([0-9]*\)$/\1/p')
+    first=$(head -n 1 <<<"$ports")
+    last=$(tail -n 1 <<<"$ports")
+    # (`check` runs this in an `if`, where set -e is off: every step returns on failure.)
+    KUBECONFIG=/dev/null timeout 60 "$helm" install rc "$chart" --namespace ringcast --dry-run=client "$@" \
+        >"$work/dry-run" || return 1
+    sed -n '/^NOTES:/,$p' "$work/dry-run" | tee "$work/notes"
+    grep -q "port-forward svc/rc-ringcast 50051:50051" "$work/notes" || { echo "no port-forward line"; return 1; }
+    grep -q "ports $first-$last" "$work/notes" || { echo "no UDP range $first-$last"; return 1; }
+    grep -q "get secret .* -o jsonpath='{.data.api-key}'" "$work/notes" || { echo "no API key line"; return 1; }
 }
 
 # helm template that must fail, with an expected message.
@@ -361,6 +378,7 @@ for c in "${cases[@]}"; do
     check "checkov --framework kubernetes ($c; skips ${skips// /,})" \
         "$venv/bin/checkov" --framework kubernetes -f "$rendered" --quiet --compact --skip-download \
         --skip-check "${skips// /,}"
+    check "NOTES.txt ($c)" check_notes "$rendered" "${vargs[@]}"
     if [ -n "$ringcast_bin" ]; then
         check "ringcast --print-config accepts the rendered TOML ($c)" print_config "$rendered"
     else

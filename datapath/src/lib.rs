@@ -5,8 +5,14 @@
 //! does IO and reads the clock.
 
 pub mod dtls;
+mod fallback;
 pub mod ice;
+pub mod io;
 pub mod shard;
 pub mod srtp;
 pub mod stats;
 pub mod stun;
+mod uring;
+
+pub use io::{Backend, Datapath, DatapathConfig, EventSink, SendError};
+pub use shard::{Command, Event, RemoteConfig, TransportConfig, TransportId};

@@ -427,6 +427,13 @@ impl ShardCore {
         self.transmits.drain(..)
     }
 
+    /// Swaps the queued datagrams into `out` (empty, keeping its capacity), so the IO loop can
+    /// send them while updating the core's counters, without allocating.
+    pub fn swap_transmits(&mut self, out: &mut Vec<Transmit>) {
+        debug_assert!(out.is_empty());
+        std::mem::swap(&mut self.transmits, out);
+    }
+
     /// Events for the control plane.
     pub fn take_events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)

@@ -15,10 +15,12 @@ pub enum DropReason {
     SrtpNotReady,
     SrtpAuth,
     SrtpReplay,
+    SendFailed,
+    SendQueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::UnknownFirstByte,
         DropReason::UnknownSource,
         DropReason::Oversize,
@@ -28,6 +30,8 @@ impl DropReason {
         DropReason::SrtpNotReady,
         DropReason::SrtpAuth,
         DropReason::SrtpReplay,
+        DropReason::SendFailed,
+        DropReason::SendQueueFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,8 @@ impl DropReason {
             DropReason::SrtpNotReady => "srtp_not_ready",
             DropReason::SrtpAuth => "srtp_auth_failed",
             DropReason::SrtpReplay => "srtp_replay",
+            DropReason::SendFailed => "send_failed",
+            DropReason::SendQueueFull => "send_queue_full",
         }
     }
 }

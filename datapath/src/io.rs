@@ -1,0 +1,376 @@
+//! The shard threads and their IO: one thread per shard, pinned to a core, one UDP socket on
+//! `port_base + index`, io_uring (`uring`) or, where that can't be set up, recvmmsg/sendmmsg
+//! with GRO/GSO through quinn-udp. Both backends drive the same `ShardCore`.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+use crate::shard::{Command, Event, ShardCore};
+use crate::srtp::Profile;
+use crate::stats::ShardMetrics;
+
+/// Which IO backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring when the kernel allows it, else the fallback.
+    Auto,
+    IoUring,
+    /// recvmmsg/sendmmsg via quinn-udp.
+    Fallback,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
+            Backend::Fallback => "recvmmsg",
+        }
+    }
+}
+
+/// Everything the datapath needs to start.
+#[derive(Clone)]
+pub struct DatapathConfig {
+    pub shards: u16,
+    /// Shard i binds `bind_ip:port_base + i` (port_base 0: an ephemeral port each, for tests).
+    pub bind_ip: IpAddr,
+    pub port_base: u16,
+    pub backend: Backend,
+    pub certificate: X509,
+    pub private_key: PKey<Private>,
+    pub srtp_profiles: Vec<Profile>,
+    /// Pin shard i to core i (mod the core count).
+    pub pin_threads: bool,
+}
+
+/// Receives shard events on the shard's thread; must not block.
+pub type EventSink = Arc<dyn Fn(u16, Event) + Send + Sync>;
+
+/// Why a command could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no such shard")]
+    NoSuchShard,
+    #[error("the shard's command queue is full")]
+    Busy,
+    #[error("the shard has stopped")]
+    Stopped,
+}
+
+/// Commands queued per shard before `send` reports `Busy`.
+pub const COMMAND_QUEUE: usize = 4096;
+
+struct ShardHandle {
+    commands: SyncSender<Command>,
+    thread: Option<JoinHandle<()>>,
+    running: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+/// The running shards.
+pub struct Datapath {
+    shards: Vec<ShardHandle>,
+    stop: Arc<AtomicBool>,
+    backend: Arc<Mutex<&'static str>>,
+}
+
+/// A shard's state as its IO loop sees it.
+pub(crate) struct Shard {
+    pub(crate) core: ShardCore,
+    pub(crate) metrics: ShardMetrics,
+    index: u16,
+    commands: Receiver<Command>,
+    events: EventSink,
+    stop: Arc<AtomicBool>,
+    next_timer: Instant,
+    next_publish: Instant,
+    /// Reused each sweep for the datagrams to send.
+    pub(crate) outbox: Vec<crate::shard::Transmit>,
+}
+
+impl Shard {
+    pub(crate) fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// How long the loop may block: until the next timer, at most 10 ms so commands are seen.
+    pub(crate) fn next_wait(&self, now: Instant) -> Duration {
+        self.next_timer
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(10))
+    }
+
+    /// Commands, timers, events and metrics after each sweep.
+    pub(crate) fn after_sweep(&mut self, now: Instant) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.core.handle_command(cmd);
+        }
+        if now >= self.next_timer {
+            self.core.handle_timeout(now);
+            self.next_timer = now + self.core.poll_timeout();
+        }
+        for ev in self.core.take_events() {
+            (self.events)(self.index, ev);
+        }
+        if now >= self.next_publish {
+            let transports = self.core.transport_count();
+            self.metrics.publish(&mut self.core.stats, transports);
+            self.next_publish = now + Duration::from_millis(250);
+        }
+    }
+}
+
+fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    let domain = if ip.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if ip.is_ipv6() && ip.is_unspecified() {
+        // One dual-stack socket serves IPv4 (as mapped addresses) and IPv6.
+        s.set_only_v6(false)?;
+    }
+    s.set_recv_buffer_size(8 << 20)?;
+    s.set_send_buffer_size(8 << 20)?;
+    // Don't fragment, don't run PMTU discovery per destination: WebRTC packets fit the MTU.
+    set_pmtudisc_probe(&s, ip.is_ipv6());
+    s.bind(&SocketAddr::new(ip, port).into())?;
+    Ok(s.into())
+}
+
+fn set_pmtudisc_probe(s: &socket2::Socket, v6: bool) {
+    use std::os::fd::AsRawFd;
+    let val: libc::c_int = if v6 {
+        libc::IPV6_PMTUDISC_PROBE
+    } else {
+        libc::IP_PMTUDISC_PROBE
+    };
+    let (level, opt) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)
+    };
+    // SAFETY: setsockopt on a valid socket with a c_int value of the right size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn pin_to_core(index: u16) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity on the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(usize::from(index) % cores, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+impl Datapath {
+    /// Binds every shard's socket and starts the threads.
+    pub fn start(config: DatapathConfig, events: EventSink) -> io::Result<Datapath> {
+        let ctx = crate::dtls::context(
+            &config.certificate,
+            &config.private_key,
+            &config.srtp_profiles,
+        )
+        .map_err(io::Error::other)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let backend_name = Arc::new(Mutex::new(match config.backend {
+            Backend::Fallback => Backend::Fallback.name(),
+            _ if crate::uring::available() => Backend::IoUring.name(),
+            _ => Backend::Fallback.name(),
+        }));
+        if config.backend == Backend::IoUring && !crate::uring::available() {
+            return Err(io::Error::other(
+                "io_uring was required but can't be set up here",
+            ));
+        }
+        let mut shards = Vec::new();
+        for index in 0..config.shards {
+            let port = if config.port_base == 0 {
+                0
+            } else {
+                config
+                    .port_base
+                    .checked_add(index)
+                    .ok_or_else(|| io::Error::other("port overflow"))?
+            };
+            let socket = bind(config.bind_ip, port)?;
+            let addr = socket.local_addr()?;
+            let (tx, rx) = sync_channel(COMMAND_QUEUE);
+            let running = Arc::new(AtomicBool::new(true));
+            let mut shard = Shard {
+                core: ShardCore::new(ctx.clone()),
+                metrics: ShardMetrics::register(
+                    index,
+                    *backend_name.lock().unwrap_or_else(|p| p.into_inner()),
+                ),
+                index,
+                commands: rx,
+                events: events.clone(),
+                stop: stop.clone(),
+                next_timer: Instant::now(),
+                next_publish: Instant::now(),
+                outbox: Vec::with_capacity(1024),
+            };
+            let (r, b, pin, want) = (
+                running.clone(),
+                backend_name.clone(),
+                config.pin_threads,
+                config.backend,
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("ringcast-shard-{index}"))
+                .spawn(move || {
+                    if pin {
+                        pin_to_core(index);
+                    }
+                    let fallback_socket = socket.try_clone();
+                    let res = match want {
+                        Backend::Fallback => crate::fallback::run(socket, &mut shard),
+                        _ => match crate::uring::run(socket, &mut shard) {
+                            Err(e) if want == Backend::Auto && !shard.should_stop() => {
+                                tracing::warn!(shard = index, error = %e, "io_uring unavailable; using recvmmsg/sendmmsg");
+                                *b.lock().unwrap_or_else(|p| p.into_inner()) = Backend::Fallback.name();
+                                match fallback_socket {
+                                    Ok(s) => crate::fallback::run(s, &mut shard),
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            other => other,
+                        },
+                    };
+                    if let Err(e) = res {
+                        tracing::error!(shard = index, error = %e, "shard stopped");
+                    }
+                    r.store(false, Ordering::Release);
+                })?;
+            shards.push(ShardHandle {
+                commands: tx,
+                thread: Some(thread),
+                running,
+                addr,
+            });
+        }
+        let name = *backend_name.lock().unwrap_or_else(|p| p.into_inner());
+        tracing::info!(shards = config.shards, backend = name, "datapath started");
+        Ok(Datapath {
+            shards,
+            stop,
+            backend: backend_name,
+        })
+    }
+
+    /// Queues a command without blocking.
+    pub fn send(&self, shard: u16, cmd: Command) -> Result<(), SendError> {
+        let h = self
+            .shards
+            .get(usize::from(shard))
+            .ok_or(SendError::NoSuchShard)?;
+        match h.commands.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SendError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(SendError::Stopped),
+        }
+    }
+
+    /// Every shard thread is running.
+    pub fn ready(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|s| s.running.load(Ordering::Acquire))
+    }
+
+    /// The backend the shards run (`io_uring` or `recvmmsg`).
+    pub fn backend(&self) -> &'static str {
+        *self.backend.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Each shard's bound address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.addr).collect()
+    }
+
+    /// Stops and joins the shard threads.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for s in &mut self.shards {
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A socket address from kernel bytes (`sockaddr_in` or `sockaddr_in6`); IPv4-mapped IPv6
+/// addresses come back as IPv4.
+pub(crate) fn sockaddr_from(b: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes([*b.first()?, *b.get(1)?]));
+    if family == libc::AF_INET && b.len() >= std::mem::size_of::<libc::sockaddr_in>() {
+        // SAFETY: length checked; read_unaligned copies the bytes.
+        let s: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) };
+        Some(SocketAddr::from((
+            s.sin_addr.s_addr.to_ne_bytes(),
+            u16::from_be(s.sin_port),
+        )))
+    } else if family == libc::AF_INET6 && b.len() >= std::mem::size_of::<libc::sockaddr_in6>() {
+        // SAFETY: as above.
+        let s: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) };
+        let ip = Ipv6Addr::from(s.sin6_addr.s6_addr);
+        let port = u16::from_be(s.sin6_port);
+        Some(match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, port)),
+            None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, s.sin6_scope_id)),
+        })
+    } else {
+        None
+    }
+}
+
+/// The kernel form of `addr` for a socket of the shard's family: a dual-stack or IPv6 socket
+/// takes IPv4 destinations as mapped addresses; an IPv4 socket gets a `sockaddr_in` (which fits
+/// in the `sockaddr_in6` storage).
+pub(crate) fn sockaddr_to(addr: SocketAddr) -> libc::sockaddr_in6 {
+    // SAFETY: zeroed sockaddr_in6 is valid.
+    let mut out: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_in is smaller than sockaddr_in6; both are plain C structs.
+            let sin =
+                unsafe { &mut *(&mut out as *mut libc::sockaddr_in6).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            out.sin6_port = a.port().to_be();
+            out.sin6_addr.s6_addr = a.ip().octets();
+            out.sin6_scope_id = a.scope_id();
+        }
+    }
+    out
+}

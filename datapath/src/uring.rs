@@ -1,0 +1,292 @@
+//! The io_uring shard loop: multishot RECVMSG into a provided buffer ring keeps receives
+//! outstanding, one completion sweep handles every ready datagram, and all sends a sweep
+//! produces go out with the next single `io_uring_enter`.
+//!
+//! This is the only module with raw-pointer IO. Every buffer the kernel touches (the buffer
+//! ring, receive buffers, send slots and their msghdrs) is allocated once at start-up, never
+//! moves, and outlives the ring.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Instant;
+
+use io_uring::{IoUring, cqueue, opcode, types};
+
+use crate::io::{Shard, sockaddr_from, sockaddr_to};
+
+/// Receive buffers in the provided ring (a power of two).
+const RECV_BUFS: u16 = 1024;
+const RECV_BUF_SIZE: usize = 2048;
+const BGID: u16 = 0;
+/// Sends in flight at once; more in one sweep wait for the next.
+const SEND_SLOTS: usize = 1024;
+const RECV_TAG: u64 = u64::MAX;
+
+/// Page-aligned ring of `io_uring_buf` entries shared with the kernel, and its buffers.
+struct BufRing {
+    ring: *mut types::BufRingEntry,
+    ring_bytes: usize,
+    tail: u16,
+    bufs: Box<[u8]>,
+}
+
+impl BufRing {
+    fn new() -> io::Result<Self> {
+        let ring_bytes = usize::from(RECV_BUFS) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: anonymous private mapping; checked for failure below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut r = BufRing {
+            ring: p.cast(),
+            ring_bytes,
+            tail: 0,
+            bufs: vec![0u8; usize::from(RECV_BUFS) * RECV_BUF_SIZE].into_boxed_slice(),
+        };
+        for bid in 0..RECV_BUFS {
+            r.push(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    /// Queues buffer `bid` for the kernel (visible after `publish`).
+    fn push(&mut self, bid: u16) {
+        // SAFETY: index masked into the ring; the entry memory is ours and mapped.
+        let e = unsafe { &mut *self.ring.add(usize::from(self.tail & (RECV_BUFS - 1))) };
+        e.set_addr(self.bufs.as_ptr() as u64 + u64::from(bid) * RECV_BUF_SIZE as u64);
+        e.set_len(RECV_BUF_SIZE as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail overlays entry 0's reserved field, which the kernel reads atomically.
+        let tail = unsafe { &*(types::BufRingEntry::tail(self.ring) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    fn buf_mut(&mut self, bid: u16) -> &mut [u8] {
+        let at = usize::from(bid) * RECV_BUF_SIZE;
+        &mut self.bufs[at..at + RECV_BUF_SIZE]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; the ring was unregistered (or the ring dropped) first.
+        unsafe {
+            libc::munmap(self.ring.cast(), self.ring_bytes);
+        }
+    }
+}
+
+/// One pre-built send: buffer, iovec, destination and msghdr, pinned in a boxed slice.
+struct SendSlot {
+    buf: [u8; 2048],
+    iov: libc::iovec,
+    addr: libc::sockaddr_in6,
+    msg: libc::msghdr,
+}
+
+/// Runs the shard until it is told to stop. Returns an error only if io_uring can't be set up,
+/// so the caller can fall back to the other backend before any packet was handled.
+pub fn run(socket: UdpSocket, shard: &mut Shard) -> io::Result<()> {
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .build(2048)
+        .or_else(|_| IoUring::new(2048))?;
+    let mut bufs = BufRing::new()?;
+    // SAFETY: `bufs` outlives the registration (unregistered below before it drops).
+    unsafe {
+        ring.submitter()
+            .register_buf_ring_with_flags(bufs.ring as u64, RECV_BUFS, BGID, 0)?;
+    }
+    // SAFETY: a zeroed msghdr is valid; only the name and control lengths are read.
+    let mut tmpl: libc::msghdr = unsafe { std::mem::zeroed() };
+    tmpl.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+    let fd = types::Fd(socket.as_raw_fd());
+    let recv = opcode::RecvMsgMulti::new(fd, &tmpl, BGID)
+        .flags(libc::MSG_TRUNC as u32)
+        .build()
+        .user_data(RECV_TAG);
+    // SAFETY: `tmpl` lives as long as this function, i.e. as long as the receive is armed.
+    unsafe { ring.submission().push(&recv) }
+        .map_err(|_| io::Error::other("submission queue full"))?;
+    ring.submit()?;
+
+    // SAFETY: zeroed plain C structs; pointers are set per send below.
+    let mut slots: Box<[SendSlot]> = (0..SEND_SLOTS)
+        .map(|_| unsafe { std::mem::zeroed::<SendSlot>() })
+        .collect();
+    let mut free: Vec<usize> = (0..SEND_SLOTS).rev().collect();
+    let result = sweep_loop(
+        &mut ring, &mut bufs, &recv, &mut slots, &mut free, fd, shard,
+    );
+    let _ = ring.submitter().unregister_buf_ring(BGID);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep_loop(
+    ring: &mut IoUring,
+    bufs: &mut BufRing,
+    recv: &io_uring::squeue::Entry,
+    slots: &mut [SendSlot],
+    free: &mut Vec<usize>,
+    fd: types::Fd,
+    shard: &mut Shard,
+) -> io::Result<()> {
+    loop {
+        if shard.should_stop() {
+            return Ok(());
+        }
+        let wait = shard.next_wait(Instant::now());
+        let ts = types::Timespec::from(wait);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e)
+                if e.raw_os_error() == Some(libc::ETIME)
+                    || e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        let mut received = 0usize;
+        let mut rearm = false;
+        {
+            let mut cq = ring.completion();
+            cq.sync();
+            for cqe in &mut cq {
+                let (res, flags, ud) = (cqe.result(), cqe.flags(), cqe.user_data());
+                if ud != RECV_TAG {
+                    // A send finished: its slot is free again.
+                    let slot = ud as usize;
+                    if slot < SEND_SLOTS {
+                        free.push(slot);
+                    }
+                    if res < 0 {
+                        shard.core.stats.drop(crate::stats::DropReason::SendFailed);
+                    }
+                    continue;
+                }
+                if !cqueue::more(flags) {
+                    rearm = true;
+                }
+                if res < 0 {
+                    // ENOBUFS: every buffer was in use; the receive is re-armed below.
+                    continue;
+                }
+                let Some(bid) = cqueue::buffer_select(flags) else {
+                    continue;
+                };
+                let buf = bufs.buf_mut(bid);
+                let (src, at, len, truncated) =
+                    match types::RecvMsgOut::parse(&buf[..res as usize], &tmpl_for_parse()) {
+                        Ok(m) => {
+                            let payload = m.payload_data();
+                            let at = payload.as_ptr() as usize - buf.as_ptr() as usize;
+                            (
+                                sockaddr_from(m.name_data()),
+                                at,
+                                payload.len(),
+                                m.is_payload_truncated(),
+                            )
+                        }
+                        Err(()) => (None, 0, 0, true),
+                    };
+                match src {
+                    Some(src) if !truncated => {
+                        shard.core.handle_datagram(src, &mut buf[at..at + len], now);
+                    }
+                    _ => {
+                        shard.core.stats.packets_in += 1;
+                        shard.core.stats.drop(crate::stats::DropReason::Oversize);
+                    }
+                }
+                received += 1;
+                bufs.push(bid);
+            }
+        }
+        bufs.publish();
+        if received > 0 {
+            shard.metrics.record_batch(received);
+        }
+        shard.after_sweep(now);
+        // Queue every send this sweep produced; they go out with the next submit.
+        let mut sq = ring.submission();
+        if rearm {
+            // SAFETY: the template the entry points to lives for the whole loop (see `run`).
+            if unsafe { sq.push(recv) }.is_err() {
+                drop(sq);
+                ring.submit()?;
+                sq = ring.submission();
+                // SAFETY: as above.
+                let _ = unsafe { sq.push(recv) };
+            }
+        }
+        let mut outbox = std::mem::take(&mut shard.outbox);
+        shard.core.swap_transmits(&mut outbox);
+        for t in outbox.drain(..) {
+            let Some(i) = free.pop() else {
+                shard
+                    .core
+                    .stats
+                    .drop(crate::stats::DropReason::SendQueueFull);
+                continue;
+            };
+            let s = &mut slots[i];
+            let n = t.data.len().min(s.buf.len());
+            s.buf[..n].copy_from_slice(&t.data[..n]);
+            s.iov = libc::iovec {
+                iov_base: s.buf.as_mut_ptr().cast(),
+                iov_len: n,
+            };
+            s.addr = sockaddr_to(t.to);
+            s.msg.msg_name = (&mut s.addr as *mut libc::sockaddr_in6).cast();
+            s.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+            s.msg.msg_iov = &mut s.iov;
+            s.msg.msg_iovlen = 1;
+            shard.core.stats.packets_out += 1;
+            shard.core.stats.bytes_out += n as u64;
+            let e = opcode::SendMsg::new(fd, &s.msg).build().user_data(i as u64);
+            // SAFETY: slot `i` (buffer, iovec, address, msghdr) is not reused until its CQE.
+            if unsafe { sq.push(&e) }.is_err() {
+                free.push(i);
+                shard
+                    .core
+                    .stats
+                    .drop(crate::stats::DropReason::SendQueueFull);
+            }
+        }
+        shard.outbox = outbox;
+    }
+}
+
+/// The msghdr template `RecvMsgOut::parse` needs: the same lengths the receive was armed with.
+fn tmpl_for_parse() -> libc::msghdr {
+    // SAFETY: a zeroed msghdr is valid.
+    let mut t: libc::msghdr = unsafe { std::mem::zeroed() };
+    t.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+    t
+}
+
+/// True if this kernel lets us set up a ring (probe before choosing the backend).
+pub fn available() -> bool {
+    IoUring::new(8).is_ok()
+}
