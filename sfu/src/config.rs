@@ -10,6 +10,42 @@ use serde::{Deserialize, Serialize};
 pub const DEV_API_KEY: &str = "devkey";
 pub const DEV_API_SECRET: &str = "devsecret-for-local-testing-only";
 
+/// The shards' IO backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaBackend {
+    /// io_uring where the kernel allows it, else recvmmsg.
+    Auto,
+    IoUring,
+    /// recvmmsg/sendmmsg with GRO/GSO (quinn-udp).
+    Recvmmsg,
+}
+
+/// SRTP protection profiles, as SDP/DTLS name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum SrtpProfileName {
+    #[serde(rename = "AEAD_AES_128_GCM")]
+    #[value(name = "AEAD_AES_128_GCM")]
+    AeadAes128Gcm,
+    #[serde(rename = "AEAD_AES_256_GCM")]
+    #[value(name = "AEAD_AES_256_GCM")]
+    AeadAes256Gcm,
+    #[serde(rename = "AES_CM_128_HMAC_SHA1_80")]
+    #[value(name = "AES_CM_128_HMAC_SHA1_80")]
+    AesCm128HmacSha1_80,
+}
+
+impl SrtpProfileName {
+    pub fn to_control(self) -> ringcast_control::plane::SrtpProfile {
+        use ringcast_control::plane::SrtpProfile as P;
+        match self {
+            SrtpProfileName::AeadAes128Gcm => P::AeadAes128Gcm,
+            SrtpProfileName::AeadAes256Gcm => P::AeadAes256Gcm,
+            SrtpProfileName::AesCm128HmacSha1_80 => P::Aes128CmHmacSha1_80,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -29,6 +65,13 @@ pub struct Config {
     pub udp_port_base: u16,
     /// Media shards (one per core); 0 = one per available core.
     pub shards: u16,
+    /// Address the shards' UDP sockets bind; unset: 127.0.0.1 when every public IP is IPv4
+    /// loopback, else `::` (dual-stack, all interfaces).
+    pub udp_bind_ip: Option<IpAddr>,
+    /// The shards' IO backend.
+    pub media_backend: MediaBackend,
+    /// SRTP profiles accepted, in order of preference.
+    pub srtp_profiles: Vec<SrtpProfileName>,
     /// Addresses put into ICE candidates (IPv4 and/or IPv6), e.g. the node's public IP.
     pub public_ips: Vec<IpAddr>,
     pub api_key: String,
@@ -47,6 +90,13 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             udp_port_base: 40000,
             shards: 0,
+            udp_bind_ip: None,
+            media_backend: MediaBackend::Auto,
+            srtp_profiles: vec![
+                SrtpProfileName::AeadAes128Gcm,
+                SrtpProfileName::AeadAes256Gcm,
+                SrtpProfileName::AesCm128HmacSha1_80,
+            ],
             public_ips: vec![IpAddr::from([127, 0, 0, 1])],
             api_key: DEV_API_KEY.to_owned(),
             api_secret: DEV_API_SECRET.to_owned(),
@@ -75,6 +125,17 @@ pub struct Cli {
     pub udp_port_base: Option<u16>,
     #[arg(long, env = "RINGCAST_SHARDS")]
     pub shards: Option<u16>,
+    #[arg(long, env = "RINGCAST_UDP_BIND_IP")]
+    pub udp_bind_ip: Option<IpAddr>,
+    #[arg(long, env = "RINGCAST_MEDIA_BACKEND")]
+    pub media_backend: Option<MediaBackend>,
+    /// SRTP profiles in order of preference (env: comma-separated).
+    #[arg(
+        long = "srtp-profile",
+        env = "RINGCAST_SRTP_PROFILES",
+        value_delimiter = ','
+    )]
+    pub srtp_profiles: Vec<SrtpProfileName>,
     /// Candidate address; repeat for IPv4 and IPv6 (env: comma-separated).
     #[arg(long = "public-ip", env = "RINGCAST_PUBLIC_IP", value_delimiter = ',')]
     pub public_ips: Vec<IpAddr>,
@@ -134,6 +195,7 @@ impl Config {
             http_addr,
             udp_port_base,
             shards,
+            media_backend,
             api_key,
             api_secret,
             drain_grace_secs,
@@ -142,6 +204,12 @@ impl Config {
         );
         if !cli.public_ips.is_empty() {
             c.public_ips = cli.public_ips.clone();
+        }
+        if !cli.srtp_profiles.is_empty() {
+            c.srtp_profiles = cli.srtp_profiles.clone();
+        }
+        if cli.udp_bind_ip.is_some() {
+            c.udp_bind_ip = cli.udp_bind_ip;
         }
         c.validate()?;
         Ok(c)
@@ -167,6 +235,9 @@ impl Config {
                     .into(),
             );
         }
+        if self.srtp_profiles.is_empty() {
+            return bad("srtp_profiles is empty".into());
+        }
         if u32::from(self.udp_port_base) + u32::from(self.shard_count()) > 65536 {
             return bad("udp_port_base + shards exceeds port 65535".into());
         }
@@ -182,6 +253,22 @@ impl Config {
                 .map(|n| n.get().min(usize::from(u16::MAX)) as u16)
                 .unwrap_or(1)
         }
+    }
+
+    /// Where the shards bind: the configured address, else loopback for a loopback-only node,
+    /// else every interface (dual-stack).
+    pub fn effective_udp_bind_ip(&self) -> IpAddr {
+        self.udp_bind_ip.unwrap_or_else(|| {
+            if self
+                .public_ips
+                .iter()
+                .all(|ip| ip.is_loopback() && ip.is_ipv4())
+            {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+            }
+        })
     }
 
     pub fn uses_dev_credentials(&self) -> bool {

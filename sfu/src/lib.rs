@@ -2,5 +2,6 @@
 //! Media routing (rooms → tracks → subscriptions on the shards) lands here with the datapath.
 
 pub mod config;
+pub mod media_plane;
 pub mod server;
 pub mod telemetry;

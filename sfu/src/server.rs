@@ -11,8 +11,9 @@ use axum::routing::get;
 use ringcast_control::api::{Control, RoomServiceApi, SignalingApi};
 use ringcast_control::auth::Authenticator;
 use ringcast_control::dtls::DtlsIdentity;
-use ringcast_control::plane::{MediaPlane, RecordingMediaPlane, SrtpProfile};
+use ringcast_control::plane::{MediaPlane, SrtpProfile};
 use ringcast_control::registry::{Registry, RegistryConfig};
+use ringcast_datapath::{Backend, DatapathConfig};
 use ringcast_proto::v1::room_service_server::RoomServiceServer;
 use ringcast_proto::v1::signaling_server::SignalingServer;
 use tokio::net::TcpListener;
@@ -21,7 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::Config;
+use crate::config::{Config, MediaBackend};
+use crate::media_plane::{DatapathPlane, srtp_profile};
 
 /// A running node.
 pub struct Server {
@@ -29,6 +31,7 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub control: Arc<Control>,
     pub plane: Arc<dyn MediaPlane>,
+    datapath: Arc<DatapathPlane>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -39,24 +42,39 @@ impl Server {
     /// Binds every listener (port 0 picks a free one) and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let identity = Arc::new(DtlsIdentity::generate()?);
+        let metrics = crate::telemetry::prometheus();
         let shards = config.shard_count();
-        // No datapath yet: the recording plane negotiates real transports but forwards nothing.
-        let plane: Arc<dyn MediaPlane> = Arc::new(RecordingMediaPlane::new(
+        let srtp: Vec<SrtpProfile> = config
+            .srtp_profiles
+            .iter()
+            .map(|p| p.to_control())
+            .collect();
+        // Shards report transport events here; the control plane applies them.
+        let (shard_events_tx, shard_events) = mpsc::channel(4096);
+        let datapath = DatapathPlane::start(
+            DatapathConfig {
+                shards,
+                bind_ip: config.effective_udp_bind_ip(),
+                port_base: config.udp_port_base,
+                backend: match config.media_backend {
+                    MediaBackend::Auto => Backend::Auto,
+                    MediaBackend::IoUring => Backend::IoUring,
+                    MediaBackend::Recvmmsg => Backend::Fallback,
+                },
+                certificate: identity.certificate.clone(),
+                private_key: identity.private_key.clone(),
+                srtp_profiles: srtp.iter().map(|p| srtp_profile(*p)).collect(),
+                pin_threads: true,
+            },
             &config.public_ips,
-            config.udp_port_base,
-            shards,
-        ));
-        tracing::warn!(
-            backend = plane.backend(),
-            shards,
-            "no datapath in this build: signaling works, media is not forwarded"
-        );
-        // Shards report transport events here; the recording plane has none to send.
-        let (_shard_events_tx, shard_events) = mpsc::channel(4096);
+            shard_events_tx,
+        )?;
+        let datapath = Arc::new(datapath);
+        let plane: Arc<dyn MediaPlane> = datapath.clone();
         let registry = Registry::new(
             RegistryConfig {
                 identity: identity.clone(),
-                srtp_profiles: SrtpProfile::ALL.to_vec(),
+                srtp_profiles: srtp,
             },
             plane.clone(),
         );
@@ -111,7 +129,7 @@ impl Server {
             }
         }));
 
-        let app = http_routes(control.clone(), plane.clone());
+        let app = http_routes(control.clone(), plane.clone(), metrics);
         let mut s = stopped.clone();
         tasks.push(tokio::spawn(async move {
             let res = axum::serve(http, app)
@@ -124,12 +142,13 @@ impl Server {
             }
         }));
 
-        tracing::info!(%grpc_addr, %http_addr, shards, "ringcast serving");
+        tracing::info!(%grpc_addr, %http_addr, shards, backend = plane.backend(), "ringcast serving");
         Ok(Server {
             grpc_addr,
             http_addr,
             control,
             plane,
+            datapath,
             health,
             stop,
             tasks,
@@ -160,6 +179,7 @@ impl Server {
     pub async fn stop(self) {
         self.control.registry().close_all(Instant::now());
         let _ = self.stop.send(true);
+        self.datapath.stop();
         let mut tasks = self.tasks.into_iter();
         // The first task is housekeeping, which runs until aborted.
         if let Some(h) = tasks.next() {
@@ -179,8 +199,16 @@ impl Server {
     }
 }
 
-fn http_routes(control: Arc<Control>, plane: Arc<dyn MediaPlane>) -> Router {
+fn http_routes(
+    control: Arc<Control>,
+    plane: Arc<dyn MediaPlane>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> Router {
     Router::new()
+        .route("/metrics", get(move || {
+            let body = metrics.render();
+            async move { ([("content-type", "text/plain; version=0.0.4")], body) }
+        }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -198,7 +226,7 @@ fn http_routes(control: Arc<Control>, plane: Arc<dyn MediaPlane>) -> Router {
         .route(
             "/",
             get(|| async {
-                "Ringcast WebRTC SFU. gRPC API: ringcast.v1 (see README.md). /healthz /readyz\n"
+                "Ringcast WebRTC SFU. gRPC API: ringcast.v1 (see README.md). /healthz /readyz /metrics\n"
             }),
         )
 }

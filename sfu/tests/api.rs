@@ -30,6 +30,8 @@ fn config() -> Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         shards: 2,
+        // Ephemeral shard ports: tests run side by side.
+        udp_port_base: 0,
         drain_grace_secs: 0,
         ..Config::default()
     }

@@ -68,6 +68,8 @@ fn starts_serves_and_exits_zero_on_sigterm() {
             &format!("127.0.0.1:{http}"),
             "--drain-grace-secs",
             "1",
+            "--udp-port-base",
+            "0",
         ])
         .stderr(Stdio::piped())
         .spawn()

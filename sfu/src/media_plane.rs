@@ -1,0 +1,170 @@
+//! The datapath as the control plane's `MediaPlane`: shard commands translated into datapath
+//! commands, datapath events into shard events. Neither crate knows the other; this does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use ringcast_control::ids::{ShardId, TransportId};
+use ringcast_control::negotiate::DtlsRole;
+use ringcast_control::plane::{
+    MediaPlane, PlaneError, ShardCommand, ShardEvent, ShardInfo, SrtpProfile, TransportSpec,
+    TransportState,
+};
+use ringcast_datapath::dtls::{Fingerprint, Role};
+use ringcast_datapath::srtp::Profile;
+use ringcast_datapath::{
+    Command, Datapath, DatapathConfig, Event, RemoteConfig, SendError, TransportConfig,
+};
+use tokio::sync::mpsc;
+
+/// The running shards behind the `MediaPlane` trait.
+pub struct DatapathPlane {
+    // `Datapath` stops its threads on drop; the mutex only guards that final stop.
+    datapath: Mutex<Datapath>,
+    shards: Vec<ShardInfo>,
+    backend: &'static str,
+}
+
+pub fn srtp_profile(p: SrtpProfile) -> Profile {
+    match p {
+        SrtpProfile::AeadAes128Gcm => Profile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm => Profile::AeadAes256Gcm,
+        SrtpProfile::Aes128CmHmacSha1_80 => Profile::Aes128CmHmacSha1_80,
+    }
+}
+
+fn profile_name(p: Profile) -> &'static str {
+    match p {
+        Profile::AeadAes128Gcm => "AEAD_AES_128_GCM",
+        Profile::AeadAes256Gcm => "AEAD_AES_256_GCM",
+        Profile::Aes128CmHmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+    }
+}
+
+impl DatapathPlane {
+    /// Starts the shards; their events go to `events` (dropped, and counted, if it is full).
+    pub fn start(
+        config: DatapathConfig,
+        public_ips: &[IpAddr],
+        events: mpsc::Sender<ShardEvent>,
+    ) -> std::io::Result<Self> {
+        let sink = Arc::new(move |shard: u16, ev: Event| {
+            let ev = match ev {
+                Event::Connected { id, profile } => {
+                    metrics::counter!("ringcast_transports_connected_total", "srtp_profile" => profile_name(profile))
+                        .increment(1);
+                    tracing::debug!(
+                        shard,
+                        transport = id,
+                        profile = profile_name(profile),
+                        "transport connected"
+                    );
+                    ShardEvent::TransportState {
+                        id: TransportId(id),
+                        state: TransportState::Connected,
+                    }
+                }
+                Event::Failed { id, reason } => {
+                    tracing::info!(shard, transport = id, %reason, "transport failed");
+                    ShardEvent::TransportState {
+                        id: TransportId(id),
+                        state: TransportState::Failed(reason),
+                    }
+                }
+                Event::ConsentLost { id } => ShardEvent::TransportState {
+                    id: TransportId(id),
+                    state: TransportState::ConsentLost,
+                },
+            };
+            if events.try_send(ev).is_err() {
+                metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
+            }
+        });
+        let datapath = Datapath::start(config, sink)?;
+        let shards = datapath
+            .local_addrs()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ShardInfo {
+                id: ShardId(i as u16),
+                candidate_addrs: public_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, a.port()))
+                    .collect(),
+            })
+            .collect();
+        let backend = datapath.backend();
+        metrics::gauge!("ringcast_datapath_backend", "backend" => backend).set(1.0);
+        Ok(DatapathPlane {
+            datapath: Mutex::new(datapath),
+            shards,
+            backend,
+        })
+    }
+
+    /// Stops the shard threads.
+    pub fn stop(&self) {
+        if let Ok(mut d) = self.datapath.lock() {
+            d.stop();
+        }
+    }
+}
+
+fn transport_config(spec: TransportSpec) -> TransportConfig {
+    TransportConfig {
+        id: spec.id.0,
+        local_ufrag: spec.local_ice.ufrag,
+        local_pwd: spec.local_ice.pwd,
+        remote: Some(RemoteConfig {
+            ufrag: spec.remote.ice_ufrag,
+            dtls_role: match spec.remote.dtls_role {
+                DtlsRole::Server => Role::Server,
+                DtlsRole::Client => Role::Client,
+            },
+            fingerprints: spec
+                .remote
+                .fingerprints
+                .into_iter()
+                .map(|f| Fingerprint {
+                    algorithm: f.algorithm,
+                    bytes: f.bytes,
+                })
+                .collect(),
+        }),
+    }
+}
+
+impl MediaPlane for DatapathPlane {
+    fn shards(&self) -> &[ShardInfo] {
+        &self.shards
+    }
+
+    fn send(&self, shard: ShardId, cmd: ShardCommand) -> Result<(), PlaneError> {
+        let cmd = match cmd {
+            ShardCommand::AddTransport(spec) | ShardCommand::UpdateTransport(spec) => {
+                Command::Upsert(transport_config(spec))
+            }
+            ShardCommand::RemoveTransport(id) => Command::Remove(id.0),
+            // Commands added to the control plane later need a translation here.
+            #[allow(unreachable_patterns)]
+            _ => return Ok(()),
+        };
+        let d = self
+            .datapath
+            .lock()
+            .map_err(|_| PlaneError::Stopped(shard))?;
+        d.send(shard.0, cmd).map_err(|e| match e {
+            SendError::NoSuchShard => PlaneError::NoSuchShard(shard),
+            SendError::Busy => PlaneError::Busy(shard),
+            SendError::Stopped => PlaneError::Stopped(shard),
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.datapath.lock().is_ok_and(|d| d.ready())
+    }
+
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+}
