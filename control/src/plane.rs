@@ -61,7 +61,10 @@ pub struct TransportSpec {
     /// Ringcast's credentials: STUN checks must carry `local.ufrag:remote.ufrag` and be signed
     /// with `local.pwd`.
     pub local_ice: IceCredentials,
-    pub remote: RemoteTransport,
+    /// `None` until the peer's description arrives: a subscriber transport is added when
+    /// Ringcast offers, so the browser's first checks (sent before its answer reaches us) are
+    /// answered; integrity with our password is what authenticates them.
+    pub remote: Option<RemoteTransport>,
     pub srtp_profiles: Vec<SrtpProfile>,
 }
 

@@ -210,6 +210,8 @@ struct SubscriberTransport {
     /// The last offer built, and its version.
     last_offer: Option<(u64, SessionDescription)>,
     remote: Option<RemoteTransport>,
+    /// The shard knows this transport (from the first offer on).
+    added: bool,
     /// SSRCs Ringcast sends with, per subscribed track.
     ssrcs: HashMap<TrackSid, (u32, Option<u32>)>,
 }
@@ -667,6 +669,7 @@ impl Registry {
                 version: 1,
                 last_offer: None,
                 remote: None,
+                added: false,
                 ssrcs: HashMap::new(),
             },
             tracks: Vec::new(),
@@ -798,7 +801,7 @@ impl Registry {
             participant: p.sid.clone(),
             role: TransportRole::Publisher,
             local_ice: ice.clone(),
-            remote: answer.remote.clone(),
+            remote: Some(answer.remote.clone()),
             srtp_profiles,
         };
         let changed = p
@@ -896,7 +899,40 @@ impl Registry {
         if !p.can_subscribe {
             return Err(ControlError::SubscribeNotAllowed);
         }
+        self.sync_subscriber_transport(room, identity)?;
+        let p = self.room(room)?.participant(identity)?;
         Ok(build_subscriber_offer(p, &cert, &candidates))
+    }
+
+    /// Gives the shard the subscriber transport's current parameters: added on the first offer,
+    /// updated after an answer or an ICE restart.
+    fn sync_subscriber_transport(
+        &mut self,
+        room: &RoomName,
+        identity: &Identity,
+    ) -> Result<(), ControlError> {
+        let srtp_profiles = self.config.srtp_profiles.clone();
+        let r = self.room(room)?;
+        let (shard, room_sid) = (r.shard, r.sid.clone());
+        let p = r.participant(identity)?;
+        let sub = &p.subscriber;
+        let spec = TransportSpec {
+            id: sub.id,
+            room: room_sid,
+            participant: p.sid.clone(),
+            role: TransportRole::Subscriber,
+            local_ice: sub.ice.clone(),
+            remote: sub.remote.clone(),
+            srtp_profiles,
+        };
+        let cmd = if sub.added {
+            ShardCommand::UpdateTransport(spec)
+        } else {
+            ShardCommand::AddTransport(spec)
+        };
+        self.plane.send(shard, cmd)?;
+        self.room(room)?.participant(identity)?.subscriber.added = true;
+        Ok(())
     }
 
     pub fn subscribe_answer(
@@ -907,10 +943,7 @@ impl Registry {
         answer: &str,
     ) -> Result<Vec<Rejection>, ControlError> {
         let answer = sdp::parse(answer)?;
-        let srtp_profiles = self.config.srtp_profiles.clone();
-        let r = self.room(room)?;
-        let (shard, room_sid) = (r.shard, r.sid.clone());
-        let p = r.participant(identity)?;
+        let p = self.room(room)?.participant(identity)?;
         let sub = &mut p.subscriber;
         let Some((offered_version, offered)) = &sub.last_offer else {
             return Err(ControlError::FailedPrecondition(
@@ -924,33 +957,15 @@ impl Registry {
         }
         let mut offer_state = sub.offer.clone();
         let got = offer_state.accept_answer(offered, &answer)?;
-        let changed = sub.remote.as_ref() != Some(&got.remote);
-        if changed && !got.remote.ice_ufrag.is_empty() {
-            let spec = TransportSpec {
-                id: sub.id,
-                room: room_sid,
-                participant: p.sid.clone(),
-                role: TransportRole::Subscriber,
-                local_ice: sub.ice.clone(),
-                remote: got.remote.clone(),
-                srtp_profiles,
-            };
-            let cmd = if sub.remote.is_none() {
-                ShardCommand::AddTransport(spec)
-            } else {
-                ShardCommand::UpdateTransport(spec)
-            };
-            self.plane.send(shard, cmd)?;
-        }
-        let p = self.room(room)?.participant(identity)?;
-        let sub = &mut p.subscriber;
+        let changed = !got.remote.ice_ufrag.is_empty() && sub.remote.as_ref() != Some(&got.remote);
         if !got.rejected.is_empty() {
             // Rejected slots change the next offer.
             sub.version += 1;
         }
         sub.offer = offer_state;
-        if !got.remote.ice_ufrag.is_empty() {
+        if changed {
             sub.remote = Some(got.remote);
+            self.sync_subscriber_transport(room, identity)?;
         }
         Ok(got.rejected)
     }
@@ -978,26 +993,14 @@ impl Registry {
                 let shard = self.room(room)?.shard;
                 let candidates = self.candidates(shard);
                 let cert = self.config.identity.clone();
-                let r = self.room(room)?;
-                let room_sid = r.sid.clone();
-                let p = r.participant(identity)?;
+                let p = self.room(room)?.participant(identity)?;
                 if !p.can_subscribe {
                     return Err(ControlError::SubscribeNotAllowed);
                 }
                 p.subscriber.ice = IceCredentials::generate();
                 p.subscriber.version += 1;
-                if let Some(remote) = p.subscriber.remote.clone() {
-                    let spec = TransportSpec {
-                        id: p.subscriber.id,
-                        room: room_sid,
-                        participant: p.sid.clone(),
-                        role: TransportRole::Subscriber,
-                        local_ice: p.subscriber.ice.clone(),
-                        remote,
-                        srtp_profiles: self.config.srtp_profiles.clone(),
-                    };
-                    self.plane
-                        .send(shard, ShardCommand::UpdateTransport(spec))?;
+                if p.subscriber.added {
+                    self.sync_subscriber_transport(room, identity)?;
                 }
                 let p = self.room(room)?.participant(identity)?;
                 let o = build_subscriber_offer(p, &cert, &candidates);
@@ -1082,7 +1085,7 @@ impl Registry {
         ids.extend(p.publisher.as_ref().map(|t| t.id));
         for id in ids {
             self.transports.remove(&id);
-            let added = id != p.subscriber.id || p.subscriber.remote.is_some();
+            let added = id != p.subscriber.id || p.subscriber.added;
             if added && let Err(e) = self.plane.send(shard, ShardCommand::RemoveTransport(id)) {
                 tracing::warn!(%id, error = %e, "could not remove transport from its shard");
             }

@@ -115,14 +115,13 @@ fn transport_config(spec: TransportSpec) -> TransportConfig {
         id: spec.id.0,
         local_ufrag: spec.local_ice.ufrag,
         local_pwd: spec.local_ice.pwd,
-        remote: Some(RemoteConfig {
-            ufrag: spec.remote.ice_ufrag,
-            dtls_role: match spec.remote.dtls_role {
+        remote: spec.remote.map(|r| RemoteConfig {
+            ufrag: r.ice_ufrag,
+            dtls_role: match r.dtls_role {
                 DtlsRole::Server => Role::Server,
                 DtlsRole::Client => Role::Client,
             },
-            fingerprints: spec
-                .remote
+            fingerprints: r
                 .fingerprints
                 .into_iter()
                 .map(|f| Fingerprint {
