@@ -52,7 +52,10 @@ if [ "$fuzz_secs" -gt 0 ]; then
     for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
         step "fuzz $target for ${fuzz_secs}s"
         mkdir -p "fuzz/corpus/$target"
-        cp control/tests/fixtures/sdp/*.sdp "fuzz/corpus/$target/"
+        case "$target" in
+            sdp_*) cp control/tests/fixtures/sdp/*.sdp "fuzz/corpus/$target/" ;;
+            stun_*) cp datapath/tests/fixtures/stun/*.bin "fuzz/corpus/$target/" ;;
+        esac
         (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" -- \
             -max_total_time="$fuzz_secs" -max_len=8192 2>&1 | tail -n 25)
     done
