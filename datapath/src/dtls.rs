@@ -146,7 +146,9 @@ impl Write for MemIo {
 #[derive(Debug, PartialEq, Eq)]
 pub enum DtlsEvent {
     Connected(SrtpKeys),
-    /// The peer closed (close_notify) or the transport failed.
+    /// The peer ended the association cleanly (close_notify).
+    PeerClosed,
+    /// The handshake or the association failed.
     Closed(String),
 }
 
@@ -241,12 +243,12 @@ impl Dtls {
                     match self.stream.ssl_read(&mut buf) {
                         Ok(0) => {
                             self.state = State::Closed;
-                            return Some(DtlsEvent::Closed("peer closed DTLS".to_owned()));
+                            return Some(DtlsEvent::PeerClosed);
                         }
                         Ok(_) => continue,
                         Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                             self.state = State::Closed;
-                            return Some(DtlsEvent::Closed("peer sent close_notify".to_owned()));
+                            return Some(DtlsEvent::PeerClosed);
                         }
                         Err(e)
                             if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) =>

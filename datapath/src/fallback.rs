@@ -67,24 +67,25 @@ pub fn run(socket: UdpSocket, shard: &mut Shard) -> io::Result<()> {
             shard.metrics.record_batch(received);
         }
         shard.after_sweep(now);
-        let mut outbox = std::mem::take(&mut shard.outbox);
-        shard.core.swap_transmits(&mut outbox);
-        for t in outbox.drain(..) {
+        let mut queued = std::mem::take(&mut shard.queued);
+        shard.core.outbox.take_queue(&mut queued);
+        for q in queued.drain(..) {
             let tr = Transmit {
-                destination: t.to,
+                destination: q.to,
                 ecn: None,
-                contents: &t.data,
+                contents: shard.core.outbox.data(&q),
                 segment_size: None,
                 src_ip: None,
             };
             match state.try_send((&socket).into(), &tr) {
                 Ok(()) => {
                     shard.core.stats.packets_out += 1;
-                    shard.core.stats.bytes_out += t.data.len() as u64;
+                    shard.core.stats.bytes_out += u64::from(q.len);
                 }
                 Err(_) => shard.core.stats.drop(DropReason::SendFailed),
             }
+            shard.core.outbox.release(q.slot);
         }
-        shard.outbox = outbox;
+        shard.queued = queued;
     }
 }

@@ -94,7 +94,7 @@ pub(crate) struct Shard {
     next_timer: Instant,
     next_publish: Instant,
     /// Reused each sweep for the datagrams to send.
-    pub(crate) outbox: Vec<crate::shard::Transmit>,
+    pub(crate) queued: Vec<crate::outbox::Queued>,
 }
 
 impl Shard {
@@ -228,7 +228,7 @@ impl Datapath {
                 stop: stop.clone(),
                 next_timer: Instant::now(),
                 next_publish: Instant::now(),
-                outbox: Vec::with_capacity(1024),
+                queued: Vec::with_capacity(crate::shard::OUTBOX_SLOTS),
             };
             let (r, b, pin, want) = (
                 running.clone(),

@@ -8,6 +8,7 @@ pub mod dtls;
 mod fallback;
 pub mod ice;
 pub mod io;
+pub mod outbox;
 pub mod shard;
 pub mod srtp;
 pub mod stats;

@@ -1,6 +1,6 @@
 //! One shard's protocol state, without IO: transports keyed by ufrag and by address, the RFC
 //! 7983 demux, and what each datagram leads to. The IO loop (`io`) feeds datagrams and time in
-//! and sends what `take_transmits` hands out.
+//! and sends the datagrams queued in `outbox`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use openssl::ssl::SslContext;
 
 use crate::dtls::{Dtls, DtlsEvent, Fingerprint, Role};
 use crate::ice::{CheckOutcome, IceLite, Selected};
+use crate::outbox::Outbox;
 use crate::srtp::{self, Profile};
 use crate::stats::{DropReason, ShardStats};
 use crate::stun::{self, Message};
@@ -40,14 +41,33 @@ pub enum Command {
     /// Adds a transport, or updates it (ICE restart, peer parameters learned).
     Upsert(TransportConfig),
     Remove(TransportId),
+    /// Forwards every RTP packet from `from` to each of `to` (replacing earlier routes of
+    /// `from`); an empty `to` removes the route. Transport-level fan-out, which the media
+    /// router's per-track subscriptions build on.
+    Route {
+        from: TransportId,
+        to: Vec<TransportId>,
+    },
 }
 
 /// Reports to the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Connected { id: TransportId, profile: Profile },
-    Failed { id: TransportId, reason: String },
-    ConsentLost { id: TransportId },
+    Connected {
+        id: TransportId,
+        profile: Profile,
+    },
+    Failed {
+        id: TransportId,
+        reason: String,
+    },
+    ConsentLost {
+        id: TransportId,
+    },
+    /// The peer closed DTLS cleanly (close_notify): it left.
+    Closed {
+        id: TransportId,
+    },
 }
 
 /// A datagram to send.
@@ -92,6 +112,8 @@ pub fn classify(d: &[u8]) -> Kind {
 
 /// Largest datagram a shard accepts; bigger ones are counted drops.
 pub const MAX_DATAGRAM: usize = 1500;
+/// Send slots per shard (in flight plus queued).
+pub const OUTBOX_SLOTS: usize = 4096;
 
 /// A shard's state.
 pub struct ShardCore {
@@ -99,7 +121,9 @@ pub struct ShardCore {
     transports: HashMap<TransportId, Transport>,
     by_ufrag: HashMap<String, TransportId>,
     by_addr: HashMap<SocketAddr, TransportId>,
-    transmits: Vec<Transmit>,
+    /// Fan-out: a source transport's RTP is re-encrypted for each listed transport.
+    routes: HashMap<TransportId, Vec<TransportId>>,
+    pub outbox: Outbox,
     events: Vec<Event>,
     pub stats: ShardStats,
 }
@@ -111,7 +135,8 @@ impl ShardCore {
             transports: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
-            transmits: Vec::new(),
+            routes: HashMap::new(),
+            outbox: Outbox::new(OUTBOX_SLOTS),
             events: Vec::new(),
             stats: ShardStats::default(),
         }
@@ -125,6 +150,13 @@ impl ShardCore {
         match cmd {
             Command::Upsert(c) => self.upsert(c),
             Command::Remove(id) => self.remove(id),
+            Command::Route { from, to } => {
+                if to.is_empty() {
+                    self.routes.remove(&from);
+                } else {
+                    self.routes.insert(from, to);
+                }
+            }
         }
     }
 
@@ -201,6 +233,10 @@ impl ShardCore {
     }
 
     fn remove(&mut self, id: TransportId) {
+        self.routes.remove(&id);
+        for targets in self.routes.values_mut() {
+            targets.retain(|t| *t != id);
+        }
         if let Some(mut t) = self.transports.remove(&id) {
             self.by_ufrag.remove(&t.config.local_ufrag);
             if let Some(a) = t.ice.selected() {
@@ -210,7 +246,9 @@ impl ShardCore {
                 d.close();
                 if let Some(to) = t.ice.selected() {
                     while let Some(data) = d.poll_transmit() {
-                        self.transmits.push(Transmit { to, data });
+                        if !self.outbox.push_copy(to, &data) {
+                            self.stats.drop(DropReason::SendQueueFull);
+                        }
                     }
                 }
             }
@@ -247,10 +285,7 @@ impl ShardCore {
                 && let Ok(len) =
                     stun::write_binding_error(&mut out, &msg.transaction_id, 400, &[], None)
             {
-                self.transmits.push(Transmit {
-                    to: src,
-                    data: out[..len].to_vec(),
-                });
+                self.send(src, &out[..len]);
             }
             self.stats.stun_failures += 1;
             return;
@@ -266,10 +301,7 @@ impl ShardCore {
                 && let Ok(len) =
                     stun::write_binding_error(&mut out, &msg.transaction_id, 401, &[], None)
             {
-                self.transmits.push(Transmit {
-                    to: src,
-                    data: out[..len].to_vec(),
-                });
+                self.send(src, &out[..len]);
             }
             return;
         };
@@ -282,10 +314,7 @@ impl ShardCore {
                 if !ok {
                     self.stats.stun_failures += 1;
                 }
-                self.transmits.push(Transmit {
-                    to: src,
-                    data: out[..len].to_vec(),
-                });
+                self.send(src, &out[..len]);
             }
             CheckOutcome::Drop(_) => {
                 self.stats.stun_failures += 1;
@@ -347,6 +376,12 @@ impl ShardCore {
                     }
                 }
             }
+            Some(DtlsEvent::PeerClosed) => {
+                t.failed = true;
+                t.rx = None;
+                t.tx = None;
+                self.events.push(Event::Closed { id });
+            }
             Some(DtlsEvent::Closed(reason)) => {
                 if t.rx.is_none() {
                     self.stats.dtls_failed += 1;
@@ -366,7 +401,15 @@ impl ShardCore {
             return;
         };
         while let Some(data) = d.poll_transmit() {
-            self.transmits.push(Transmit { to, data });
+            if !self.outbox.push_copy(to, &data) {
+                self.stats.drop(DropReason::SendQueueFull);
+            }
+        }
+    }
+
+    fn send(&mut self, to: SocketAddr, data: &[u8]) {
+        if !self.outbox.push_copy(to, data) {
+            self.stats.drop(DropReason::SendQueueFull);
         }
     }
 
@@ -384,10 +427,48 @@ impl ShardCore {
         };
         match res {
             Ok(_) if rtcp => self.stats.rtcp_in += 1,
-            Ok(_) => self.stats.rtp_in += 1,
+            Ok(len) => {
+                self.stats.rtp_in += 1;
+                self.forward(id, &buf[..len]);
+            }
             Err(srtp::SrtpError::Replayed) => self.stats.drop(DropReason::SrtpReplay),
             Err(srtp::SrtpError::AuthFailed) => self.stats.drop(DropReason::SrtpAuth),
             Err(_) => self.stats.drop(DropReason::MalformedRtp),
+        }
+    }
+
+    /// Re-encrypts a decrypted RTP packet for each routed transport, straight into send slots.
+    fn forward(&mut self, from: TransportId, plain: &[u8]) {
+        let Some(targets) = self.routes.get_mut(&from) else {
+            return;
+        };
+        // Taken out and put back so the transports can be borrowed; no allocation.
+        let targets = std::mem::take(targets);
+        for to in &targets {
+            let Some(t) = self.transports.get_mut(to) else {
+                continue;
+            };
+            let (Some(tx), Some(addr)) = (t.tx.as_mut(), t.ice.selected()) else {
+                continue;
+            };
+            let Some((slot, out)) = self.outbox.alloc() else {
+                self.stats.drop(DropReason::SendQueueFull);
+                continue;
+            };
+            out[..plain.len()].copy_from_slice(plain);
+            match tx.protect_rtp(out, plain.len()) {
+                Ok(n) => {
+                    self.outbox.push(slot, addr, n);
+                    self.stats.rtp_forwarded += 1;
+                }
+                Err(_) => {
+                    self.outbox.release(slot);
+                    self.stats.drop(DropReason::MalformedRtp);
+                }
+            }
+        }
+        if let Some(slot) = self.routes.get_mut(&from) {
+            *slot = targets;
         }
     }
 
@@ -422,44 +503,26 @@ impl ShardCore {
             .min(Duration::from_secs(1))
     }
 
-    /// Datagrams to send, in order.
-    pub fn take_transmits(&mut self) -> std::vec::Drain<'_, Transmit> {
-        self.transmits.drain(..)
-    }
-
-    /// Swaps the queued datagrams into `out` (empty, keeping its capacity), so the IO loop can
-    /// send them while updating the core's counters, without allocating.
-    pub fn swap_transmits(&mut self, out: &mut Vec<Transmit>) {
-        debug_assert!(out.is_empty());
-        std::mem::swap(&mut self.transmits, out);
+    /// The queued datagrams, copied out and their slots released: for tests and tools, not for
+    /// the IO loops (they send from the slots).
+    pub fn take_transmits(&mut self) -> Vec<Transmit> {
+        let mut q = Vec::new();
+        self.outbox.take_queue(&mut q);
+        q.into_iter()
+            .map(|x| {
+                let t = Transmit {
+                    to: x.to,
+                    data: self.outbox.data(&x).to_vec(),
+                };
+                self.outbox.release(x.slot);
+                t
+            })
+            .collect()
     }
 
     /// Events for the control plane.
     pub fn take_events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)
-    }
-
-    /// Encrypts and queues an RTP packet to a connected transport (used by the media router and
-    /// the tests). `buf[..len]` is plaintext RTP with room for the tag after it.
-    pub fn send_rtp(
-        &mut self,
-        id: TransportId,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Result<(), srtp::SrtpError> {
-        let t = self
-            .transports
-            .get_mut(&id)
-            .ok_or(srtp::SrtpError::TooShort)?;
-        let (Some(tx), Some(to)) = (t.tx.as_mut(), t.ice.selected()) else {
-            return Err(srtp::SrtpError::TooShort);
-        };
-        let n = tx.protect_rtp(buf, len)?;
-        self.transmits.push(Transmit {
-            to,
-            data: buf[..n].to_vec(),
-        });
-        Ok(())
     }
 }
 

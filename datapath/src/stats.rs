@@ -65,6 +65,7 @@ pub struct ShardStats {
     pub dtls_failed: u64,
     pub rtp_in: u64,
     pub rtcp_in: u64,
+    pub rtp_forwarded: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
@@ -90,6 +91,7 @@ pub struct ShardMetrics {
     dtls_failed: Counter,
     rtp_in: Counter,
     rtcp_in: Counter,
+    rtp_forwarded: Counter,
     drops: Vec<Counter>,
     transports: Gauge,
     batch: Histogram,
@@ -110,6 +112,7 @@ impl ShardMetrics {
             dtls_failed: counter!("ringcast_dtls_handshakes_total", "shard" => s.clone(), "result" => "failed"),
             rtp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtp"),
             rtcp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtcp"),
+            rtp_forwarded: counter!("ringcast_rtp_forwarded_total", "shard" => s.clone()),
             drops: DropReason::ALL
                 .iter()
                 .map(|d| counter!("ringcast_drops_total", "shard" => s.clone(), "reason" => d.as_str()))
@@ -132,6 +135,7 @@ impl ShardMetrics {
         self.dtls_failed.increment(s.dtls_failed);
         self.rtp_in.increment(s.rtp_in);
         self.rtcp_in.increment(s.rtcp_in);
+        self.rtp_forwarded.increment(s.rtp_forwarded);
         for (c, n) in self.drops.iter().zip(s.drops) {
             c.increment(n);
         }

@@ -20,8 +20,6 @@ use crate::io::{Shard, sockaddr_from, sockaddr_to};
 const RECV_BUFS: u16 = 1024;
 const RECV_BUF_SIZE: usize = 2048;
 const BGID: u16 = 0;
-/// Sends in flight at once; more in one sweep wait for the next.
-const SEND_SLOTS: usize = 1024;
 const RECV_TAG: u64 = u64::MAX;
 
 /// Page-aligned ring of `io_uring_buf` entries shared with the kernel, and its buffers.
@@ -93,9 +91,9 @@ impl Drop for BufRing {
     }
 }
 
-/// One pre-built send: buffer, iovec, destination and msghdr, pinned in a boxed slice.
+/// The kernel-facing parts of one send, per outbox slot: iovec, destination and msghdr,
+/// pinned in a boxed slice. The bytes stay in the outbox slot.
 struct SendSlot {
-    buf: [u8; 2048],
     iov: libc::iovec,
     addr: libc::sockaddr_in6,
     msg: libc::msghdr,
@@ -130,13 +128,10 @@ pub fn run(socket: UdpSocket, shard: &mut Shard) -> io::Result<()> {
     ring.submit()?;
 
     // SAFETY: zeroed plain C structs; pointers are set per send below.
-    let mut slots: Box<[SendSlot]> = (0..SEND_SLOTS)
+    let mut slots: Box<[SendSlot]> = (0..shard.core.outbox.slots())
         .map(|_| unsafe { std::mem::zeroed::<SendSlot>() })
         .collect();
-    let mut free: Vec<usize> = (0..SEND_SLOTS).rev().collect();
-    let result = sweep_loop(
-        &mut ring, &mut bufs, &recv, &mut slots, &mut free, fd, shard,
-    );
+    let result = sweep_loop(&mut ring, &mut bufs, &recv, &mut slots, fd, shard);
     let _ = ring.submitter().unregister_buf_ring(BGID);
     result
 }
@@ -147,7 +142,6 @@ fn sweep_loop(
     bufs: &mut BufRing,
     recv: &io_uring::squeue::Entry,
     slots: &mut [SendSlot],
-    free: &mut Vec<usize>,
     fd: types::Fd,
     shard: &mut Shard,
 ) -> io::Result<()> {
@@ -175,10 +169,9 @@ fn sweep_loop(
             for cqe in &mut cq {
                 let (res, flags, ud) = (cqe.result(), cqe.flags(), cqe.user_data());
                 if ud != RECV_TAG {
-                    // A send finished: its slot is free again.
-                    let slot = ud as usize;
-                    if slot < SEND_SLOTS {
-                        free.push(slot);
+                    // A send finished: its outbox slot is free again.
+                    if (ud as usize) < slots.len() {
+                        shard.core.outbox.release(ud as u32);
                     }
                     if res < 0 {
                         shard.core.stats.drop(crate::stats::DropReason::SendFailed);
@@ -240,41 +233,41 @@ fn sweep_loop(
                 let _ = unsafe { sq.push(recv) };
             }
         }
-        let mut outbox = std::mem::take(&mut shard.outbox);
-        shard.core.swap_transmits(&mut outbox);
-        for t in outbox.drain(..) {
-            let Some(i) = free.pop() else {
-                shard
-                    .core
-                    .stats
-                    .drop(crate::stats::DropReason::SendQueueFull);
-                continue;
-            };
+        let mut queued = std::mem::take(&mut shard.queued);
+        shard.core.outbox.take_queue(&mut queued);
+        for q in queued.drain(..) {
+            let i = q.slot as usize;
             let s = &mut slots[i];
-            let n = t.data.len().min(s.buf.len());
-            s.buf[..n].copy_from_slice(&t.data[..n]);
             s.iov = libc::iovec {
-                iov_base: s.buf.as_mut_ptr().cast(),
-                iov_len: n,
+                iov_base: shard.core.outbox.slot_ptr(q.slot).cast(),
+                iov_len: q.len as usize,
             };
-            s.addr = sockaddr_to(t.to);
+            s.addr = sockaddr_to(q.to);
             s.msg.msg_name = (&mut s.addr as *mut libc::sockaddr_in6).cast();
             s.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
             s.msg.msg_iov = &mut s.iov;
             s.msg.msg_iovlen = 1;
             shard.core.stats.packets_out += 1;
-            shard.core.stats.bytes_out += n as u64;
+            shard.core.stats.bytes_out += u64::from(q.len);
             let e = opcode::SendMsg::new(fd, &s.msg).build().user_data(i as u64);
-            // SAFETY: slot `i` (buffer, iovec, address, msghdr) is not reused until its CQE.
+            // SAFETY: the outbox slot and this SendSlot are not reused until the send's CQE
+            // releases the slot.
             if unsafe { sq.push(&e) }.is_err() {
-                free.push(i);
-                shard
-                    .core
-                    .stats
-                    .drop(crate::stats::DropReason::SendQueueFull);
+                // Queue full: submit what we have and retry once.
+                drop(sq);
+                ring.submit()?;
+                sq = ring.submission();
+                // SAFETY: as above.
+                if unsafe { sq.push(&e) }.is_err() {
+                    shard.core.outbox.release(q.slot);
+                    shard
+                        .core
+                        .stats
+                        .drop(crate::stats::DropReason::SendQueueFull);
+                }
             }
         }
-        shard.outbox = outbox;
+        shard.queued = queued;
     }
 }
 

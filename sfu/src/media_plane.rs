@@ -75,6 +75,10 @@ impl DatapathPlane {
                     id: TransportId(id),
                     state: TransportState::ConsentLost,
                 },
+                Event::Closed { id } => ShardEvent::TransportState {
+                    id: TransportId(id),
+                    state: TransportState::Closed,
+                },
             };
             if events.try_send(ev).is_err() {
                 metrics::counter!("ringcast_shard_events_dropped_total").increment(1);

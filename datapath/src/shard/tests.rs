@@ -35,12 +35,20 @@ fn fp(c: &X509) -> Fingerprint {
 const PEER: &str = "127.0.0.1:50000";
 
 struct Peer {
+    id: TransportId,
     dtls: Dtls,
     addr: SocketAddr,
+    user: Vec<u8>,
     keys: Option<crate::dtls::SrtpKeys>,
 }
 
 fn setup() -> (ShardCore, Peer, Instant) {
+    let (core, mut peers, now) = setup_n(1);
+    (core, peers.remove(0), now)
+}
+
+/// A shard with `n` transports (ids 7, 8, ...) and a client for each on its own port.
+fn setup_n(n: u16) -> (ShardCore, Vec<Peer>, Instant) {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
     let all = [
@@ -49,31 +57,47 @@ fn setup() -> (ShardCore, Peer, Instant) {
         Profile::Aes128CmHmacSha1_80,
     ];
     let mut core = ShardCore::new(crate::dtls::context(&sc, &sk, &all).unwrap());
-    core.handle_command(Command::Upsert(TransportConfig {
-        id: 7,
-        local_ufrag: "SRVR".into(),
-        local_pwd: "serverpassword012345678".into(),
-        remote: Some(RemoteConfig {
-            ufrag: "CLNT".into(),
-            dtls_role: Role::Server,
-            fingerprints: vec![fp(&cc)],
-        }),
-    }));
     let client_ctx = crate::dtls::context(&cc, &ck, &all).unwrap();
-    let peer = Peer {
-        dtls: Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap(),
-        addr: PEER.parse().unwrap(),
-        keys: None,
-    };
-    (core, peer, Instant::now())
+    let peers = (0..n)
+        .map(|i| {
+            let (local, remote) = if i == 0 {
+                ("SRVR".to_owned(), "CLNT".to_owned())
+            } else {
+                (format!("SRV{i}"), format!("CLN{i}"))
+            };
+            let id = 7 + u64::from(i);
+            core.handle_command(Command::Upsert(TransportConfig {
+                id,
+                local_ufrag: local.clone(),
+                local_pwd: "serverpassword012345678".into(),
+                remote: Some(RemoteConfig {
+                    ufrag: remote.clone(),
+                    dtls_role: Role::Server,
+                    fingerprints: vec![fp(&cc)],
+                }),
+            }));
+            Peer {
+                id,
+                dtls: Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap(),
+                addr: SocketAddr::new([127, 0, 0, 1].into(), 50000 + i),
+                user: format!("{local}:{remote}").into_bytes(),
+                keys: None,
+            }
+        })
+        .collect();
+    (core, peers, Instant::now())
 }
 
 fn check(use_candidate: bool, pwd: &[u8]) -> Vec<u8> {
+    check_as(b"SRVR:CLNT", use_candidate, pwd)
+}
+
+fn check_as(user: &[u8], use_candidate: bool, pwd: &[u8]) -> Vec<u8> {
     let mut b = [0u8; 200];
     let n = stun::write_binding_request(
         &mut b,
         &[1; 12],
-        b"SRVR:CLNT",
+        user,
         1,
         IceRole::Controlling(1),
         use_candidate,
@@ -85,9 +109,9 @@ fn check(use_candidate: bool, pwd: &[u8]) -> Vec<u8> {
 
 /// ICE then DTLS until both sides are connected.
 fn connect(core: &mut ShardCore, peer: &mut Peer, now: Instant) {
-    let mut c = check(true, b"serverpassword012345678");
+    let mut c = check_as(&peer.user, true, b"serverpassword012345678");
     core.handle_datagram(peer.addr, &mut c, now);
-    let t: Vec<Transmit> = core.take_transmits().collect();
+    let t: Vec<Transmit> = core.take_transmits();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].to, peer.addr);
     assert_eq!(&t[0].data[..2], &[0x01, 0x01], "binding success");
@@ -95,7 +119,7 @@ fn connect(core: &mut ShardCore, peer: &mut Peer, now: Instant) {
         while let Some(mut d) = peer.dtls.poll_transmit() {
             core.handle_datagram(peer.addr, &mut d, now);
         }
-        let out: Vec<Transmit> = core.take_transmits().collect();
+        let out: Vec<Transmit> = core.take_transmits();
         if out.is_empty() && peer.keys.is_some() {
             break;
         }
@@ -111,7 +135,7 @@ fn connect(core: &mut ShardCore, peer: &mut Peer, now: Instant) {
     assert_eq!(
         ev,
         [Event::Connected {
-            id: 7,
+            id: peer.id,
             profile: Profile::AeadAes128Gcm
         }]
     );
@@ -191,7 +215,7 @@ fn junk_is_counted_never_fatal() {
     // A check with the wrong password gets 401 and binds nothing.
     let mut c = check(true, b"wrongpassword0123456789");
     core.handle_datagram(src, &mut c, now);
-    let t: Vec<Transmit> = core.take_transmits().collect();
+    let t: Vec<Transmit> = core.take_transmits();
     assert_eq!(&t[0].data[..2], &[0x01, 0x11], "error response");
     let mut d = vec![22u8; 30];
     core.handle_datagram(src, &mut d, now);
@@ -216,10 +240,70 @@ fn consent_loss_and_removal() {
     assert_eq!(core.transport_count(), 0);
     let mut c = check(true, b"serverpassword012345678");
     core.handle_datagram(peer.addr, &mut c, now);
-    let t: Vec<Transmit> = core.take_transmits().collect();
+    let t: Vec<Transmit> = core.take_transmits();
     // close_notify went out on removal, then the check is refused as an unknown ufrag.
     let last = t.last().unwrap();
     assert_eq!(&last.data[..2], &[0x01, 0x11]);
+}
+
+/// Encrypts RTP `seq` with a peer's keys.
+fn srtp_from(tx: &mut srtp::Context, seq: u16, payload: usize) -> Vec<u8> {
+    let mut b = rtp(seq);
+    b.resize(12 + payload, 0x5A);
+    let len = b.len();
+    b.resize(len + 16, 0);
+    let n = tx.protect_rtp(&mut b, len).unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn routed_rtp_is_reencrypted_for_each_subscriber() {
+    let (mut core, mut peers, now) = setup_n(4);
+    for p in &mut peers {
+        connect(&mut core, p, now);
+    }
+    let to: Vec<TransportId> = peers[1..].iter().map(|p| p.id).collect();
+    core.handle_command(Command::Route {
+        from: peers[0].id,
+        to,
+    });
+    let k = peers[0].keys.clone().unwrap();
+    let mut tx = srtp::Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
+    let mut rx: Vec<srtp::Context> = peers[1..]
+        .iter()
+        .map(|p| {
+            let k = p.keys.clone().unwrap();
+            srtp::Context::new(k.profile, &k.remote_key, &k.remote_salt).unwrap()
+        })
+        .collect();
+    for seq in 0..5u16 {
+        let mut pkt = srtp_from(&mut tx, seq, 1000);
+        core.handle_datagram(peers[0].addr, &mut pkt, now);
+        let out = core.take_transmits();
+        assert_eq!(out.len(), 3, "one copy per subscriber");
+        for (i, t) in out.into_iter().enumerate() {
+            assert_eq!(t.to, peers[1 + i].addr);
+            let mut d = t.data;
+            let len = rx[i].unprotect_rtp(&mut d).unwrap();
+            assert_eq!(&d[..len], &srtp_from_plain(seq, 1000)[..]);
+        }
+    }
+    assert_eq!(core.stats.rtp_forwarded, 15);
+    // A removed subscriber drops out of the route.
+    core.handle_command(Command::Remove(peers[2].id));
+    let closing = core.take_transmits();
+    assert_eq!(closing.len(), 1, "close_notify to the removed peer");
+    assert_eq!(closing[0].to, peers[2].addr);
+    let mut pkt = srtp_from(&mut tx, 9, 100);
+    core.handle_datagram(peers[0].addr, &mut pkt, now);
+    assert_eq!(core.take_transmits().len(), 2);
+}
+
+fn srtp_from_plain(seq: u16, payload: usize) -> Vec<u8> {
+    let mut b = rtp(seq);
+    b.resize(12 + payload, 0x5A);
+    b
 }
 
 #[test]
@@ -284,9 +368,16 @@ mod counting {
 static ALLOC: counting::Counting = counting::Counting;
 
 #[test]
-fn srtp_receive_path_does_not_allocate() {
-    let (mut core, mut peer, now) = setup();
-    connect(&mut core, &mut peer, now);
+fn srtp_receive_and_fanout_path_does_not_allocate() {
+    let (mut core, mut peers, now) = setup_n(3);
+    for p in &mut peers {
+        connect(&mut core, p, now);
+    }
+    core.handle_command(Command::Route {
+        from: peers[0].id,
+        to: vec![peers[1].id, peers[2].id],
+    });
+    let peer = &peers[0];
     let k = peer.keys.clone().unwrap();
     let mut tx = srtp::Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
     let packets: Vec<Vec<u8>> = (0..1000u16)
@@ -301,14 +392,25 @@ fn srtp_receive_path_does_not_allocate() {
         })
         .collect();
     let mut batch = packets.clone();
-    // The first packet of an SSRC creates its replay state; measure the steady state after it.
+    // The first packet of an SSRC creates its replay and sender state; measure the steady state
+    // after it. The IO loop empties the outbox every sweep; here every packet.
     core.handle_datagram(peer.addr, &mut batch[0], now);
+    let mut queued = Vec::with_capacity(crate::shard::OUTBOX_SLOTS);
+    let drain = |core: &mut ShardCore, queued: &mut Vec<crate::outbox::Queued>| {
+        core.outbox.take_queue(queued);
+        for q in queued.drain(..) {
+            core.outbox.release(q.slot);
+        }
+    };
+    drain(&mut core, &mut queued);
     let allocations = counting::count(|| {
         for p in batch.iter_mut().skip(1) {
             core.handle_datagram(peer.addr, p, now);
+            drain(&mut core, &mut queued);
         }
     });
     assert_eq!(core.stats.rtp_in, 1000);
+    assert_eq!(core.stats.rtp_forwarded, 2000);
     assert_eq!(allocations, 0, "allocations on the SRTP receive path");
     // The counter itself sees allocations.
     assert_eq!(
