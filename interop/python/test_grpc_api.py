@@ -20,198 +20,50 @@ Environment: RINGCAST_BIN overrides the server binary (default <repo>/target/deb
 from __future__ import annotations
 
 import hashlib
-import importlib
-import os
 import queue
-import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from pathlib import Path
 
 import grpc
 import jwt
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-PROTO_ROOT = REPO / "proto" / "proto"
-PROTO_FILE = "ringcast/v1/ringcast.proto"
-SDP_FIXTURES = REPO / "control" / "tests" / "fixtures" / "sdp"
+from ringcast_helpers import (
+    API_KEY,
+    API_SECRET,
+    RPC_TIMEOUT,
+    SDP_FIXTURES,
+    admin_token,
+    call,
+    free_udp_base,
+    md,
+    mint,
+    start_server,
+    unique,
+)
 
-API_KEY = "devkey"
-API_SECRET = "devsecret-for-local-testing-only"
-
-RPC_TIMEOUT = 10.0  # seconds, every unary call
 EVENT_TIMEOUT = 10.0  # seconds, waiting for one expected event
-STARTUP_TIMEOUT = 20.0  # seconds, until gRPC health answers SERVING
+SHARDS = 2
 
 
 # ---------------------------------------------------------------------------
-# Stubs generated from the .proto at test time
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    """Generates ringcast_pb2 / ringcast_pb2_grpc into a temp dir and imports them."""
-    out = tmp_path_factory.mktemp("ringcast_stubs")
-    cmd = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        PROTO_FILE,
-    ]
-    res = subprocess.run(cmd, cwd=PROTO_ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, f"protoc failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
-    sys.path.insert(0, str(out))
-    try:
-        pb2 = importlib.import_module("ringcast.v1.ringcast_pb2")
-        pb2_grpc = importlib.import_module("ringcast.v1.ringcast_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-
-    class Stubs:
-        msg = pb2
-        grpc = pb2_grpc
-
-    return Stubs
-
-
-# ---------------------------------------------------------------------------
-# The server process
-
-
-def _free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _udp_range_free(base: int, count: int) -> bool:
-    socks = []
-    try:
-        for port in range(base, base + count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(s)
-            s.bind(("0.0.0.0", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _free_udp_base(count: int) -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        if _udp_range_free(base, count):
-            return base
-    raise RuntimeError("no free UDP port range found")
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen, grpc_addr: str, log_path: Path):
-        self.proc = proc
-        self.grpc_addr = grpc_addr
-        self.log_path = log_path
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-n:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
-def _start_server(tmp_dir: Path, attempt: int) -> Server:
-    binary = Path(os.environ.get("RINGCAST_BIN", REPO / "target" / "debug" / "ringcast"))
-    if not binary.is_file():
-        pytest.fail(f"server binary not found: {binary} (build it, or set RINGCAST_BIN)")
-    shards = 2
-    grpc_addr = f"127.0.0.1:{_free_tcp_port()}"
-    http_addr = f"127.0.0.1:{_free_tcp_port()}"
-    udp_base = _free_udp_base(shards)
-    # Only what we pass: no RINGCAST_* from the caller's environment (e.g. RINGCAST_CONFIG).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGCAST_")}
-    env["RINGCAST_API_KEY"] = API_KEY
-    env["RINGCAST_API_SECRET"] = API_SECRET
-    log_path = tmp_dir / f"ringcast-{attempt}.log"
-    log = open(log_path, "wb")
-    try:
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "--grpc-addr", grpc_addr,
-                "--http-addr", http_addr,
-                "--udp-port-base", str(udp_base),
-                "--shards", str(shards),
-                "--drain-grace-secs", "0",
-                "--public-ip", "127.0.0.1",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    finally:
-        log.close()
-    return Server(proc, grpc_addr, log_path)
-
-
-def _wait_serving(server: Server) -> bool:
-    """True once grpc.health.v1.Health/Check says SERVING; False if the process died."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    with grpc.insecure_channel(server.grpc_addr) as ch:
-        health = health_pb2_grpc.HealthStub(ch)
-        while time.monotonic() < deadline:
-            if server.proc.poll() is not None:
-                return False
-            try:
-                r = health.Check(
-                    health_pb2.HealthCheckRequest(service="ringcast.v1.RoomService"),
-                    timeout=1.0,
-                )
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    server.stop()
-    pytest.fail(
-        f"ringcast did not report SERVING within {STARTUP_TIMEOUT:.0f} s\n{server.log_tail()}"
-    )
+# The server process (one for the whole session) and its stubs
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, request):
     tmp_dir = tmp_path_factory.mktemp("ringcast_server")
-    # A port picked free can be taken before the server binds it: retry with new ports.
-    for attempt in range(3):
-        srv = _start_server(tmp_dir, attempt)
-        request.addfinalizer(srv.stop)
-        if _wait_serving(srv):
-            return srv
-        srv.stop()
-    pytest.fail(f"ringcast exited during start-up (3 attempts)\n{srv.log_tail()}")
+    srv = start_server(
+        tmp_dir,
+        lambda attempt: [
+            "--udp-port-base", str(free_udp_base(SHARDS)),
+            "--shards", str(SHARDS),
+            "--drain-grace-secs", "0",
+            "--public-ip", "127.0.0.1",
+        ],
+    )
+    request.addfinalizer(srv.stop)
+    return srv
 
 
 @pytest.fixture(scope="session")
@@ -232,45 +84,7 @@ def sig(channel, pb):
 
 
 # ---------------------------------------------------------------------------
-# Tokens, minted here with PyJWT
-
-
-def mint(
-    identity: str,
-    *,
-    room: str = "",
-    admin: bool = False,
-    publish: bool = False,
-    subscribe: bool = False,
-    name: str | None = None,
-    secret: str = API_SECRET,
-    issuer: str = API_KEY,
-    nbf_offset: int = -10,
-    exp_offset: int = 600,
-) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": issuer,
-        "sub": identity,
-        "nbf": now + nbf_offset,
-        "exp": now + exp_offset,
-        "grants": {"room": room, "admin": admin, "publish": publish, "subscribe": subscribe},
-    }
-    if name is not None:
-        claims["name"] = name
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def admin_token() -> str:
-    return mint("interop-backend", admin=True)
-
-
-def md(token: str | None):
-    return [] if token is None else [("authorization", f"Bearer {token}")]
-
-
-def call(method, request, token):
-    return method(request, metadata=md(token), timeout=RPC_TIMEOUT)
+# Status checks
 
 
 def expect_status(code: grpc.StatusCode, method, request, token, contains: str | None = None):
@@ -285,10 +99,6 @@ def expect_status(code: grpc.StatusCode, method, request, token, contains: str |
     if contains is not None:
         assert contains in err.details(), f"{contains!r} not in {err.details()!r}"
     return err
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 # ---------------------------------------------------------------------------
