@@ -77,13 +77,31 @@ pub struct Transmit {
     pub data: Vec<u8>,
 }
 
+/// Addresses per transport that may send media: those that passed an authenticated check.
+const MAX_VALIDATED: usize = 8;
+
 struct Transport {
     config: TransportConfig,
     ice: IceLite,
+    /// Sources that passed an authenticated check, newest last. ICE lets the controlling peer
+    /// send DTLS and media on a checked pair before it nominates it (Chromium sends its
+    /// ClientHello right after the first successful check, and moves media to a new pair
+    /// before nominating it), so all of them are accepted; we send to the nominated one, or
+    /// before any nomination to the newest.
+    validated: Vec<SocketAddr>,
     dtls: Option<Dtls>,
     rx: Option<srtp::Context>,
     tx: Option<srtp::Context>,
     failed: bool,
+}
+
+impl Transport {
+    /// Where to send: the nominated address, else the newest checked one.
+    fn send_addr(&self) -> Option<SocketAddr> {
+        self.ice
+            .selected()
+            .or_else(|| self.validated.last().copied())
+    }
 }
 
 /// Packets a shard demuxes (RFC 7983 §7).
@@ -201,6 +219,7 @@ impl ShardCore {
                     Transport {
                         config: c,
                         ice,
+                        validated: Vec::with_capacity(MAX_VALIDATED),
                         dtls: None,
                         rx: None,
                         tx: None,
@@ -239,12 +258,13 @@ impl ShardCore {
         }
         if let Some(mut t) = self.transports.remove(&id) {
             self.by_ufrag.remove(&t.config.local_ufrag);
-            if let Some(a) = t.ice.selected() {
-                self.by_addr.remove(&a);
+            for a in &t.validated {
+                self.by_addr.remove(a);
             }
+            let to = t.send_addr();
             if let Some(d) = &mut t.dtls {
                 d.close();
-                if let Some(to) = t.ice.selected() {
+                if let Some(to) = to {
                     while let Some(data) = d.poll_transmit() {
                         if !self.outbox.push_copy(to, &data) {
                             self.stats.drop(DropReason::SendQueueFull);
@@ -306,12 +326,13 @@ impl ShardCore {
             return;
         };
         let id = t.config.id;
-        let before = t.ice.selected();
         let (outcome, selected) = t.ice.handle_check(&msg, src, now, &mut out);
         match outcome {
             CheckOutcome::Reply { len, .. } => {
                 let ok = out[0] == 0x01 && out[1] == 0x01;
-                if !ok {
+                if ok {
+                    self.validate(id, src);
+                } else {
                     self.stats.stun_failures += 1;
                 }
                 self.send(src, &out[..len]);
@@ -321,13 +342,37 @@ impl ShardCore {
                 self.stats.drop(DropReason::MalformedStun);
             }
         }
-        if let Selected::Now(addr) = selected {
-            if let Some(old) = before {
-                self.by_addr.remove(&old);
-            }
-            self.by_addr.insert(addr, id);
+        if let Selected::Now(_) = selected {
             // DTLS flights waiting for an address (we are the client) can go now.
             self.flush_dtls(id);
+        }
+    }
+
+    /// Lets `addr` send DTLS and media for transport `id` (it just passed a check).
+    fn validate(&mut self, id: TransportId, addr: SocketAddr) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        if let Some(i) = t.validated.iter().position(|a| *a == addr) {
+            // Newest last.
+            t.validated.remove(i);
+        } else if t.validated.len() >= MAX_VALIDATED {
+            let old = t.validated.remove(0);
+            if t.ice.selected() != Some(old) {
+                self.by_addr.remove(&old);
+            } else {
+                t.validated.push(old);
+                let older = t.validated.remove(0);
+                self.by_addr.remove(&older);
+            }
+        }
+        t.validated.push(addr);
+        // An address another transport had validated moves to this one (its check proved it).
+        if let Some(prev) = self.by_addr.insert(addr, id)
+            && prev != id
+            && let Some(other) = self.transports.get_mut(&prev)
+        {
+            other.validated.retain(|a| *a != addr);
         }
     }
 
@@ -397,7 +442,8 @@ impl ShardCore {
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
-        let (Some(d), Some(to)) = (&mut t.dtls, t.ice.selected()) else {
+        let to = t.send_addr();
+        let (Some(d), Some(to)) = (&mut t.dtls, to) else {
             return;
         };
         while let Some(data) = d.poll_transmit() {
@@ -448,7 +494,8 @@ impl ShardCore {
             let Some(t) = self.transports.get_mut(to) else {
                 continue;
             };
-            let (Some(tx), Some(addr)) = (t.tx.as_mut(), t.ice.selected()) else {
+            let addr = t.send_addr();
+            let (Some(tx), Some(addr)) = (t.tx.as_mut(), addr) else {
                 continue;
             };
             let Some((slot, out)) = self.outbox.alloc() else {

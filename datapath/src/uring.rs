@@ -173,8 +173,12 @@ fn sweep_loop(
                     if (ud as usize) < slots.len() {
                         shard.core.outbox.release(ud as u32);
                     }
+                    // Counted when the kernel took the datagram, not when it was queued.
                     if res < 0 {
                         shard.core.stats.drop(crate::stats::DropReason::SendFailed);
+                    } else {
+                        shard.core.stats.packets_out += 1;
+                        shard.core.stats.bytes_out += res as u64;
                     }
                     continue;
                 }
@@ -247,8 +251,6 @@ fn sweep_loop(
             s.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
             s.msg.msg_iov = &mut s.iov;
             s.msg.msg_iovlen = 1;
-            shard.core.stats.packets_out += 1;
-            shard.core.stats.bytes_out += u64::from(q.len);
             let e = opcode::SendMsg::new(fd, &s.msg).build().user_data(i as u64);
             // SAFETY: the outbox slot and this SendSlot are not reused until the send's CQE
             // releases the slot.

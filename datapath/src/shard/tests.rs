@@ -109,7 +109,11 @@ fn check_as(user: &[u8], use_candidate: bool, pwd: &[u8]) -> Vec<u8> {
 
 /// ICE then DTLS until both sides are connected.
 fn connect(core: &mut ShardCore, peer: &mut Peer, now: Instant) {
-    let mut c = check_as(&peer.user, true, b"serverpassword012345678");
+    connect_with(core, peer, now, true);
+}
+
+fn connect_with(core: &mut ShardCore, peer: &mut Peer, now: Instant, nominate: bool) {
+    let mut c = check_as(&peer.user, nominate, b"serverpassword012345678");
     core.handle_datagram(peer.addr, &mut c, now);
     let t: Vec<Transmit> = core.take_transmits();
     assert_eq!(t.len(), 1);
@@ -304,6 +308,34 @@ fn srtp_from_plain(seq: u16, payload: usize) -> Vec<u8> {
     let mut b = rtp(seq);
     b.resize(12 + payload, 0x5A);
     b
+}
+
+/// Chromium sends its ClientHello right after the first successful check, before it nominates,
+/// and moves media to a newly checked pair before nominating it.
+#[test]
+fn checked_but_unnominated_addresses_may_send() {
+    let (mut core, mut peer, now) = setup();
+    connect_with(&mut core, &mut peer, now, false);
+    let k = peer.keys.clone().unwrap();
+    let mut tx = srtp::Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
+    let mut p = srtp_from(&mut tx, 1, 100);
+    core.handle_datagram(peer.addr, &mut p, now);
+    assert_eq!(core.stats.rtp_in, 1);
+    // A second address passes a check (no nomination) and carries media at once.
+    let moved: SocketAddr = "127.0.0.1:50999".parse().unwrap();
+    let mut c = check(false, b"serverpassword012345678");
+    core.handle_datagram(moved, &mut c, now);
+    let mut p = srtp_from(&mut tx, 2, 100);
+    core.handle_datagram(moved, &mut p, now);
+    assert_eq!(core.stats.rtp_in, 2);
+    // One that failed its check may not.
+    let stranger: SocketAddr = "127.0.0.1:51000".parse().unwrap();
+    let mut c = check(false, b"wrongpassword0123456789");
+    core.handle_datagram(stranger, &mut c, now);
+    let mut p = srtp_from(&mut tx, 3, 100);
+    core.handle_datagram(stranger, &mut p, now);
+    assert_eq!(core.stats.rtp_in, 2);
+    assert_eq!(core.stats.dropped(DropReason::UnknownSource), 1);
 }
 
 #[test]
