@@ -1,0 +1,424 @@
+// Browser interop: headless Chromium publishes its fake camera + microphone to
+// Ringcast through a page that speaks gRPC-Web directly (web/ringcast-client.js).
+//
+//   cd interop/browser && npm ci && node --test test-publish.mjs
+//
+// Per media backend (one test case each) it:
+//   - starts the ringcast binary on ephemeral ports (--grpc-addr/--http-addr
+//     127.0.0.1:0, addresses read from its start-up banner; --udp-port-base 0
+//     --shards 1 --drain-grace-secs 0 --media-backend <backend>);
+//   - serves publish-page.html, ringcast-client.js, ringcast.proto and
+//     protobufjs' dist/protobuf.min.js on http://127.0.0.1:<ephemeral port>;
+//   - launches Debian's /usr/bin/chromium through playwright-core with the
+//     flags from shared/PEERS.md;
+//   - in the page: CreateRoom (admin token), Join, getUserMedia, two sendonly
+//     transceivers, offer, full ICE gathering, Publish, answer, and waits for
+//     connectionState 'connected' (20 s);
+//   - polls /metrics (20 s) until >= 100 decrypted SRTP packets and >= 1
+//     connected transport; asserts no srtp_auth_failed drops; checks the page's
+//     outbound-rtp packetsSent for audio and video; reports the SRTP profile;
+//   - checks the Events stream (server streaming over gRPC-Web) reported the
+//     publisher transport CONNECTED, leaves, and stops the server (SIGTERM, exit 0).
+//
+// Environment:
+//   RINGCAST_BIN            server binary (default ../../target/debug/ringcast)
+//   RINGCAST_MEDIA_BACKEND  backends to test, comma-separated: auto, io-uring,
+//                           recvmmsg (default: two cases, io-uring and recvmmsg)
+//   RINGCAST_TEST_LOG_LEVEL server --log-level (default info; e.g. debug)
+//   RINGCAST_SRTP_PROFILES  passed through to the server, e.g. AES_CM_128_HMAC_SHA1_80
+//                           to make it the only profile Ringcast accepts
+//   CHROMIUM_PATH           browser (default /usr/bin/chromium)
+//   RINGCAST_TEST_KEEP_LOGS keep the server logs of passing cases too
+// Server logs go to $TMPDIR/ringcast-interop-<backend>-<pid>.log (path printed;
+// removed when the case passes).
+//
+// Needs: apt-get install -y chromium; PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci.
+// Facts about Chromium on these machines: shared/PEERS.md.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const require = createRequire(import.meta.url);
+
+const RINGCAST_BIN = path.resolve(HERE, process.env.RINGCAST_BIN || '../../target/debug/ringcast');
+const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const BACKENDS = (process.env.RINGCAST_MEDIA_BACKEND || 'io-uring,recvmmsg')
+  .split(',').map((s) => s.trim()).filter(Boolean);
+const LOG_LEVEL = process.env.RINGCAST_TEST_LOG_LEVEL || 'info';
+
+const API_KEY = 'devkey';
+const API_SECRET = 'devsecret-for-local-testing-only';
+
+const SERVER_START_TIMEOUT_MS = 15_000;
+const SERVER_STOP_TIMEOUT_MS = 5_000;
+const PAGE_LOAD_TIMEOUT_MS = 15_000;
+const GATHER_TIMEOUT_MS = 10_000;
+const CONNECT_TIMEOUT_MS = 20_000;
+const METRICS_TIMEOUT_MS = 20_000;
+const EVENT_TIMEOUT_MS = 5_000;
+const MIN_RTP_PACKETS = 100;
+const CASE_TIMEOUT_MS = 120_000;
+
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+];
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** An HS256 JWT in Ringcast's claim layout, signed with node's crypto. */
+function mintToken(identity, grants, ttlSecs = 600) {
+  const now = Math.floor(Date.now() / 1000);
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const header = b64({ alg: 'HS256', typ: 'JWT' });
+  const claims = b64({
+    iss: API_KEY, sub: identity, nbf: now, exp: now + ttlSecs,
+    grants: { room: '', admin: false, publish: false, subscribe: false, ...grants },
+  });
+  const sig = crypto.createHmac('sha256', API_SECRET).update(`${header}.${claims}`).digest('base64url');
+  return `${header}.${claims}.${sig}`;
+}
+
+/** Prometheus text format -> [{ name, labels, value }]. */
+function parseMetrics(text) {
+  const out = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/);
+    if (!m) continue;
+    const labels = {};
+    if (m[2]) for (const l of m[2].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+function sumMetric(samples, name, where = {}) {
+  return samples
+    .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
+    .reduce((a, s) => a + s.value, 0);
+}
+
+// ---------------------------------------------------------------------------
+// The ringcast server
+
+async function startRingcast(backend) {
+  if (!fs.existsSync(RINGCAST_BIN)) {
+    throw new Error(`ringcast binary not found at ${RINGCAST_BIN} (build it, or set RINGCAST_BIN)`);
+  }
+  const logPath = path.join(os.tmpdir(), `ringcast-interop-${backend}-${process.pid}.log`);
+  const logFile = fs.createWriteStream(logPath);
+  const args = [
+    '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0',
+    '--udp-port-base', '0', '--shards', '1', '--drain-grace-secs', '0',
+    '--media-backend', backend, '--log-level', LOG_LEVEL, '--log-format', 'text',
+  ];
+  const env = { ...process.env, NO_COLOR: '1' };
+  delete env.RUST_LOG; // --log-level decides
+  const child = spawn(RINGCAST_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const killOnExit = () => { try { child.kill('SIGKILL'); } catch (_) { /* gone */ } };
+  process.on('exit', killOnExit);
+
+  let output = '';
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => { process.off('exit', killOnExit); resolve({ code, signal }); });
+  });
+  const onData = (d) => { output += d.toString(); logFile.write(d); };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+
+  const server = {
+    child, logPath, exited, args,
+    output: () => output.replace(/\x1b\[[0-9;]*m/g, ''),
+    tail: (n = 40) => server.output().trimEnd().split('\n').slice(-n).join('\n'),
+    exitResult: null,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        let timer;
+        const r = await Promise.race([exited, new Promise((res) => { timer = setTimeout(() => res(null), SERVER_STOP_TIMEOUT_MS); })]);
+        clearTimeout(timer);
+        if (r === null) {
+          child.kill('SIGKILL');
+          server.exitResult = { ...(await exited), hung: true };
+        } else {
+          server.exitResult = r;
+        }
+      } else if (!server.exitResult) {
+        server.exitResult = await exited;
+      }
+      if (!logFile.writableEnded) await new Promise((r) => logFile.end(r));
+      return server.exitResult;
+    },
+  };
+
+  const deadline = Date.now() + SERVER_START_TIMEOUT_MS;
+  for (;;) {
+    const text = server.output();
+    const m = text.match(/gRPC-Web on (http:\/\/[0-9.:]+), HTTP \(health, metrics\) on (http:\/\/[0-9.:]+)/);
+    if (m) {
+      server.grpcUrl = m[1];
+      server.httpUrl = m[2];
+      break;
+    }
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`ringcast exited during start-up (${child.exitCode ?? child.signalCode}):\n${server.tail()}`);
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      throw new Error(`ringcast did not print its addresses within ${SERVER_START_TIMEOUT_MS} ms:\n${server.tail()}`);
+    }
+    await sleep(50);
+  }
+  return server;
+}
+
+async function fetchMetrics(httpUrl) {
+  const res = await fetch(`${httpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
+  assert.equal(res.status, 200, `GET /metrics answered ${res.status}`);
+  return parseMetrics(await res.text());
+}
+
+// ---------------------------------------------------------------------------
+// The static web server for the page
+
+function startWebServer() {
+  const files = {
+    '/': [path.join(HERE, 'publish-page.html'), 'text/html; charset=utf-8'],
+    '/ringcast-client.js': [path.join(REPO, 'web', 'ringcast-client.js'), 'text/javascript; charset=utf-8'],
+    '/ringcast.proto': [path.join(REPO, 'proto', 'proto', 'ringcast', 'v1', 'ringcast.proto'), 'text/plain; charset=utf-8'],
+    '/protobuf.min.js': [path.join(path.dirname(require.resolve('protobufjs/package.json')), 'dist', 'protobuf.min.js'),
+      'text/javascript; charset=utf-8'],
+  };
+  for (const [f] of Object.values(files)) {
+    if (!fs.existsSync(f)) throw new Error(`missing file to serve: ${f}`);
+  }
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    const entry = files[url.pathname];
+    if (!entry) {
+      res.writeHead(url.pathname === '/favicon.ico' ? 204 : 404);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': entry[1], 'cache-control': 'no-store' });
+    res.end(fs.readFileSync(entry[0]));
+  });
+  return new Promise((resolve, reject) => {
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}/`,
+        close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
+// One case
+
+async function runCase(t, backend) {
+  const began = Date.now();
+  const note = (s) => t.diagnostic(`[${backend}] ${s}`);
+  let server;
+  let web;
+  let context;
+  let profileDir;
+  const consoleLines = [];
+  let passed = false;
+  try {
+    server = await startRingcast(backend);
+    note(`ringcast ${server.grpcUrl} (gRPC-Web), ${server.httpUrl} (metrics); log: ${server.logPath} ` +
+      '(kept if the case fails)');
+    web = await startWebServer();
+
+    profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringcast-chromium-'));
+    context = await withTimeout(chromium.launchPersistentContext(profileDir, {
+      executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS, timeout: 30_000,
+    }), 35_000, 'launching chromium');
+    const page = context.pages()[0] || (await context.newPage());
+    page.on('console', (m) => consoleLines.push(`console.${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+    await page.goto(web.url, { timeout: PAGE_LOAD_TIMEOUT_MS });
+    await page.waitForFunction(() => window.ringcastReady === true, null, { timeout: PAGE_LOAD_TIMEOUT_MS });
+
+    // Tokens are minted here (node crypto HMAC) and handed to the page.
+    const room = `interop-${backend}-${crypto.randomBytes(4).toString('hex')}`;
+    const identity = 'chromium-publisher';
+    const cfg = {
+      grpcUrl: server.grpcUrl,
+      adminToken: mintToken('interop-backend', { admin: true }),
+      token: mintToken(identity, { room, publish: true, subscribe: true }),
+      room,
+      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+      gatherTimeoutMs: GATHER_TIMEOUT_MS,
+    };
+
+    const diagnostics = async () => {
+      const st = await page.evaluate(() => window.ringcastState()).catch((e) => ({ error: e.message }));
+      const stats = await page.evaluate(() => window.ringcastStats()).catch(() => null);
+      return `page state: ${JSON.stringify(st, null, 1)}\npage stats: ${JSON.stringify(stats)}\n` +
+        `page console:\n${consoleLines.join('\n')}\nserver log tail (${server.logPath}):\n${server.tail(60)}`;
+    };
+
+    // gRPC errors as the page sees them.
+    const errs = await withTimeout(page.evaluate((c) => window.ringcastErrorChecks(c), cfg), 15_000, 'error checks');
+    assert.equal(errs.badToken.code, 16, `a bad token must give UNAUTHENTICATED: ${JSON.stringify(errs.badToken)}`);
+    assert.equal(errs.unknownRoom.code, 5, `an unknown room must give NOT_FOUND: ${JSON.stringify(errs.unknownRoom)}`);
+    assert.ok(errs.unknownRoom.message.includes('no-such-room'), `grpc-message: ${JSON.stringify(errs.unknownRoom)}`);
+
+    const tPublish = Date.now();
+    let pub;
+    try {
+      pub = await withTimeout(page.evaluate((c) => window.ringcastPublish(c), cfg),
+        GATHER_TIMEOUT_MS + CONNECT_TIMEOUT_MS + 15_000, 'publish in the page');
+    } catch (e) {
+      throw new Error(`publishing from Chromium failed: ${e.message}\n${await diagnostics()}`);
+    }
+    note(`${pub.userAgent.match(/Chrom(?:e|ium)\/[0-9.]+/)?.[0]}: connected ${Date.now() - tPublish} ms after ` +
+      `starting (room ${pub.room.name} ${pub.room.sid}, shard ${pub.room.shard})`);
+    note(`server candidates: ${pub.serverCandidates.join(' | ')}`);
+    note(`tracks: ${pub.tracks.map((tr) => `${tr.kind} ${tr.mimeType} mid=${tr.mid} name=${tr.name}`).join(', ')}`);
+
+    // Signaling results.
+    assert.ok(pub.serverCandidates.length >= 1, 'Join returned no server candidate');
+    for (const c of pub.serverCandidates) {
+      const port = Number(c.split(/\s+/)[5]);
+      assert.ok(port > 0, `server candidate has no real port: ${c}`);
+    }
+    assert.deepEqual(pub.rejected, [], 'Publish rejected m-lines');
+    assert.deepEqual(pub.tracks.map((tr) => tr.kind).sort(), ['TRACK_KIND_AUDIO', 'TRACK_KIND_VIDEO']);
+    const byKind = Object.fromEntries(pub.tracks.map((tr) => [tr.kind, tr]));
+    assert.equal(byKind.TRACK_KIND_AUDIO.name, 'microphone');
+    assert.equal(byKind.TRACK_KIND_VIDEO.name, 'camera');
+    assert.equal(byKind.TRACK_KIND_AUDIO.mid, pub.mids.audio);
+    assert.equal(byKind.TRACK_KIND_VIDEO.mid, pub.mids.video);
+    assert.match(pub.answerSdp, /a=ice-lite/);
+
+    // Media: the shards must authenticate and decrypt Chromium's SRTP.
+    const tMedia = Date.now();
+    let samples = [];
+    let rtp = 0;
+    let connected = 0;
+    for (;;) {
+      samples = await fetchMetrics(server.httpUrl);
+      rtp = sumMetric(samples, 'ringcast_srtp_packets_in_total', { kind: 'rtp' });
+      connected = sumMetric(samples, 'ringcast_transports_connected_total');
+      if (rtp >= MIN_RTP_PACKETS && connected >= 1) break;
+      if (Date.now() - tMedia > METRICS_TIMEOUT_MS) {
+        const relevant = samples.filter((s) => /srtp|transports|drops|dtls|stun|packets_in/.test(s.name));
+        assert.fail(`after ${METRICS_TIMEOUT_MS} ms: ${rtp} decrypted RTP packets (want >= ${MIN_RTP_PACKETS}), ` +
+          `${connected} connected transports (want >= 1)\nmetrics: ${JSON.stringify(relevant)}\n${await diagnostics()}`);
+      }
+      await sleep(250);
+    }
+    const rtcp = sumMetric(samples, 'ringcast_srtp_packets_in_total', { kind: 'rtcp' });
+    note(`metrics after ${Date.now() - tMedia} ms: ${rtp} RTP + ${rtcp} RTCP packets decrypted, ` +
+      `${connected} transport(s) connected`);
+
+    const profiles = samples.filter((s) => s.name === 'ringcast_transports_connected_total' && s.value > 0)
+      .map((s) => s.labels.srtp_profile);
+    assert.equal(profiles.length, 1, `expected one SRTP profile label, got ${JSON.stringify(profiles)}`);
+    const drops = samples.filter((s) => s.name === 'ringcast_drops_total' && s.value > 0)
+      .map((s) => `${s.labels.reason}=${s.value}`);
+    note(`drops: ${drops.length ? drops.join(', ') : 'none'}`);
+    assert.equal(sumMetric(samples, 'ringcast_drops_total', { reason: 'srtp_auth_failed' }), 0,
+      `SRTP authentication failures: ${drops.join(', ')}`);
+    const backends = samples.filter((s) => s.name === 'ringcast_datapath_backend' && s.value > 0)
+      .map((s) => s.labels.backend);
+    if (backend !== 'auto') {
+      assert.deepEqual(backends, [backend.replace('-', '_')], `datapath backend metric: ${JSON.stringify(backends)}`);
+    }
+
+    // The sender's view.
+    const stats = await withTimeout(page.evaluate(() => window.ringcastStats()), 10_000, 'getStats');
+    const audio = stats.outbound.audio;
+    const video = stats.outbound.video;
+    assert.ok(audio && audio.packetsSent > 0, `no audio outbound-rtp packets: ${JSON.stringify(stats.outbound)}`);
+    assert.ok(video && video.packetsSent > 0, `no video outbound-rtp packets: ${JSON.stringify(stats.outbound)}`);
+    note(`Chromium sent audio ${audio.packetsSent} pkts (${audio.codec}), video ${video.packetsSent} pkts (${video.codec})`);
+    const tr = stats.transport || {};
+    note(`SRTP profile: ${profiles[0]} (server metric); Chromium transport: srtpCipher=${tr.srtpCipher} ` +
+      `tlsVersion=${tr.tlsVersion} dtlsCipher=${tr.dtlsCipher} dtlsRole=${tr.dtlsRole}`);
+    if (stats.candidatePair) {
+      note(`selected pair: ${stats.candidatePair.local} -> ${stats.candidatePair.remote} ` +
+        `(nominated=${stats.candidatePair.nominated})`);
+    }
+    if (tr.srtpCipher) {
+      const norm = (s) => s.replace(/^AES_CM_128_HMAC_SHA1_80$/, 'AES128_CM_HMAC_SHA1_80').replace(/^SRTP_/, '');
+      assert.equal(norm(tr.srtpCipher), norm(profiles[0]), 'Chromium and Ringcast disagree on the SRTP profile');
+    }
+
+    // Server streaming: the Events stream must have said the publisher transport is up.
+    const tEvent = Date.now();
+    let st;
+    for (;;) {
+      st = await page.evaluate(() => window.ringcastState());
+      const up = st.events.some((e) => e.event === 'transportState' &&
+        e.transportState.role === 'TRANSPORT_ROLE_PUBLISHER' && e.transportState.state === 'TRANSPORT_STATE_CONNECTED');
+      if (up) break;
+      if (Date.now() - tEvent > EVENT_TIMEOUT_MS) {
+        assert.fail(`the Events stream did not report the publisher transport CONNECTED within ${EVENT_TIMEOUT_MS} ms ` +
+          `after media flowed; events: ${JSON.stringify(st.events)}; stream error: ${st.eventsError}`);
+      }
+      await sleep(100);
+    }
+    note(`events: ${st.events.map((e) => e.event === 'transportState'
+      ? `transportState(${e.transportState.role}, ${e.transportState.state})` : e.event).join(', ')}`);
+    assert.equal(st.eventsError, null, `the Events stream failed: ${st.eventsError}`);
+
+    const left = await withTimeout(page.evaluate(() => window.ringcastLeave()), 10_000, 'leave');
+    note(`left; Events stream ${left.endedByServer ? 'ended by the server' : 'still open after 2 s (cancelled)'}` +
+      `${left.eventsError ? ` with ${left.eventsError}` : ''}`);
+
+    await context.close();
+    context = null;
+    const exit = await server.stop();
+    assert.ok(!exit.hung, `ringcast did not exit within ${SERVER_STOP_TIMEOUT_MS} ms of SIGTERM`);
+    assert.equal(exit.code, 0, `ringcast exited with ${JSON.stringify(exit)} after SIGTERM:\n${server.tail()}`);
+    const warnings = server.output().split('\n').filter((l) => /\b(WARN|ERROR)\b/.test(l));
+    if (warnings.length) note(`server warnings/errors:\n${warnings.join('\n')}`);
+    note(`case took ${Date.now() - began} ms`);
+    passed = true;
+  } finally {
+    if (context) await context.close().catch(() => {});
+    if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
+    if (web) await web.close();
+    if (server) {
+      await server.stop();
+      if (passed && !process.env.RINGCAST_TEST_KEEP_LOGS) fs.rmSync(server.logPath, { force: true });
+    }
+  }
+}
+
+for (const backend of BACKENDS) {
+  test(`Chromium publishes camera + microphone over gRPC-Web (media backend ${backend})`,
+    { timeout: CASE_TIMEOUT_MS }, (t) => runCase(t, backend));
+}
