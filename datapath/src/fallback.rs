@@ -1,11 +1,14 @@
 //! The fallback shard loop for kernels or sandboxes without io_uring: batched recvmmsg with GRO
-//! and sendmsg with GSO through quinn-udp. Same `ShardCore`, same batching per sweep.
+//! through quinn-udp, and sendmmsg of every datagram a sweep produced. Same `ShardCore`, same
+//! batching per sweep.
 
 use std::io::{self, IoSliceMut};
 use std::net::UdpSocket;
 use std::time::Instant;
 
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use std::os::fd::AsRawFd;
+
+use quinn_udp::{RecvMeta, UdpSocketState};
 
 use crate::io::Shard;
 use crate::stats::DropReason;
@@ -19,6 +22,7 @@ pub fn run(socket: UdpSocket, shard: &mut Shard) -> io::Result<()> {
     let state = UdpSocketState::new((&socket).into())?;
     let mut storage = vec![0u8; BATCH * BUF_SIZE];
     let mut meta = [RecvMeta::default(); BATCH];
+    let mut batch = SendBatch::new();
     loop {
         if shard.should_stop() {
             return Ok(());
@@ -69,23 +73,79 @@ pub fn run(socket: UdpSocket, shard: &mut Shard) -> io::Result<()> {
         shard.after_sweep(now);
         let mut queued = std::mem::take(&mut shard.queued);
         shard.core.outbox.take_queue(&mut queued);
+        send_batch(&socket, shard, &queued, &mut batch);
         for q in queued.drain(..) {
-            let tr = Transmit {
-                destination: q.to,
-                ecn: None,
-                contents: shard.core.outbox.data(&q),
-                segment_size: None,
-                src_ip: None,
-            };
-            match state.try_send((&socket).into(), &tr) {
-                Ok(()) => {
-                    shard.core.stats.packets_out += 1;
-                    shard.core.stats.bytes_out += u64::from(q.len);
-                }
-                Err(_) => shard.core.stats.drop(DropReason::SendFailed),
-            }
             shard.core.outbox.release(q.slot);
         }
         shard.queued = queued;
+    }
+}
+
+/// Datagrams handed to the kernel per sendmmsg call.
+const SEND_BATCH: usize = 64;
+
+/// Headers for one sendmmsg call, allocated once. quinn-udp sends one destination per call
+/// (with GSO); a fan-out goes to many, so this is plain sendmmsg.
+struct SendBatch {
+    msgs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_in6>,
+}
+
+impl SendBatch {
+    fn new() -> Self {
+        // SAFETY: zeroed C structs are valid; pointers are set before each call.
+        unsafe {
+            SendBatch {
+                msgs: (0..SEND_BATCH).map(|_| std::mem::zeroed()).collect(),
+                iovs: (0..SEND_BATCH).map(|_| std::mem::zeroed()).collect(),
+                addrs: (0..SEND_BATCH).map(|_| std::mem::zeroed()).collect(),
+            }
+        }
+    }
+}
+
+fn send_batch(
+    socket: &UdpSocket,
+    shard: &mut Shard,
+    queued: &[crate::outbox::Queued],
+    b: &mut SendBatch,
+) {
+    for chunk in queued.chunks(SEND_BATCH) {
+        for (i, q) in chunk.iter().enumerate() {
+            b.iovs[i] = libc::iovec {
+                iov_base: shard.core.outbox.slot_ptr(q.slot).cast(),
+                iov_len: q.len as usize,
+            };
+            b.addrs[i] = crate::io::sockaddr_to(q.to);
+            let h = &mut b.msgs[i].msg_hdr;
+            h.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_in6).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+            h.msg_iov = &mut b.iovs[i];
+            h.msg_iovlen = 1;
+        }
+        let mut off = 0;
+        while off < chunk.len() {
+            // SAFETY: headers, iovecs, addresses and the outbox slots outlive the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    b.msgs[off..].as_mut_ptr(),
+                    (chunk.len() - off) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                // The first datagram of the rest failed (e.g. buffer full): count and skip it.
+                shard.core.stats.drop(DropReason::SendFailed);
+                off += 1;
+                continue;
+            }
+            for q in &chunk[off..off + n as usize] {
+                shard.core.stats.packets_out += 1;
+                shard.core.stats.bytes_out += u64::from(q.len);
+            }
+            off += n as usize;
+        }
     }
 }
