@@ -89,6 +89,8 @@ struct Transport {
     /// before nominating it), so all of them are accepted; we send to the nominated one, or
     /// before any nomination to the newest.
     validated: Vec<SocketAddr>,
+    /// First DTLS datagram from the peer: the handshake's start, for its duration metric.
+    dtls_started: Option<Instant>,
     dtls: Option<Dtls>,
     rx: Option<srtp::Context>,
     tx: Option<srtp::Context>,
@@ -220,6 +222,7 @@ impl ShardCore {
                         config: c,
                         ice,
                         validated: Vec::with_capacity(MAX_VALIDATED),
+                        dtls_started: None,
                         dtls: None,
                         rx: None,
                         tx: None,
@@ -285,7 +288,7 @@ impl ShardCore {
         }
         match classify(buf) {
             Kind::Stun => self.handle_stun(src, buf, now),
-            Kind::Dtls => self.handle_dtls(src, buf),
+            Kind::Dtls => self.handle_dtls(src, buf, now),
             Kind::Rtp => self.handle_srtp(src, buf, false),
             Kind::Rtcp => self.handle_srtp(src, buf, true),
             Kind::Other => self.stats.drop(DropReason::UnknownFirstByte),
@@ -376,7 +379,7 @@ impl ShardCore {
         }
     }
 
-    fn handle_dtls(&mut self, src: SocketAddr, buf: &[u8]) {
+    fn handle_dtls(&mut self, src: SocketAddr, buf: &[u8], now: Instant) {
         let Some(&id) = self.by_addr.get(&src) else {
             return self.stats.drop(DropReason::UnknownSource);
         };
@@ -387,13 +390,14 @@ impl ShardCore {
             // Peer parameters not known yet: the peer retransmits.
             return self.stats.drop(DropReason::DtlsNotReady);
         };
+        t.dtls_started.get_or_insert(now);
         let ev = d.handle_datagram(buf);
         self.stats.dtls_in += 1;
-        self.on_dtls_event(id, ev);
+        self.on_dtls_event(id, ev, now);
         self.flush_dtls(id);
     }
 
-    fn on_dtls_event(&mut self, id: TransportId, ev: Option<DtlsEvent>) {
+    fn on_dtls_event(&mut self, id: TransportId, ev: Option<DtlsEvent>, now: Instant) {
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
@@ -406,6 +410,10 @@ impl ShardCore {
                         t.rx = Some(rx);
                         t.tx = Some(tx);
                         self.stats.dtls_ok += 1;
+                        if let Some(start) = t.dtls_started {
+                            self.stats
+                                .record_handshake(now.saturating_duration_since(start));
+                        }
                         self.events.push(Event::Connected {
                             id,
                             profile: keys.profile,
@@ -535,7 +543,7 @@ impl ShardCore {
                 Some(d) if d.timeout().is_some_and(|t| t.is_zero()) => d.handle_timeout(),
                 _ => None,
             };
-            self.on_dtls_event(id, ev);
+            self.on_dtls_event(id, ev, now);
             self.flush_dtls(id);
         }
     }

@@ -52,7 +52,7 @@ impl DropReason {
 }
 
 /// Counters since the last publish.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardStats {
     pub packets_in: u64,
     pub bytes_in: u64,
@@ -67,7 +67,12 @@ pub struct ShardStats {
     pub rtcp_in: u64,
     pub rtp_forwarded: u64,
     pub drops: [u64; DropReason::ALL.len()],
+    /// Handshake durations (seconds) since the last publish; at most `MAX_DURATIONS` kept.
+    pub dtls_durations: Vec<f64>,
 }
+
+/// Handshakes remembered between publishes (a bound; more in 250 ms are not recorded).
+const MAX_DURATIONS: usize = 256;
 
 impl ShardStats {
     pub fn drop(&mut self, why: DropReason) {
@@ -76,6 +81,12 @@ impl ShardStats {
 
     pub fn dropped(&self, why: DropReason) -> u64 {
         self.drops[why as usize]
+    }
+
+    pub fn record_handshake(&mut self, d: std::time::Duration) {
+        if self.dtls_durations.len() < MAX_DURATIONS {
+            self.dtls_durations.push(d.as_secs_f64());
+        }
     }
 }
 
@@ -95,6 +106,7 @@ pub struct ShardMetrics {
     drops: Vec<Counter>,
     transports: Gauge,
     batch: Histogram,
+    dtls_duration: Histogram,
 }
 
 impl ShardMetrics {
@@ -118,13 +130,20 @@ impl ShardMetrics {
                 .map(|d| counter!("ringcast_drops_total", "shard" => s.clone(), "reason" => d.as_str()))
                 .collect(),
             transports: gauge!("ringcast_shard_transports", "shard" => s.clone()),
-            batch: histogram!("ringcast_shard_sweep_batch_size", "shard" => s),
+            batch: histogram!("ringcast_shard_sweep_batch_size", "shard" => s.clone()),
+            dtls_duration: histogram!("ringcast_dtls_handshake_seconds", "shard" => s),
         }
     }
 
     /// Adds `stats` to the registry and zeroes it.
     pub fn publish(&self, stats: &mut ShardStats, transports: usize) {
+        for d in stats.dtls_durations.drain(..) {
+            self.dtls_duration.record(d);
+        }
+        let durations = std::mem::take(&mut stats.dtls_durations);
         let s = std::mem::take(stats);
+        // Keep the (empty) buffer's capacity for the next period.
+        stats.dtls_durations = durations;
         self.packets_in.increment(s.packets_in);
         self.bytes_in.increment(s.bytes_in);
         self.packets_out.increment(s.packets_out);

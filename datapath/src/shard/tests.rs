@@ -135,6 +135,10 @@ fn connect_with(core: &mut ShardCore, peer: &mut Peer, now: Instant, nominate: b
         }
     }
     assert!(peer.keys.is_some(), "client connected");
+    assert!(
+        !core.stats.dtls_durations.is_empty(),
+        "handshake duration recorded"
+    );
     let ev: Vec<Event> = core.take_events().collect();
     assert_eq!(
         ev,
