@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every check Ringcast has, installing what is missing first:
-#   system packages (apt), Rust components, a Python venv for the independent-client tests.
-# Then: cargo fmt --check, cargo clippy -D warnings, all Rust tests, the Python grpcio tests.
-# Usage: ./scripts/test.sh            (from anywhere; takes ~5 min on 2 cores from a clean target/)
+# Runs every check Ringcast has, installing what is missing first: system packages (apt: build
+# tools, OpenSSL headers, Chromium, Node.js), Rust components, cargo-fuzz, a Python venv and the
+# npm packages for the tests with peers that are not ours.
+# Then: cargo fmt --check, cargo clippy -D warnings, all Rust tests, a short run of every fuzz
+# target, the Helm chart checks, headless Chromium publishing through gRPC-Web, and the Python
+# tests (grpcio against every RPC; aiortc publishing over both IO backends and all SRTP profiles).
+# Usage: ./scripts/test.sh            (from anywhere; ~10 min on 2 cores from a clean target/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,6 +18,8 @@ command -v pkg-config >/dev/null 2>&1 || apt_need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || apt_need+=(libssl-dev)
 command -v cc >/dev/null 2>&1 || apt_need+=(build-essential)
 command -v python3 >/dev/null 2>&1 || apt_need+=(python3 python3-venv)
+command -v node >/dev/null 2>&1 || apt_need+=(nodejs npm)
+[ -x /usr/bin/chromium ] || apt_need+=(chromium)
 if ((${#apt_need[@]})); then
     step "installing ${apt_need[*]}"
     sudo_cmd=""
@@ -61,7 +66,14 @@ if [ "$fuzz_secs" -gt 0 ]; then
     done
 fi
 
-# --- independent clients ---------------------------------------------------------------------
-step "python grpcio client against the real server"
+# --- the Helm chart ---------------------------------------------------------------------------
 cargo build --locked --bin ringcast
-RINGCAST_BIN="$root/target/debug/ringcast" "$venv/bin/python" -m pytest -q -p no:cacheprovider interop/python
+step "helm chart checks"
+./scripts/check-helm.sh
+
+# --- peers that are not ours -------------------------------------------------------------------
+export RINGCAST_BIN="$root/target/debug/ringcast"
+step "headless Chromium publishes through gRPC-Web (both IO backends)"
+(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs)
+step "python: grpcio on every RPC, aiortc publishing (both IO backends, every SRTP profile)"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider interop/python
