@@ -18,10 +18,6 @@ use std::time::{Duration, Instant};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, KeyInit, Nonce};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use openssl::asn1::Asn1Time;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use ringcast_benches::rtp_packet;
@@ -66,25 +62,11 @@ fn counter_total(name: &str) -> u64 {
 }
 
 fn cert() -> (X509, PKey<Private>) {
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut b = X509::builder().unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    (b.build(), key)
+    ringcast_datapath::dtls::self_signed().unwrap()
 }
 
 fn fp(c: &X509) -> Fingerprint {
-    Fingerprint {
-        algorithm: "sha-256".into(),
-        bytes: c.digest(MessageDigest::sha256()).unwrap().to_vec(),
-    }
+    Fingerprint::sha256(c).unwrap()
 }
 
 fn pin(core: usize) {

@@ -76,6 +76,40 @@ impl std::fmt::Debug for SrtpKeys {
     }
 }
 
+/// A throwaway ECDSA P-256 self-signed certificate valid for a day, and its key: for DTLS
+/// clients (tests, the load generator). The server's identity comes from the control plane.
+pub fn self_signed() -> Result<(X509, PKey<Private>), DtlsError> {
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
+    let mut b = X509::builder()?;
+    let mut name = openssl::x509::X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, "ringcast-client")?;
+    let name = name.build();
+    b.set_version(2)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(&key)?;
+    let not_before = Asn1Time::days_from_now(0)?;
+    let not_after = Asn1Time::days_from_now(1)?;
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok((b.build(), key))
+}
+
+impl Fingerprint {
+    /// The SHA-256 fingerprint of `cert`, as SDP carries it.
+    pub fn sha256(cert: &X509) -> Result<Self, DtlsError> {
+        Ok(Fingerprint {
+            algorithm: "sha-256".to_owned(),
+            bytes: cert.digest(MessageDigest::sha256())?.to_vec(),
+        })
+    }
+}
+
 /// One SSL context per shard: the node's certificate, DTLS 1.2, use_srtp.
 pub fn context(
     cert: &X509,

@@ -415,20 +415,8 @@ impl Context {
                 let iv = cm_iv(salt, ssrc, index);
                 Aes128Ctr::new(key.into(), &iv.into()).apply_keystream(&mut buf[hdr..end]);
             }
-            Keys::Gcm128 { aead, salt } => {
-                let iv = gcm_rtp_iv(salt, ssrc, index);
-                let (head, rest) = buf.split_at_mut(hdr);
-                let (payload, tag) = rest.split_at_mut(end - hdr);
-                aead.decrypt_in_place_detached(&Nonce::from(iv), head, payload, &tag_of(tag))
-                    .map_err(|_| SrtpError::AuthFailed)?;
-            }
-            Keys::Gcm256 { aead, salt } => {
-                let iv = gcm_rtp_iv(salt, ssrc, index);
-                let (head, rest) = buf.split_at_mut(hdr);
-                let (payload, tag) = rest.split_at_mut(end - hdr);
-                aead.decrypt_in_place_detached(&Nonce::from(iv), head, payload, &tag_of(tag))
-                    .map_err(|_| SrtpError::AuthFailed)?;
-            }
+            Keys::Gcm128 { aead, salt } => gcm_rtp_open(&**aead, salt, buf, hdr, end, ssrc, index)?,
+            Keys::Gcm256 { aead, salt } => gcm_rtp_open(&**aead, salt, buf, hdr, end, ssrc, index)?,
         }
         // Authenticated: now the index may move the window.
         if let Some(s) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
@@ -463,22 +451,8 @@ impl Context {
                 let full = mac.finalize().into_bytes();
                 buf[len..len + 10].copy_from_slice(&full[..10]);
             }
-            Keys::Gcm128 { aead, salt } => {
-                let iv = gcm_rtp_iv(salt, ssrc, index);
-                let (head, rest) = buf.split_at_mut(hdr);
-                let tag = aead
-                    .encrypt_in_place_detached(&Nonce::from(iv), head, &mut rest[..len - hdr])
-                    .map_err(|_| SrtpError::NoRoom)?;
-                rest[len - hdr..len - hdr + 16].copy_from_slice(&tag);
-            }
-            Keys::Gcm256 { aead, salt } => {
-                let iv = gcm_rtp_iv(salt, ssrc, index);
-                let (head, rest) = buf.split_at_mut(hdr);
-                let tag = aead
-                    .encrypt_in_place_detached(&Nonce::from(iv), head, &mut rest[..len - hdr])
-                    .map_err(|_| SrtpError::NoRoom)?;
-                rest[len - hdr..len - hdr + 16].copy_from_slice(&tag);
-            }
+            Keys::Gcm128 { aead, salt } => gcm_rtp_seal(&**aead, salt, buf, hdr, len, ssrc, index)?,
+            Keys::Gcm256 { aead, salt } => gcm_rtp_seal(&**aead, salt, buf, hdr, len, ssrc, index)?,
         }
         Ok(len + tag_len)
     }
@@ -566,6 +540,40 @@ fn tag_of(b: &[u8]) -> Tag {
     let mut t = [0u8; 16];
     t.copy_from_slice(&b[..16]);
     Tag::from(t)
+}
+
+fn gcm_rtp_seal<A: Gcm>(
+    aead: &A,
+    salt: &[u8; 12],
+    buf: &mut [u8],
+    hdr: usize,
+    len: usize,
+    ssrc: u32,
+    index: u64,
+) -> Result<(), SrtpError> {
+    let iv = gcm_rtp_iv(salt, ssrc, index);
+    let (head, rest) = buf.split_at_mut(hdr);
+    let tag = aead
+        .encrypt_in_place_detached(&Nonce::from(iv), head, &mut rest[..len - hdr])
+        .map_err(|_| SrtpError::NoRoom)?;
+    rest[len - hdr..len - hdr + 16].copy_from_slice(&tag);
+    Ok(())
+}
+
+fn gcm_rtp_open<A: Gcm>(
+    aead: &A,
+    salt: &[u8; 12],
+    buf: &mut [u8],
+    hdr: usize,
+    end: usize,
+    ssrc: u32,
+    index: u64,
+) -> Result<(), SrtpError> {
+    let iv = gcm_rtp_iv(salt, ssrc, index);
+    let (head, rest) = buf.split_at_mut(hdr);
+    let (payload, tag) = rest.split_at_mut(end - hdr);
+    aead.decrypt_in_place_detached(&Nonce::from(iv), head, payload, &tag_of(tag))
+        .map_err(|_| SrtpError::AuthFailed)
 }
 
 fn gcm_aad(buf: &[u8], e_index: u32) -> [u8; 12] {

@@ -1,34 +1,11 @@
-use openssl::asn1::Asn1Time;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::nid::Nid;
-
 use super::*;
 
 fn cert() -> (X509, PKey<Private>) {
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut b = X509::builder().unwrap();
-    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, "test").unwrap();
-    let name = name.build();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    (b.build(), key)
+    crate::dtls::self_signed().unwrap()
 }
 
 fn fp(c: &X509) -> Fingerprint {
-    Fingerprint {
-        algorithm: "sha-256".into(),
-        bytes: c.digest(MessageDigest::sha256()).unwrap().to_vec(),
-    }
+    Fingerprint::sha256(c).unwrap()
 }
 
 /// Pumps datagrams between the two until neither sends; returns their events.
