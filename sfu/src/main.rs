@@ -7,6 +7,11 @@ use ringcast_sfu::config::{Cli, Config};
 use ringcast_sfu::server::Server;
 use ringcast_sfu::telemetry::init_logging;
 
+/// jemalloc: steadier than glibc malloc for a long-running multi-threaded server, and it reports
+/// its own statistics (exported as metrics).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli)?;

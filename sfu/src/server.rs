@@ -43,6 +43,7 @@ impl Server {
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let identity = Arc::new(DtlsIdentity::generate()?);
         let metrics = crate::telemetry::prometheus();
+        metrics::gauge!("ringcast_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let shards = config.shard_count();
         let srtp: Vec<SrtpProfile> = config
             .srtp_profiles
@@ -206,6 +207,7 @@ fn http_routes(
 ) -> Router {
     Router::new()
         .route("/metrics", get(move || {
+            crate::telemetry::publish_allocator_stats();
             let body = metrics.render();
             async move { ([("content-type", "text/plain; version=0.0.4")], body) }
         }))

@@ -41,3 +41,25 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
         })
         .clone()
 }
+
+/// Publishes the allocator's statistics as gauges (called periodically by the server). Reads
+/// jemalloc's counters when it is the global allocator (the `ringcast` binary); elsewhere the
+/// reads fail and nothing is published.
+pub fn publish_allocator_stats() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return;
+    }
+    let read = [
+        ("allocated", stats::allocated::read()),
+        ("active", stats::active::read()),
+        ("resident", stats::resident::read()),
+        ("mapped", stats::mapped::read()),
+        ("retained", stats::retained::read()),
+    ];
+    for (kind, v) in read {
+        if let Ok(v) = v {
+            metrics::gauge!("ringcast_jemalloc_bytes", "kind" => kind).set(v as f64);
+        }
+    }
+}

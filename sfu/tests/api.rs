@@ -730,6 +730,17 @@ async fn health_endpoints_and_drain() {
     };
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let m = get("/metrics").await.unwrap();
+    assert_eq!(m.status(), 200);
+    let body =
+        String::from_utf8(m.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for name in [
+        "ringcast_build_info",
+        "ringcast_datapath_backend",
+        "ringcast_jemalloc_bytes",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics");
+    }
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(n.channel.clone());
     let s = health
