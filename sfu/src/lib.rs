@@ -2,6 +2,7 @@
 //! Media routing (rooms → tracks → subscriptions on the shards) lands here with the datapath.
 
 pub mod config;
+pub mod media;
 pub mod media_plane;
 pub mod server;
 pub mod telemetry;

@@ -1,0 +1,10 @@
+//! Media routing: what the shards do to each packet between a publisher and a subscriber.
+//!
+//! Pure functions and small state machines (no IO, no clock, no allocation per packet), table
+//! tested: `rtp` (header view and rewriting into a send buffer), `keyframe` (codec keyframe
+//! detection for gating new subscribers), `sequence` (per-subscriber sequence number and
+//! timestamp continuity across pauses and source switches).
+
+pub mod keyframe;
+pub mod rtp;
+pub mod sequence;
