@@ -6,5 +6,7 @@
 //! timestamp continuity across pauses and source switches).
 
 pub mod keyframe;
+pub mod retransmit;
+pub mod rtcp;
 pub mod rtp;
 pub mod sequence;

@@ -81,6 +81,18 @@ impl SequenceRewriter {
     }
 }
 
+impl SequenceRewriter {
+    /// The source (SSRC, extended sequence) an output sequence number was made from, if it is
+    /// in the current segment: how a subscriber's NACK finds the packet in the track history.
+    pub fn source_of(&self, out_seq: u16) -> Option<(u32, u64)> {
+        let (last, _) = self.last_out?;
+        let seg = self.source?;
+        let out_ext = extend(last, out_seq);
+        let in_ext = out_ext.wrapping_sub(seg.seq_offset);
+        (in_ext >= seg.start_in && in_ext <= seg.highest_in).then_some((seg.ssrc, in_ext))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +172,21 @@ mod tests {
         );
         // Switch after the wrap continues from 2.
         assert_eq!(r.rewrite(9, 7, 0, 10), Some((2, 13)));
+    }
+
+    #[test]
+    fn nacked_output_numbers_map_back_to_the_source() {
+        let mut r = SequenceRewriter::default();
+        run(&mut r, &[(1, 100, 0), (1, 101, 1)]);
+        run(&mut r, &[(2, 65535, 0), (2, 0, 1), (2, 1, 2)]);
+        // Output 102..=104 came from source 2's 65535, 0, 1.
+        let (ssrc, a) = r.source_of(102).unwrap();
+        let (_, b) = r.source_of(103).unwrap();
+        assert_eq!(ssrc, 2);
+        assert_eq!(b, a + 1, "across the source's wrap");
+        assert_eq!(a as u16, 65535);
+        assert_eq!(r.source_of(100), None, "previous segment");
+        assert_eq!(r.source_of(105), None, "not sent yet");
     }
 
     #[test]
