@@ -93,6 +93,9 @@ pub(crate) struct Shard {
     stop: Arc<AtomicBool>,
     next_timer: Instant,
     next_publish: Instant,
+    /// Drops since the last warning, and when the next warning may be logged.
+    drops_unreported: [u64; crate::stats::DropReason::ALL.len()],
+    next_drop_warning: Instant,
     /// Reused each sweep for the datagrams to send.
     pub(crate) queued: Vec<crate::outbox::Queued>,
 }
@@ -122,10 +125,42 @@ impl Shard {
             (self.events)(self.index, ev);
         }
         if now >= self.next_publish {
+            self.warn_drops(now);
             let transports = self.core.transport_count();
             self.metrics.publish(&mut self.core.stats, transports);
             self.next_publish = now + Duration::from_millis(250);
         }
+    }
+}
+
+/// Drop warnings: at most one log line per shard per this period, however many packets drop.
+const DROP_WARNING_PERIOD: Duration = Duration::from_secs(10);
+
+impl Shard {
+    fn warn_drops(&mut self, now: Instant) {
+        for (acc, n) in self.drops_unreported.iter_mut().zip(self.core.stats.drops) {
+            *acc += n;
+        }
+        if now < self.next_drop_warning || self.drops_unreported.iter().all(|n| *n == 0) {
+            return;
+        }
+        let mut summary = String::new();
+        for (reason, n) in crate::stats::DropReason::ALL
+            .iter()
+            .zip(self.drops_unreported)
+        {
+            if n > 0 {
+                use std::fmt::Write;
+                let _ = write!(summary, "{}={n} ", reason.as_str());
+            }
+        }
+        tracing::warn!(
+            shard = self.index,
+            drops = summary.trim_end(),
+            "datagrams dropped in the last period"
+        );
+        self.drops_unreported = [0; crate::stats::DropReason::ALL.len()];
+        self.next_drop_warning = now + DROP_WARNING_PERIOD;
     }
 }
 
@@ -229,6 +264,8 @@ impl Datapath {
                 next_timer: Instant::now(),
                 next_publish: Instant::now(),
                 queued: Vec::with_capacity(crate::shard::OUTBOX_SLOTS),
+                drops_unreported: [0; crate::stats::DropReason::ALL.len()],
+                next_drop_warning: Instant::now(),
             };
             let (r, b, pin, want) = (
                 running.clone(),
