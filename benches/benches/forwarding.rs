@@ -25,7 +25,8 @@ use ringcast_datapath::dtls::{self, Dtls, DtlsEvent, Fingerprint, Role};
 use ringcast_datapath::srtp::{Context, Profile};
 use ringcast_datapath::stun::{self, IceRole};
 use ringcast_datapath::{
-    Backend, Command, Datapath, DatapathConfig, RemoteConfig, TransportConfig,
+    Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, RemoteConfig,
+    TransportConfig,
 };
 
 const SUBSCRIBERS: usize = 10;
@@ -177,6 +178,7 @@ fn run_shard(backend: Backend, secs: u64) -> f64 {
             srtp_profiles: vec![Profile::AeadAes128Gcm],
             pin_threads: true,
         },
+        |_| Fanout::default(),
         Arc::new(|_, _| {}),
     )
     .unwrap();
@@ -214,10 +216,10 @@ fn run_shard(backend: Backend, secs: u64) -> f64 {
     }
     dp.send(
         0,
-        Command::Route {
+        Command::Router(FanoutCommand::Route {
             from: 0,
             to: (1..=SUBSCRIBERS as u64).collect(),
-        },
+        }),
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(100));

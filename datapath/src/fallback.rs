@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use quinn_udp::{RecvMeta, UdpSocketState};
 
 use crate::io::Shard;
+use crate::router::Router;
 use crate::stats::DropReason;
 
 /// Datagrams (or GRO batches) received per call.
@@ -18,7 +19,7 @@ const BATCH: usize = 32;
 /// Each buffer holds one GRO batch.
 const BUF_SIZE: usize = 64 * 1024;
 
-pub fn run(socket: UdpSocket, shard: &mut Shard) -> io::Result<()> {
+pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()> {
     let state = UdpSocketState::new((&socket).into())?;
     let mut storage = vec![0u8; BATCH * BUF_SIZE];
     let mut meta = [RecvMeta::default(); BATCH];
@@ -105,9 +106,9 @@ impl SendBatch {
     }
 }
 
-fn send_batch(
+fn send_batch<R: Router>(
     socket: &UdpSocket,
-    shard: &mut Shard,
+    shard: &mut Shard<R>,
     queued: &[crate::outbox::Queued],
     b: &mut SendBatch,
 ) {

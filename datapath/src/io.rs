@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
+use crate::router::Router;
 use crate::shard::{Command, Event, ShardCore};
 use crate::srtp::Profile;
 use crate::stats::ShardMetrics;
@@ -37,7 +38,7 @@ impl Backend {
     }
 }
 
-/// Everything the datapath needs to start.
+/// Everything the datapath needs to start (the router comes separately, one per shard).
 #[derive(Clone)]
 pub struct DatapathConfig {
     pub shards: u16,
@@ -69,26 +70,26 @@ pub enum SendError {
 /// Commands queued per shard before `send` reports `Busy`.
 pub const COMMAND_QUEUE: usize = 4096;
 
-struct ShardHandle {
-    commands: SyncSender<Command>,
+struct ShardHandle<C> {
+    commands: SyncSender<Command<C>>,
     thread: Option<JoinHandle<()>>,
     running: Arc<AtomicBool>,
     addr: SocketAddr,
 }
 
-/// The running shards.
-pub struct Datapath {
-    shards: Vec<ShardHandle>,
+/// The running shards, each with its router `R`.
+pub struct Datapath<R: Router> {
+    shards: Vec<ShardHandle<R::Command>>,
     stop: Arc<AtomicBool>,
     backend: Arc<Mutex<&'static str>>,
 }
 
 /// A shard's state as its IO loop sees it.
-pub(crate) struct Shard {
-    pub(crate) core: ShardCore,
+pub(crate) struct Shard<R: Router> {
+    pub(crate) core: ShardCore<R>,
     pub(crate) metrics: ShardMetrics,
     index: u16,
-    commands: Receiver<Command>,
+    commands: Receiver<Command<R::Command>>,
     events: EventSink,
     stop: Arc<AtomicBool>,
     next_timer: Instant,
@@ -100,7 +101,7 @@ pub(crate) struct Shard {
     pub(crate) queued: Vec<crate::outbox::Queued>,
 }
 
-impl Shard {
+impl<R: Router> Shard<R> {
     pub(crate) fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -115,7 +116,7 @@ impl Shard {
     /// Commands, timers, events and metrics after each sweep.
     pub(crate) fn after_sweep(&mut self, now: Instant) {
         while let Ok(cmd) = self.commands.try_recv() {
-            self.core.handle_command(cmd);
+            self.core.handle_command(cmd, now);
         }
         if now >= self.next_timer {
             self.core.handle_timeout(now);
@@ -136,7 +137,7 @@ impl Shard {
 /// Drop warnings: at most one log line per shard per this period, however many packets drop.
 const DROP_WARNING_PERIOD: Duration = Duration::from_secs(10);
 
-impl Shard {
+impl<R: Router> Shard<R> {
     fn warn_drops(&mut self, now: Instant) {
         for (acc, n) in self.drops_unreported.iter_mut().zip(self.core.stats.drops) {
             *acc += n;
@@ -217,9 +218,13 @@ fn pin_to_core(index: u16) {
     }
 }
 
-impl Datapath {
-    /// Binds every shard's socket and starts the threads.
-    pub fn start(config: DatapathConfig, events: EventSink) -> io::Result<Datapath> {
+impl<R: Router> Datapath<R> {
+    /// Binds every shard's socket and starts the threads; `router(i)` makes shard i's router.
+    pub fn start(
+        config: DatapathConfig,
+        router: impl Fn(u16) -> R,
+        events: EventSink,
+    ) -> io::Result<Datapath<R>> {
         let ctx = crate::dtls::context(
             &config.certificate,
             &config.private_key,
@@ -252,7 +257,7 @@ impl Datapath {
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
             let running = Arc::new(AtomicBool::new(true));
             let mut shard = Shard {
-                core: ShardCore::new(ctx.clone()),
+                core: ShardCore::new(ctx.clone(), router(index)),
                 metrics: ShardMetrics::register(
                     index,
                     *backend_name.lock().unwrap_or_else(|p| p.into_inner()),
@@ -316,7 +321,7 @@ impl Datapath {
     }
 
     /// Queues a command without blocking.
-    pub fn send(&self, shard: u16, cmd: Command) -> Result<(), SendError> {
+    pub fn send(&self, shard: u16, cmd: Command<R::Command>) -> Result<(), SendError> {
         let h = self
             .shards
             .get(usize::from(shard))
@@ -356,7 +361,7 @@ impl Datapath {
     }
 }
 
-impl Drop for Datapath {
+impl<R: Router> Drop for Datapath<R> {
     fn drop(&mut self) {
         self.stop();
     }

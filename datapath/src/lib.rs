@@ -9,6 +9,7 @@ mod fallback;
 pub mod ice;
 pub mod io;
 pub mod outbox;
+pub mod router;
 pub mod shard;
 pub mod srtp;
 pub mod stats;
@@ -16,4 +17,5 @@ pub mod stun;
 mod uring;
 
 pub use io::{Backend, Datapath, DatapathConfig, EventSink, SendError};
+pub use router::{Fanout, FanoutCommand, RouteIo, Router};
 pub use shard::{Command, Event, RemoteConfig, TransportConfig, TransportId};

@@ -11,6 +11,7 @@ use openssl::ssl::SslContext;
 use crate::dtls::{Dtls, DtlsEvent, Fingerprint, Role};
 use crate::ice::{CheckOutcome, IceLite, Selected};
 use crate::outbox::Outbox;
+use crate::router::{RouteIo, Router};
 use crate::srtp::{self, Profile};
 use crate::stats::{DropReason, ShardStats};
 use crate::stun::{self, Message};
@@ -35,19 +36,14 @@ pub struct RemoteConfig {
     pub fingerprints: Vec<Fingerprint>,
 }
 
-/// Commands from the control plane.
+/// Commands from the control plane; `C` is the router's own command type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<C> {
     /// Adds a transport, or updates it (ICE restart, peer parameters learned).
     Upsert(TransportConfig),
     Remove(TransportId),
-    /// Forwards every RTP packet from `from` to each of `to` (replacing earlier routes of
-    /// `from`); an empty `to` removes the route. Transport-level fan-out, which the media
-    /// router's per-track subscriptions build on.
-    Route {
-        from: TransportId,
-        to: Vec<TransportId>,
-    },
+    /// For the shard's media router.
+    Router(C),
 }
 
 /// Reports to the control plane.
@@ -80,7 +76,7 @@ pub struct Transmit {
 /// Addresses per transport that may send media: those that passed an authenticated check.
 const MAX_VALIDATED: usize = 8;
 
-struct Transport {
+pub(crate) struct Transport {
     config: TransportConfig,
     ice: IceLite,
     /// Sources that passed an authenticated check, newest last. ICE lets the controlling peer
@@ -93,13 +89,13 @@ struct Transport {
     dtls_started: Option<Instant>,
     dtls: Option<Dtls>,
     rx: Option<srtp::Context>,
-    tx: Option<srtp::Context>,
+    pub(crate) tx: Option<srtp::Context>,
     failed: bool,
 }
 
 impl Transport {
     /// Where to send: the nominated address, else the newest checked one.
-    fn send_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn send_addr(&self) -> Option<SocketAddr> {
         self.ice
             .selected()
             .or_else(|| self.validated.last().copied())
@@ -136,26 +132,25 @@ pub const MAX_DATAGRAM: usize = 1500;
 pub const OUTBOX_SLOTS: usize = 4096;
 
 /// A shard's state.
-pub struct ShardCore {
+pub struct ShardCore<R: Router> {
     ssl: SslContext,
+    router: R,
     transports: HashMap<TransportId, Transport>,
     by_ufrag: HashMap<String, TransportId>,
     by_addr: HashMap<SocketAddr, TransportId>,
-    /// Fan-out: a source transport's RTP is re-encrypted for each listed transport.
-    routes: HashMap<TransportId, Vec<TransportId>>,
     pub outbox: Outbox,
     events: Vec<Event>,
     pub stats: ShardStats,
 }
 
-impl ShardCore {
-    pub fn new(ssl: SslContext) -> Self {
+impl<R: Router> ShardCore<R> {
+    pub fn new(ssl: SslContext, router: R) -> Self {
         ShardCore {
             ssl,
+            router,
             transports: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
-            routes: HashMap::new(),
             outbox: Outbox::new(OUTBOX_SLOTS),
             events: Vec::new(),
             stats: ShardStats::default(),
@@ -166,18 +161,31 @@ impl ShardCore {
         self.transports.len()
     }
 
-    pub fn handle_command(&mut self, cmd: Command) {
+    pub fn router(&self) -> &R {
+        &self.router
+    }
+
+    pub fn handle_command(&mut self, cmd: Command<R::Command>, now: Instant) {
         match cmd {
             Command::Upsert(c) => self.upsert(c),
             Command::Remove(id) => self.remove(id),
-            Command::Route { from, to } => {
-                if to.is_empty() {
-                    self.routes.remove(&from);
-                } else {
-                    self.routes.insert(from, to);
-                }
+            Command::Router(c) => {
+                let (router, mut io) = self.route_io();
+                router.handle_command(c, &mut io, now);
             }
         }
+    }
+
+    /// The router and what it may use, borrowed apart.
+    fn route_io(&mut self) -> (&mut R, RouteIo<'_>) {
+        (
+            &mut self.router,
+            RouteIo {
+                transports: &mut self.transports,
+                outbox: &mut self.outbox,
+                stats: &mut self.stats,
+            },
+        )
     }
 
     fn upsert(&mut self, c: TransportConfig) {
@@ -255,10 +263,7 @@ impl ShardCore {
     }
 
     fn remove(&mut self, id: TransportId) {
-        self.routes.remove(&id);
-        for targets in self.routes.values_mut() {
-            targets.retain(|t| *t != id);
-        }
+        self.router.transport_removed(id);
         if let Some(mut t) = self.transports.remove(&id) {
             self.by_ufrag.remove(&t.config.local_ufrag);
             for a in &t.validated {
@@ -289,8 +294,8 @@ impl ShardCore {
         match classify(buf) {
             Kind::Stun => self.handle_stun(src, buf, now),
             Kind::Dtls => self.handle_dtls(src, buf, now),
-            Kind::Rtp => self.handle_srtp(src, buf, false),
-            Kind::Rtcp => self.handle_srtp(src, buf, true),
+            Kind::Rtp => self.handle_srtp(src, buf, false, now),
+            Kind::Rtcp => self.handle_srtp(src, buf, true, now),
             Kind::Other => self.stats.drop(DropReason::UnknownFirstByte),
         }
     }
@@ -467,7 +472,7 @@ impl ShardCore {
         }
     }
 
-    fn handle_srtp(&mut self, src: SocketAddr, buf: &mut [u8], rtcp: bool) {
+    fn handle_srtp(&mut self, src: SocketAddr, buf: &mut [u8], rtcp: bool, now: Instant) {
         let Some(&id) = self.by_addr.get(&src) else {
             return self.stats.drop(DropReason::UnknownSource);
         };
@@ -480,50 +485,19 @@ impl ShardCore {
             rx.unprotect_rtp(buf)
         };
         match res {
-            Ok(_) if rtcp => self.stats.rtcp_in += 1,
             Ok(len) => {
-                self.stats.rtp_in += 1;
-                self.forward(id, &buf[..len]);
+                let (router, mut io) = self.route_io();
+                if rtcp {
+                    io.stats.rtcp_in += 1;
+                    router.handle_rtcp(id, &buf[..len], &mut io, now);
+                } else {
+                    io.stats.rtp_in += 1;
+                    router.handle_rtp(id, &buf[..len], &mut io, now);
+                }
             }
             Err(srtp::SrtpError::Replayed) => self.stats.drop(DropReason::SrtpReplay),
             Err(srtp::SrtpError::AuthFailed) => self.stats.drop(DropReason::SrtpAuth),
             Err(_) => self.stats.drop(DropReason::MalformedRtp),
-        }
-    }
-
-    /// Re-encrypts a decrypted RTP packet for each routed transport, straight into send slots.
-    fn forward(&mut self, from: TransportId, plain: &[u8]) {
-        let Some(targets) = self.routes.get_mut(&from) else {
-            return;
-        };
-        // Taken out and put back so the transports can be borrowed; no allocation.
-        let targets = std::mem::take(targets);
-        for to in &targets {
-            let Some(t) = self.transports.get_mut(to) else {
-                continue;
-            };
-            let addr = t.send_addr();
-            let (Some(tx), Some(addr)) = (t.tx.as_mut(), addr) else {
-                continue;
-            };
-            let Some((slot, out)) = self.outbox.alloc() else {
-                self.stats.drop(DropReason::SendQueueFull);
-                continue;
-            };
-            out[..plain.len()].copy_from_slice(plain);
-            match tx.protect_rtp(out, plain.len()) {
-                Ok(n) => {
-                    self.outbox.push(slot, addr, n);
-                    self.stats.rtp_forwarded += 1;
-                }
-                Err(_) => {
-                    self.outbox.release(slot);
-                    self.stats.drop(DropReason::MalformedRtp);
-                }
-            }
-        }
-        if let Some(slot) = self.routes.get_mut(&from) {
-            *slot = targets;
         }
     }
 
@@ -546,6 +520,8 @@ impl ShardCore {
             self.on_dtls_event(id, ev, now);
             self.flush_dtls(id);
         }
+        let (router, mut io) = self.route_io();
+        router.handle_timeout(&mut io, now);
     }
 
     /// When `handle_timeout` next has work: the nearest DTLS timer, else a second.

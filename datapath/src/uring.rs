@@ -15,6 +15,7 @@ use std::time::Instant;
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use crate::io::{Shard, sockaddr_from, sockaddr_to};
+use crate::router::Router;
 
 /// Receive buffers in the provided ring (a power of two).
 const RECV_BUFS: u16 = 1024;
@@ -101,7 +102,7 @@ struct SendSlot {
 
 /// Runs the shard until it is told to stop. Returns an error only if io_uring can't be set up,
 /// so the caller can fall back to the other backend before any packet was handled.
-pub fn run(socket: UdpSocket, shard: &mut Shard) -> io::Result<()> {
+pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()> {
     let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
@@ -137,13 +138,13 @@ pub fn run(socket: UdpSocket, shard: &mut Shard) -> io::Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sweep_loop(
+fn sweep_loop<R: Router>(
     ring: &mut IoUring,
     bufs: &mut BufRing,
     recv: &io_uring::squeue::Entry,
     slots: &mut [SendSlot],
     fd: types::Fd,
-    shard: &mut Shard,
+    shard: &mut Shard<R>,
 ) -> io::Result<()> {
     loop {
         if shard.should_stop() {

@@ -16,7 +16,7 @@ use ringcast_datapath::dtls::{self, Dtls, DtlsEvent, Fingerprint, Role};
 use ringcast_datapath::srtp::{self, Profile};
 use ringcast_datapath::stun::{self, IceRole};
 use ringcast_datapath::{
-    Backend, Command, Datapath, DatapathConfig, Event, RemoteConfig, TransportConfig,
+    Backend, Command, Datapath, DatapathConfig, Event, Fanout, RemoteConfig, TransportConfig,
 };
 
 fn snapshotter() -> &'static Snapshotter {
@@ -93,6 +93,7 @@ fn run(backend: Backend, profile: Profile) {
             srtp_profiles: vec![profile],
             pin_threads: false,
         },
+        |_| Fanout::default(),
         Arc::new(move |shard, ev| {
             let _ = etx.lock().unwrap().send((shard, ev));
         }),

@@ -13,14 +13,15 @@ use ringcast_control::plane::{
 use ringcast_datapath::dtls::{Fingerprint, Role};
 use ringcast_datapath::srtp::Profile;
 use ringcast_datapath::{
-    Command, Datapath, DatapathConfig, Event, RemoteConfig, SendError, TransportConfig,
+    Command, Datapath, DatapathConfig, Event, Fanout, RemoteConfig, SendError, TransportConfig,
 };
 use tokio::sync::mpsc;
 
 /// The running shards behind the `MediaPlane` trait.
 pub struct DatapathPlane {
     // `Datapath` stops its threads on drop; the mutex only guards that final stop.
-    datapath: Mutex<Datapath>,
+    // Media routing between participants (issue 5) replaces `Fanout` with the media router.
+    datapath: Mutex<Datapath<Fanout>>,
     shards: Vec<ShardInfo>,
     backend: &'static str,
 }
@@ -84,7 +85,7 @@ impl DatapathPlane {
                 metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
             }
         });
-        let datapath = Datapath::start(config, sink)?;
+        let datapath = Datapath::start(config, |_| Fanout::default(), sink)?;
         let shards = datapath
             .local_addrs()
             .iter()

@@ -4,6 +4,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use super::*;
+use crate::router::{Fanout, FanoutCommand};
 use crate::stun::IceRole;
 
 fn cert() -> (X509, PKey<Private>) {
@@ -24,13 +25,13 @@ struct Peer {
     keys: Option<crate::dtls::SrtpKeys>,
 }
 
-fn setup() -> (ShardCore, Peer, Instant) {
+fn setup() -> (ShardCore<Fanout>, Peer, Instant) {
     let (core, mut peers, now) = setup_n(1);
     (core, peers.remove(0), now)
 }
 
 /// A shard with `n` transports (ids 7, 8, ...) and a client for each on its own port.
-fn setup_n(n: u16) -> (ShardCore, Vec<Peer>, Instant) {
+fn setup_n(n: u16) -> (ShardCore<Fanout>, Vec<Peer>, Instant) {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
     let all = [
@@ -38,7 +39,10 @@ fn setup_n(n: u16) -> (ShardCore, Vec<Peer>, Instant) {
         Profile::AeadAes256Gcm,
         Profile::Aes128CmHmacSha1_80,
     ];
-    let mut core = ShardCore::new(crate::dtls::context(&sc, &sk, &all).unwrap());
+    let mut core = ShardCore::new(
+        crate::dtls::context(&sc, &sk, &all).unwrap(),
+        Fanout::default(),
+    );
     let client_ctx = crate::dtls::context(&cc, &ck, &all).unwrap();
     let peers = (0..n)
         .map(|i| {
@@ -48,16 +52,19 @@ fn setup_n(n: u16) -> (ShardCore, Vec<Peer>, Instant) {
                 (format!("SRV{i}"), format!("CLN{i}"))
             };
             let id = 7 + u64::from(i);
-            core.handle_command(Command::Upsert(TransportConfig {
-                id,
-                local_ufrag: local.clone(),
-                local_pwd: "serverpassword012345678".into(),
-                remote: Some(RemoteConfig {
-                    ufrag: remote.clone(),
-                    dtls_role: Role::Server,
-                    fingerprints: vec![fp(&cc)],
+            core.handle_command(
+                Command::Upsert(TransportConfig {
+                    id,
+                    local_ufrag: local.clone(),
+                    local_pwd: "serverpassword012345678".into(),
+                    remote: Some(RemoteConfig {
+                        ufrag: remote.clone(),
+                        dtls_role: Role::Server,
+                        fingerprints: vec![fp(&cc)],
+                    }),
                 }),
-            }));
+                Instant::now(),
+            );
             Peer {
                 id,
                 dtls: Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap(),
@@ -90,11 +97,11 @@ fn check_as(user: &[u8], use_candidate: bool, pwd: &[u8]) -> Vec<u8> {
 }
 
 /// ICE then DTLS until both sides are connected.
-fn connect(core: &mut ShardCore, peer: &mut Peer, now: Instant) {
+fn connect(core: &mut ShardCore<Fanout>, peer: &mut Peer, now: Instant) {
     connect_with(core, peer, now, true);
 }
 
-fn connect_with(core: &mut ShardCore, peer: &mut Peer, now: Instant, nominate: bool) {
+fn connect_with(core: &mut ShardCore<Fanout>, peer: &mut Peer, now: Instant, nominate: bool) {
     let mut c = check_as(&peer.user, nominate, b"serverpassword012345678");
     core.handle_datagram(peer.addr, &mut c, now);
     let t: Vec<Transmit> = core.take_transmits();
@@ -226,7 +233,7 @@ fn consent_loss_and_removal() {
         core.take_events().collect::<Vec<_>>(),
         [Event::ConsentLost { id: 7 }]
     );
-    core.handle_command(Command::Remove(7));
+    core.handle_command(Command::Remove(7), Instant::now());
     assert_eq!(core.transport_count(), 0);
     let mut c = check(true, b"serverpassword012345678");
     core.handle_datagram(peer.addr, &mut c, now);
@@ -254,10 +261,13 @@ fn routed_rtp_is_reencrypted_for_each_subscriber() {
         connect(&mut core, p, now);
     }
     let to: Vec<TransportId> = peers[1..].iter().map(|p| p.id).collect();
-    core.handle_command(Command::Route {
-        from: peers[0].id,
-        to,
-    });
+    core.handle_command(
+        Command::Router(FanoutCommand::Route {
+            from: peers[0].id,
+            to,
+        }),
+        Instant::now(),
+    );
     let k = peers[0].keys.clone().unwrap();
     let mut tx = srtp::Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
     let mut rx: Vec<srtp::Context> = peers[1..]
@@ -281,7 +291,7 @@ fn routed_rtp_is_reencrypted_for_each_subscriber() {
     }
     assert_eq!(core.stats.rtp_forwarded, 15);
     // A removed subscriber drops out of the route.
-    core.handle_command(Command::Remove(peers[2].id));
+    core.handle_command(Command::Remove(peers[2].id), Instant::now());
     let closing = core.take_transmits();
     assert_eq!(closing.len(), 1, "close_notify to the removed peer");
     assert_eq!(closing[0].to, peers[2].addr);
@@ -391,10 +401,13 @@ fn srtp_receive_and_fanout_path_does_not_allocate() {
     for p in &mut peers {
         connect(&mut core, p, now);
     }
-    core.handle_command(Command::Route {
-        from: peers[0].id,
-        to: vec![peers[1].id, peers[2].id],
-    });
+    core.handle_command(
+        Command::Router(FanoutCommand::Route {
+            from: peers[0].id,
+            to: vec![peers[1].id, peers[2].id],
+        }),
+        Instant::now(),
+    );
     let peer = &peers[0];
     let k = peer.keys.clone().unwrap();
     let mut tx = srtp::Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
@@ -414,7 +427,7 @@ fn srtp_receive_and_fanout_path_does_not_allocate() {
     // after it. The IO loop empties the outbox every sweep; here every packet.
     core.handle_datagram(peer.addr, &mut batch[0], now);
     let mut queued = Vec::with_capacity(crate::shard::OUTBOX_SLOTS);
-    let drain = |core: &mut ShardCore, queued: &mut Vec<crate::outbox::Queued>| {
+    let drain = |core: &mut ShardCore<Fanout>, queued: &mut Vec<crate::outbox::Queued>| {
         core.outbox.take_queue(queued);
         for q in queued.drain(..) {
             core.outbox.release(q.slot);

@@ -1,0 +1,167 @@
+//! The seam between a shard's transports and media routing.
+//!
+//! The shard owns sockets, ICE, DTLS and SRTP; a `Router` owns what happens to decrypted media
+//! (rooms, tracks, subscriptions, rewriting, NACK, PLI). It sees plaintext packets and sends
+//! through `RouteIo`, which encrypts into the shard's send slots. The datapath knows nothing of
+//! rooms: the media router lives in the `sfu` crate. `Fanout` here is the simplest router,
+//! transport-level fan-out, used by the forwarding benchmark and tests.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::outbox::Outbox;
+use crate::shard::{Transport, TransportId};
+use crate::stats::{DropReason, ShardStats};
+
+/// Media routing on one shard. All calls come from the shard's thread, one at a time.
+pub trait Router: Send + 'static {
+    /// What the control plane sends this router (through `Command::Router`).
+    type Command: Send + std::fmt::Debug + 'static;
+
+    fn handle_command(&mut self, cmd: Self::Command, io: &mut RouteIo<'_>, now: Instant);
+
+    /// A decrypted RTP packet from `from`.
+    fn handle_rtp(&mut self, from: TransportId, packet: &[u8], io: &mut RouteIo<'_>, now: Instant);
+
+    /// A decrypted (compound) RTCP packet from `from`.
+    fn handle_rtcp(
+        &mut self,
+        _from: TransportId,
+        _packet: &[u8],
+        _io: &mut RouteIo<'_>,
+        _now: Instant,
+    ) {
+    }
+
+    /// A transport is gone; forget what refers to it.
+    fn transport_removed(&mut self, _id: TransportId) {}
+
+    /// Periodic work (reports, keyframe request throttling); called at least once a second.
+    fn handle_timeout(&mut self, _io: &mut RouteIo<'_>, _now: Instant) {}
+}
+
+/// What a router may do with the shard's transports: write, encrypt and queue packets.
+pub struct RouteIo<'a> {
+    pub(crate) transports: &'a mut HashMap<TransportId, Transport>,
+    pub(crate) outbox: &'a mut Outbox,
+    pub(crate) stats: &'a mut ShardStats,
+}
+
+impl RouteIo<'_> {
+    /// True once `id` has SRTP keys and an address.
+    pub fn is_connected(&self, id: TransportId) -> bool {
+        self.transports
+            .get(&id)
+            .is_some_and(|t| t.tx.is_some() && t.send_addr().is_some())
+    }
+
+    /// Sends one RTP packet to `to`: `write` puts the plaintext packet at the start of the slot
+    /// and returns its length (0: nothing to send); it is encrypted in place and queued.
+    /// False if the transport isn't connected, no slot is free, or encryption failed.
+    pub fn send_rtp(&mut self, to: TransportId, write: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        self.send(to, false, write)
+    }
+
+    /// As `send_rtp`, for a compound RTCP packet.
+    pub fn send_rtcp(&mut self, to: TransportId, write: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        self.send(to, true, write)
+    }
+
+    fn send(
+        &mut self,
+        to: TransportId,
+        rtcp: bool,
+        write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        let Some(t) = self.transports.get_mut(&to) else {
+            return false;
+        };
+        let addr = t.send_addr();
+        let (Some(tx), Some(addr)) = (t.tx.as_mut(), addr) else {
+            return false;
+        };
+        let Some((slot, buf)) = self.outbox.alloc() else {
+            self.stats.drop(DropReason::SendQueueFull);
+            return false;
+        };
+        // Leave room for the SRTP tag and SRTCP index.
+        let room = buf.len() - tx.profile().rtcp_overhead();
+        let len = write(&mut buf[..room]);
+        let sealed = match (len, rtcp) {
+            (0, _) => None,
+            (n, false) => tx.protect_rtp(buf, n).ok(),
+            (n, true) => tx.protect_rtcp(buf, n).ok(),
+        };
+        match sealed {
+            Some(n) => {
+                self.outbox.push(slot, addr, n);
+                if !rtcp {
+                    self.stats.rtp_forwarded += 1;
+                }
+                true
+            }
+            None => {
+                self.outbox.release(slot);
+                if len > 0 {
+                    self.stats.drop(DropReason::MalformedRtp);
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Transport-level fan-out: every RTP packet of a transport goes, unchanged, to each routed
+/// transport (re-encrypted with its keys).
+#[derive(Debug, Default)]
+pub struct Fanout {
+    routes: HashMap<TransportId, Vec<TransportId>>,
+}
+
+/// Commands of the `Fanout` router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FanoutCommand {
+    /// Replaces the routes of `from`; an empty `to` removes them.
+    Route {
+        from: TransportId,
+        to: Vec<TransportId>,
+    },
+}
+
+impl Router for Fanout {
+    type Command = FanoutCommand;
+
+    fn handle_command(&mut self, cmd: FanoutCommand, _io: &mut RouteIo<'_>, _now: Instant) {
+        let FanoutCommand::Route { from, to } = cmd;
+        if to.is_empty() {
+            self.routes.remove(&from);
+        } else {
+            self.routes.insert(from, to);
+        }
+    }
+
+    fn handle_rtp(
+        &mut self,
+        from: TransportId,
+        packet: &[u8],
+        io: &mut RouteIo<'_>,
+        _now: Instant,
+    ) {
+        let Some(targets) = self.routes.get(&from) else {
+            return;
+        };
+        for &to in targets {
+            io.send_rtp(to, |buf| {
+                buf[..packet.len()].copy_from_slice(packet);
+                packet.len()
+            });
+        }
+    }
+
+    fn transport_removed(&mut self, id: TransportId) {
+        self.routes.remove(&id);
+        for targets in self.routes.values_mut() {
+            targets.retain(|t| *t != id);
+        }
+    }
+}
