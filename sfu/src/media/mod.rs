@@ -7,6 +7,7 @@
 
 pub mod keyframe;
 pub mod retransmit;
+pub mod router;
 pub mod rtcp;
 pub mod rtp;
 pub mod sequence;

@@ -84,6 +84,11 @@ impl SequenceRewriter {
 impl SequenceRewriter {
     /// The source (SSRC, extended sequence) an output sequence number was made from, if it is
     /// in the current segment: how a subscriber's NACK finds the packet in the track history.
+    /// The output timestamp of a current-segment source timestamp.
+    pub fn timestamp_of(&self, in_ts: u32) -> Option<u32> {
+        self.source.map(|s| in_ts.wrapping_add(s.ts_offset))
+    }
+
     pub fn source_of(&self, out_seq: u16) -> Option<(u32, u64)> {
         let (last, _) = self.last_out?;
         let seg = self.source?;
