@@ -76,6 +76,46 @@ pub enum ShardCommand {
     /// New ICE credentials or remote parameters for a live transport (ICE restart, renegotiation).
     UpdateTransport(TransportSpec),
     RemoveTransport(TransportId),
+    /// A track the publisher transport sends (again, if renegotiated: it replaces the old one).
+    PublishTrack(TrackSpec),
+    UnpublishTrack(TrackNum),
+    /// Pauses or resumes forwarding of a track.
+    MuteTrack {
+        track: TrackNum,
+        muted: bool,
+    },
+    /// Starts sending a track to a subscriber transport.
+    Subscribe(SubscriptionSpec),
+    Unsubscribe {
+        track: TrackNum,
+        subscriber: TransportId,
+    },
+}
+
+/// A published track as the shards number it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackNum(pub u64);
+
+/// What a shard needs to route a published track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackSpec {
+    pub track: TrackNum,
+    pub publisher: TransportId,
+    /// The negotiated m-section: codec and payload types, extension ids, encodings.
+    pub media: crate::negotiate::PublishedMedia,
+}
+
+/// One subscriber's copy of a track, as its transport negotiated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    pub track: TrackNum,
+    pub subscriber: TransportId,
+    pub ssrc: u32,
+    pub rtx_ssrc: Option<u32>,
+    pub payload_type: u8,
+    pub rtx_payload_type: Option<u8>,
+    /// Header extensions the subscriber accepted, with its ids.
+    pub extensions: Vec<crate::sdp::ExtMap>,
 }
 
 /// How a transport's state changed.
@@ -127,6 +167,7 @@ pub trait MediaPlane: Send + Sync + 'static {
 pub struct RecordingMediaPlane {
     shards: Vec<ShardInfo>,
     transports: Mutex<BTreeMap<TransportId, (ShardId, TransportSpec)>>,
+    media: Mutex<Vec<(ShardId, ShardCommand)>>,
     commands: Mutex<usize>,
 }
 
@@ -145,6 +186,7 @@ impl RecordingMediaPlane {
         RecordingMediaPlane {
             shards,
             transports: Mutex::new(BTreeMap::new()),
+            media: Mutex::new(Vec::new()),
             commands: Mutex::new(0),
         }
     }
@@ -155,6 +197,11 @@ impl RecordingMediaPlane {
             .lock()
             .map(|t| t.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The track, mute and subscription commands received, in order.
+    pub fn media_commands(&self) -> Vec<(ShardId, ShardCommand)> {
+        self.media.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// How many commands were received.
@@ -182,6 +229,11 @@ impl MediaPlane for RecordingMediaPlane {
             }
             ShardCommand::RemoveTransport(id) => {
                 t.remove(&id);
+            }
+            other => {
+                if let Ok(mut m) = self.media.lock() {
+                    m.push((shard, other));
+                }
             }
         }
         Ok(())

@@ -20,8 +20,8 @@ use crate::negotiate::{
     RemoteTransport, SubscriberOffer,
 };
 use crate::plane::{
-    MediaPlane, PlaneError, ShardCommand, ShardEvent, SrtpProfile, TransportRole, TransportSpec,
-    TransportState,
+    MediaPlane, PlaneError, ShardCommand, ShardEvent, SrtpProfile, SubscriptionSpec, TrackNum,
+    TrackSpec, TransportRole, TransportSpec, TransportState,
 };
 use crate::sdp::{self, Candidate, SdpError, SessionDescription};
 
@@ -187,6 +187,8 @@ pub struct RegistryConfig {
 
 struct Track {
     sid: TrackSid,
+    /// The shards' number for it.
+    num: TrackNum,
     name: String,
     muted: bool,
     media: PublishedMedia,
@@ -212,6 +214,8 @@ struct SubscriberTransport {
     remote: Option<RemoteTransport>,
     /// The shard knows this transport (from the first offer on).
     added: bool,
+    /// Subscriptions the shard forwards (from the answer that accepted them).
+    on_shard: HashMap<TrackSid, TrackNum>,
     /// SSRCs Ringcast sends with, per subscribed track.
     ssrcs: HashMap<TrackSid, (u32, Option<u32>)>,
 }
@@ -248,6 +252,7 @@ pub struct Registry {
     rooms: BTreeMap<RoomName, Room>,
     transports: HashMap<TransportId, (RoomName, Identity, TransportRole)>,
     next_transport: u64,
+    next_track: u64,
     draining: bool,
 }
 
@@ -381,6 +386,7 @@ impl Registry {
             rooms: BTreeMap::new(),
             transports: HashMap::new(),
             next_transport: 1,
+            next_track: 1,
             draining: false,
         }
     }
@@ -556,7 +562,7 @@ impl Registry {
             .ok_or_else(|| ControlError::TrackNotFound(track.to_owned()))?;
         let changed = t.muted != muted;
         t.muted = muted;
-        let info = track_info(t, &identity);
+        let (num, info) = (t.num, track_info(t, &identity));
         if changed {
             let ev = ParticipantEvent::TrackMuted {
                 track: sid,
@@ -566,6 +572,8 @@ impl Registry {
             for p in r.participants.values_mut() {
                 p.notify(ev.clone());
             }
+            let shard = r.shard;
+            self.send_to_shard(shard, ShardCommand::MuteTrack { track: num, muted });
         }
         Ok(info)
     }
@@ -670,6 +678,7 @@ impl Registry {
                 last_offer: None,
                 remote: None,
                 added: false,
+                on_shard: HashMap::new(),
                 ssrcs: HashMap::new(),
             },
             tracks: Vec::new(),
@@ -757,6 +766,7 @@ impl Registry {
         let candidates = self.candidates(shard);
         let identity_cert = self.config.identity.clone();
         let fresh_id = TransportId(self.next_transport);
+        let mut next_track = self.next_track;
         let srtp_profiles = self.config.srtp_profiles.clone();
         let r = self.room(room)?;
         let room_sid = r.sid.clone();
@@ -832,9 +842,11 @@ impl Registry {
             session_id: session,
             version,
         });
-        // Tracks: keep those whose mid still sends, add new ones, drop the rest.
+        // Tracks: keep those whose mid still sends, add new ones, drop the rest; the shard hears
+        // of every change.
         let mut published = Vec::new();
         let mut kept = Vec::new();
+        let mut shard_cmds = Vec::new();
         for media in answer.media {
             match p
                 .tracks
@@ -843,6 +855,13 @@ impl Registry {
             {
                 Some(i) => {
                     let mut t = p.tracks.swap_remove(i);
+                    if t.media != media {
+                        shard_cmds.push(ShardCommand::PublishTrack(TrackSpec {
+                            track: t.num,
+                            publisher: id,
+                            media: media.clone(),
+                        }));
+                    }
                     t.media = media;
                     if let Some(n) = names.get(&t.media.mid) {
                         t.name = n.clone();
@@ -850,8 +869,16 @@ impl Registry {
                     kept.push(t);
                 }
                 None => {
+                    let num = TrackNum(next_track);
+                    next_track += 1;
+                    shard_cmds.push(ShardCommand::PublishTrack(TrackSpec {
+                        track: num,
+                        publisher: id,
+                        media: media.clone(),
+                    }));
                     let t = Track {
                         sid: TrackSid::generate(),
+                        num,
                         name: names.get(&media.mid).cloned().unwrap_or_default(),
                         muted: false,
                         media,
@@ -861,9 +888,17 @@ impl Registry {
                 }
             }
         }
-        let removed: Vec<TrackSid> = p.tracks.drain(..).map(|t| t.sid).collect();
+        let mut removed = Vec::new();
+        for t in p.tracks.drain(..) {
+            shard_cmds.push(ShardCommand::UnpublishTrack(t.num));
+            removed.push(t.sid);
+        }
         p.tracks = kept;
         let tracks: Vec<TrackInfo> = p.tracks.iter().map(|t| track_info(t, identity)).collect();
+        self.next_track = next_track;
+        for cmd in shard_cmds {
+            self.send_to_shard(shard, cmd);
+        }
         for sid in &removed {
             self.unpublish_from_others(room, identity, sid);
         }
@@ -963,11 +998,85 @@ impl Registry {
             sub.version += 1;
         }
         sub.offer = offer_state;
+        let sub_id = sub.id;
         if changed {
-            sub.remote = Some(got.remote);
+            sub.remote = Some(got.remote.clone());
             self.sync_subscriber_transport(room, identity)?;
         }
+        self.sync_subscriptions(room, identity, sub_id, &got.extensions);
         Ok(got.rejected)
+    }
+
+    /// Tells the shard which tracks the subscriber transport now carries, as its answer accepted
+    /// them: payload type, SSRCs, extension ids.
+    fn sync_subscriptions(
+        &mut self,
+        room: &RoomName,
+        identity: &Identity,
+        sub_id: TransportId,
+        extensions: &[(String, Vec<crate::sdp::ExtMap>)],
+    ) {
+        let Ok(r) = self.room(room) else { return };
+        let shard = r.shard;
+        let Some(p) = r.participants.get(identity) else {
+            return;
+        };
+        let mut sending: Vec<(TrackSid, OutgoingTrack, String)> = Vec::new();
+        for slot in &p.subscriber.offer.slots {
+            if let negotiate::SlotState::Sending(t) = &slot.state
+                && let Some(sid) = TrackSid::parse(&t.track)
+            {
+                sending.push((sid, t.clone(), slot.mid.clone()));
+            }
+        }
+        let nums: Vec<Option<TrackNum>> = sending
+            .iter()
+            .map(|(sid, _, _)| r.find_track(sid).map(|(_, t)| t.num))
+            .collect();
+        let Ok(p) = r.participant(identity) else {
+            return;
+        };
+        let mut cmds = Vec::new();
+        let live: Vec<&TrackSid> = sending.iter().map(|(sid, _, _)| sid).collect();
+        p.subscriber.on_shard.retain(|sid, num| {
+            let keep = live.contains(&sid);
+            if !keep {
+                cmds.push(ShardCommand::Unsubscribe {
+                    track: *num,
+                    subscriber: sub_id,
+                });
+            }
+            keep
+        });
+        for ((sid, t, mid), num) in sending.into_iter().zip(nums) {
+            let Some(num) = num else { continue };
+            if p.subscriber.on_shard.contains_key(&sid) {
+                continue;
+            }
+            let (pt, rtx_pt) = p
+                .subscriber
+                .offer
+                .payload_types
+                .get_or_assign(&t.codec, &t.fmtp);
+            let exts = extensions
+                .iter()
+                .find(|(m, _)| *m == mid)
+                .map(|(_, e)| e.clone())
+                .unwrap_or_default();
+            p.subscriber.on_shard.insert(sid, num);
+            cmds.push(ShardCommand::Subscribe(SubscriptionSpec {
+                track: num,
+                subscriber: sub_id,
+                ssrc: t.ssrc,
+                rtx_ssrc: t.rtx_ssrc,
+                payload_type: pt,
+                rtx_payload_type: t.rtx_ssrc.and(rtx_pt),
+                extensions: exts,
+            }));
+        }
+        for c in cmds {
+            self.send_to_shard(shard, c);
+        }
     }
 
     /// New ICE credentials for a transport. Publisher: answers `offer`. Subscriber: a new offer.
@@ -1080,6 +1189,14 @@ impl Registry {
 
     // ---- internals ----
 
+    /// A track/subscription command: a full or stopped shard is logged, not an error for the
+    /// caller (signaling already succeeded; the shard resynchronises on the next change).
+    fn send_to_shard(&self, shard: ShardId, cmd: ShardCommand) {
+        if let Err(e) = self.plane.send(shard, cmd) {
+            tracing::warn!(%shard, error = %e, "media command not delivered to the shard");
+        }
+    }
+
     fn drop_transports(&mut self, shard: ShardId, p: &Participant) {
         let mut ids = vec![p.subscriber.id];
         ids.extend(p.publisher.as_ref().map(|t| t.id));
@@ -1112,6 +1229,9 @@ impl Registry {
         let tracks: Vec<TrackSid> = p.tracks.iter().map(|t| t.sid.clone()).collect();
         for sid in &tracks {
             self.unpublish_from_others(room, identity, sid);
+        }
+        for t in &p.tracks {
+            self.send_to_shard(shard, ShardCommand::UnpublishTrack(t.num));
         }
         if let Ok(r) = self.room(room) {
             r.notify_others(identity, &left);
@@ -1207,6 +1327,19 @@ impl Registry {
             p.subscriber.version += 1;
             let version = p.subscriber.version;
             p.notify(ParticipantEvent::SubscriberOfferReady { version });
+        }
+        // Stop forwarding now; the renegotiation follows.
+        let sub_id = p.subscriber.id;
+        if let Some(num) = p.subscriber.on_shard.remove(sid)
+            && let Ok(shard) = self.room(room).map(|r| r.shard)
+        {
+            self.send_to_shard(
+                shard,
+                ShardCommand::Unsubscribe {
+                    track: num,
+                    subscriber: sub_id,
+                },
+            );
         }
     }
 }

@@ -4,24 +4,29 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use ringcast_control::codec::ext;
 use ringcast_control::ids::{ShardId, TransportId};
 use ringcast_control::negotiate::DtlsRole;
 use ringcast_control::plane::{
     MediaPlane, PlaneError, ShardCommand, ShardEvent, ShardInfo, SrtpProfile, TransportSpec,
     TransportState,
 };
+use ringcast_control::plane::{SubscriptionSpec, TrackSpec};
 use ringcast_datapath::dtls::{Fingerprint, Role};
 use ringcast_datapath::srtp::Profile;
 use ringcast_datapath::{
-    Command, Datapath, DatapathConfig, Event, Fanout, RemoteConfig, SendError, TransportConfig,
+    Command, Datapath, DatapathConfig, Event, RemoteConfig, SendError, TransportConfig,
+};
+
+use crate::media::router::{
+    EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, SubscriptionConfig, TrackConfig,
 };
 use tokio::sync::mpsc;
 
 /// The running shards behind the `MediaPlane` trait.
 pub struct DatapathPlane {
     // `Datapath` stops its threads on drop; the mutex only guards that final stop.
-    // Media routing between participants (issue 5) replaces `Fanout` with the media router.
-    datapath: Mutex<Datapath<Fanout>>,
+    datapath: Mutex<Datapath<MediaRouter>>,
     shards: Vec<ShardInfo>,
     backend: &'static str,
 }
@@ -85,7 +90,7 @@ impl DatapathPlane {
                 metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
             }
         });
-        let datapath = Datapath::start(config, |_| Fanout::default(), sink)?;
+        let datapath = Datapath::start(config, |_| MediaRouter::default(), sink)?;
         let shards = datapath
             .local_addrs()
             .iter()
@@ -112,6 +117,59 @@ impl DatapathPlane {
         if let Ok(mut d) = self.datapath.lock() {
             d.stop();
         }
+    }
+}
+
+fn forwarded(uri: &str) -> Option<ForwardedExt> {
+    match uri {
+        ext::AUDIO_LEVEL => Some(ForwardedExt::AudioLevel),
+        ext::ABS_SEND_TIME => Some(ForwardedExt::AbsSendTime),
+        ext::DEPENDENCY_DESCRIPTOR => Some(ForwardedExt::DependencyDescriptor),
+        _ => None,
+    }
+}
+
+fn track_config(spec: TrackSpec) -> Option<TrackConfig> {
+    let m = spec.media;
+    let codec = m.codecs.first()?;
+    let id_of = |uri: &str| m.extensions.iter().find(|e| e.uri == uri).map(|e| e.id);
+    Some(TrackConfig {
+        id: spec.track.0,
+        publisher: spec.publisher.0,
+        codec: codec.name(),
+        clock_rate: codec.name().clock_rate(),
+        payload_type: codec.pt,
+        rtx_payload_type: codec.rtx_pt,
+        mid_ext: id_of(ext::MID),
+        rid_ext: id_of(ext::RID),
+        forwarded_exts: m
+            .extensions
+            .iter()
+            .filter_map(|e| forwarded(&e.uri).map(|f| (e.id, f)))
+            .collect(),
+        encodings: m
+            .encodings
+            .iter()
+            .map(|e| EncodingConfig {
+                rid: e.rid.clone(),
+                ssrc: e.ssrc,
+            })
+            .collect(),
+        mid: m.mid,
+    })
+}
+
+fn subscription_config(spec: SubscriptionSpec) -> SubscriptionConfig {
+    SubscriptionConfig {
+        track: spec.track.0,
+        subscriber: spec.subscriber.0,
+        ssrc: spec.ssrc,
+        payload_type: spec.payload_type,
+        exts: spec
+            .extensions
+            .iter()
+            .filter_map(|e| forwarded(&e.uri).map(|f| (f, e.id)))
+            .collect(),
     }
 }
 
@@ -149,9 +207,30 @@ impl MediaPlane for DatapathPlane {
                 Command::Upsert(transport_config(spec))
             }
             ShardCommand::RemoveTransport(id) => Command::Remove(id.0),
-            // Commands added to the control plane later need a translation here.
+            ShardCommand::PublishTrack(spec) => match track_config(spec) {
+                Some(c) => Command::Router(MediaCommand::AddTrack(c)),
+                None => return Ok(()),
+            },
+            ShardCommand::UnpublishTrack(t) => Command::Router(MediaCommand::RemoveTrack(t.0)),
+            ShardCommand::MuteTrack { track, muted } => Command::Router(MediaCommand::SetMuted {
+                track: track.0,
+                muted,
+            }),
+            ShardCommand::Subscribe(spec) => {
+                Command::Router(MediaCommand::Subscribe(subscription_config(spec)))
+            }
+            ShardCommand::Unsubscribe { track, subscriber } => {
+                Command::Router(MediaCommand::Unsubscribe {
+                    track: track.0,
+                    subscriber: subscriber.0,
+                })
+            }
+            // A command this build doesn't know is a programming error, not input: say so.
             #[allow(unreachable_patterns)]
-            _ => return Ok(()),
+            other => {
+                tracing::error!(?other, "shard command without a datapath translation");
+                return Ok(());
+            }
         };
         let d = self
             .datapath

@@ -1,7 +1,7 @@
 //! Room lifecycle scenarios against the recording media plane.
 
 use super::*;
-use crate::plane::RecordingMediaPlane;
+use crate::plane::{RecordingMediaPlane, SubscriptionSpec, TrackSpec};
 use crate::sdp::tests::{CHROMIUM_PUBLISH, CHROMIUM_SUBSCRIBE_ANSWER, FIREFOX_PUBLISH};
 
 struct Fixture {
@@ -522,5 +522,97 @@ fn shard_events_reach_the_participant() {
             role: TransportRole::Publisher,
             state: TransportState::Connected
         }]
+    );
+}
+
+#[test]
+fn the_shard_hears_of_tracks_and_subscriptions() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "alice");
+    f.join("r", "bob");
+    let res = f
+        .reg
+        .publish(&rn("r"), &id("alice"), CHROMIUM_PUBLISH, &HashMap::new())
+        .unwrap();
+    let media = f.plane.media_commands();
+    let published: Vec<&TrackSpec> = media
+        .iter()
+        .filter_map(|(_, c)| match c {
+            ShardCommand::PublishTrack(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published.len(), 2);
+    assert_eq!(published[1].media.encodings.len(), 3, "simulcast layers");
+    // Nothing is forwarded to bob before his answer.
+    assert!(
+        !media
+            .iter()
+            .any(|(_, c)| matches!(c, ShardCommand::Subscribe(_)))
+    );
+    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
+    f.reg
+        .subscribe_answer(
+            &rn("r"),
+            &id("bob"),
+            offer.version,
+            CHROMIUM_SUBSCRIBE_ANSWER,
+        )
+        .unwrap();
+    let subs: Vec<SubscriptionSpec> = f
+        .plane
+        .media_commands()
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            ShardCommand::Subscribe(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subs.len(), 2);
+    let pts: Vec<u8> = subs.iter().map(|s| s.payload_type).collect();
+    assert_eq!(
+        pts,
+        [111, 96],
+        "Ringcast's payload types on bob's transport"
+    );
+    assert!(subs[1].rtx_payload_type.is_some() && subs[1].rtx_ssrc.is_some());
+    assert!(!subs[0].extensions.is_empty(), "from the answer");
+    // Answering again changes nothing on the shard.
+    let before = f.plane.media_commands().len();
+    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
+    f.reg
+        .subscribe_answer(
+            &rn("r"),
+            &id("bob"),
+            offer.version,
+            CHROMIUM_SUBSCRIBE_ANSWER,
+        )
+        .unwrap();
+    assert_eq!(f.plane.media_commands().len(), before);
+    // Mute, unsubscribe, leave.
+    let video = res.tracks[1].sid.to_string();
+    f.reg.mute_track("r", "alice", &video, true).unwrap();
+    f.reg
+        .update_subscriptions("r", "bob", std::slice::from_ref(&video), false)
+        .unwrap();
+    f.reg.leave(&rn("r"), &id("alice"), f.now).unwrap();
+    let tail: Vec<ShardCommand> = f
+        .plane
+        .media_commands()
+        .into_iter()
+        .skip(before)
+        .map(|(_, c)| c)
+        .collect();
+    assert!(matches!(
+        tail[0],
+        ShardCommand::MuteTrack { muted: true, .. }
+    ));
+    assert!(matches!(tail[1], ShardCommand::Unsubscribe { .. }));
+    assert_eq!(
+        tail.iter()
+            .filter(|c| matches!(c, ShardCommand::UnpublishTrack(_)))
+            .count(),
+        2
     );
 }
