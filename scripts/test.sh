@@ -70,6 +70,8 @@ fi
 cargo build --locked --bin ringcast
 step "helm chart checks"
 ./scripts/check-helm.sh
+step "container image: build with podman, run, health, non-root, SIGTERM"
+./scripts/check-image.sh
 
 # --- peers that are not ours -------------------------------------------------------------------
 export RINGCAST_BIN="$root/target/debug/ringcast"

@@ -218,7 +218,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.public_ips.is_empty() {
-            return bad("public_ips is empty: candidates need at least one address".into());
+            return bad(
+                "public_ips is empty: ICE candidates need the address clients reach this node on; set --public-ip or RINGCAST_PUBLIC_IP"
+                    .into(),
+            );
         }
         if let Some(ip) = self.public_ips.iter().find(|ip| ip.is_unspecified()) {
             return bad(format!(
