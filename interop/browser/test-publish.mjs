@@ -32,36 +32,22 @@
 // Server logs go to $TMPDIR/ringcast-interop-<backend>-<pid>.log (path printed;
 // removed when the case passes).
 //
+// Shared server/browser/metrics helpers: harness.mjs.
 // Needs: apt-get install -y chromium; PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci.
 // Facts about Chromium on these machines: shared/PEERS.md.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import {
+  backendsFromEnv, describeDrops, fetchMetrics, launchChromium, mintToken, sleep, startRingcast,
+  startWebServer, sumMetric, withTimeout, SERVER_STOP_TIMEOUT_MS,
+} from './harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, '..', '..');
-const require = createRequire(import.meta.url);
-
-const RINGCAST_BIN = path.resolve(HERE, process.env.RINGCAST_BIN || '../../target/debug/ringcast');
-const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const BACKENDS = (process.env.RINGCAST_MEDIA_BACKEND || 'io-uring,recvmmsg')
-  .split(',').map((s) => s.trim()).filter(Boolean);
+const BACKENDS = backendsFromEnv();
 const LOG_LEVEL = process.env.RINGCAST_TEST_LOG_LEVEL || 'info';
 
-const API_KEY = 'devkey';
-const API_SECRET = 'devsecret-for-local-testing-only';
-
-const SERVER_START_TIMEOUT_MS = 15_000;
-const SERVER_STOP_TIMEOUT_MS = 5_000;
 const PAGE_LOAD_TIMEOUT_MS = 15_000;
 const GATHER_TIMEOUT_MS = 10_000;
 const CONNECT_TIMEOUT_MS = 20_000;
@@ -69,177 +55,6 @@ const METRICS_TIMEOUT_MS = 20_000;
 const EVENT_TIMEOUT_MS = 5_000;
 const MIN_RTP_PACKETS = 100;
 const CASE_TIMEOUT_MS = 120_000;
-
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-];
-
-// ---------------------------------------------------------------------------
-// Helpers
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** An HS256 JWT in Ringcast's claim layout, signed with node's crypto. */
-function mintToken(identity, grants, ttlSecs = 600) {
-  const now = Math.floor(Date.now() / 1000);
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const header = b64({ alg: 'HS256', typ: 'JWT' });
-  const claims = b64({
-    iss: API_KEY, sub: identity, nbf: now, exp: now + ttlSecs,
-    grants: { room: '', admin: false, publish: false, subscribe: false, ...grants },
-  });
-  const sig = crypto.createHmac('sha256', API_SECRET).update(`${header}.${claims}`).digest('base64url');
-  return `${header}.${claims}.${sig}`;
-}
-
-/** Prometheus text format -> [{ name, labels, value }]. */
-function parseMetrics(text) {
-  const out = [];
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/);
-    if (!m) continue;
-    const labels = {};
-    if (m[2]) for (const l of m[2].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
-    out.push({ name: m[1], labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-function sumMetric(samples, name, where = {}) {
-  return samples
-    .filter((s) => s.name === name && Object.entries(where).every(([k, v]) => s.labels[k] === v))
-    .reduce((a, s) => a + s.value, 0);
-}
-
-// ---------------------------------------------------------------------------
-// The ringcast server
-
-async function startRingcast(backend) {
-  if (!fs.existsSync(RINGCAST_BIN)) {
-    throw new Error(`ringcast binary not found at ${RINGCAST_BIN} (build it, or set RINGCAST_BIN)`);
-  }
-  const logPath = path.join(os.tmpdir(), `ringcast-interop-${backend}-${process.pid}.log`);
-  const logFile = fs.createWriteStream(logPath);
-  const args = [
-    '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0',
-    '--udp-port-base', '0', '--shards', '1', '--drain-grace-secs', '0',
-    '--media-backend', backend, '--log-level', LOG_LEVEL, '--log-format', 'text',
-  ];
-  const env = { ...process.env, NO_COLOR: '1' };
-  delete env.RUST_LOG; // --log-level decides
-  const child = spawn(RINGCAST_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const killOnExit = () => { try { child.kill('SIGKILL'); } catch (_) { /* gone */ } };
-  process.on('exit', killOnExit);
-
-  let output = '';
-  const exited = new Promise((resolve) => {
-    child.on('exit', (code, signal) => { process.off('exit', killOnExit); resolve({ code, signal }); });
-  });
-  const onData = (d) => { output += d.toString(); logFile.write(d); };
-  child.stdout.on('data', onData);
-  child.stderr.on('data', onData);
-
-  const server = {
-    child, logPath, exited, args,
-    output: () => output.replace(/\x1b\[[0-9;]*m/g, ''),
-    tail: (n = 40) => server.output().trimEnd().split('\n').slice(-n).join('\n'),
-    exitResult: null,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        let timer;
-        const r = await Promise.race([exited, new Promise((res) => { timer = setTimeout(() => res(null), SERVER_STOP_TIMEOUT_MS); })]);
-        clearTimeout(timer);
-        if (r === null) {
-          child.kill('SIGKILL');
-          server.exitResult = { ...(await exited), hung: true };
-        } else {
-          server.exitResult = r;
-        }
-      } else if (!server.exitResult) {
-        server.exitResult = await exited;
-      }
-      if (!logFile.writableEnded) await new Promise((r) => logFile.end(r));
-      return server.exitResult;
-    },
-  };
-
-  const deadline = Date.now() + SERVER_START_TIMEOUT_MS;
-  for (;;) {
-    const text = server.output();
-    const m = text.match(/gRPC-Web on (http:\/\/[0-9.:]+), HTTP \(health, metrics\) on (http:\/\/[0-9.:]+)/);
-    if (m) {
-      server.grpcUrl = m[1];
-      server.httpUrl = m[2];
-      break;
-    }
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`ringcast exited during start-up (${child.exitCode ?? child.signalCode}):\n${server.tail()}`);
-    }
-    if (Date.now() > deadline) {
-      await server.stop();
-      throw new Error(`ringcast did not print its addresses within ${SERVER_START_TIMEOUT_MS} ms:\n${server.tail()}`);
-    }
-    await sleep(50);
-  }
-  return server;
-}
-
-async function fetchMetrics(httpUrl) {
-  const res = await fetch(`${httpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
-  assert.equal(res.status, 200, `GET /metrics answered ${res.status}`);
-  return parseMetrics(await res.text());
-}
-
-// ---------------------------------------------------------------------------
-// The static web server for the page
-
-function startWebServer() {
-  const files = {
-    '/': [path.join(HERE, 'publish-page.html'), 'text/html; charset=utf-8'],
-    '/ringcast-client.js': [path.join(REPO, 'web', 'ringcast-client.js'), 'text/javascript; charset=utf-8'],
-    '/ringcast.proto': [path.join(REPO, 'proto', 'proto', 'ringcast', 'v1', 'ringcast.proto'), 'text/plain; charset=utf-8'],
-    '/protobuf.min.js': [path.join(path.dirname(require.resolve('protobufjs/package.json')), 'dist', 'protobuf.min.js'),
-      'text/javascript; charset=utf-8'],
-  };
-  for (const [f] of Object.values(files)) {
-    if (!fs.existsSync(f)) throw new Error(`missing file to serve: ${f}`);
-  }
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    const entry = files[url.pathname];
-    if (!entry) {
-      res.writeHead(url.pathname === '/favicon.ico' ? 204 : 404);
-      res.end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': entry[1], 'cache-control': 'no-store' });
-    res.end(fs.readFileSync(entry[0]));
-  });
-  return new Promise((resolve, reject) => {
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      resolve({
-        url: `http://127.0.0.1:${server.address().port}/`,
-        close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
-      });
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------
 // One case
@@ -249,21 +64,17 @@ async function runCase(t, backend) {
   const note = (s) => t.diagnostic(`[${backend}] ${s}`);
   let server;
   let web;
-  let context;
-  let profileDir;
+  let browser;
   const consoleLines = [];
   let passed = false;
   try {
-    server = await startRingcast(backend);
+    server = await startRingcast({ backend, logLevel: LOG_LEVEL });
     note(`ringcast ${server.grpcUrl} (gRPC-Web), ${server.httpUrl} (metrics); log: ${server.logPath} ` +
       '(kept if the case fails)');
-    web = await startWebServer();
+    web = await startWebServer({ '/': 'publish-page.html' });
 
-    profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringcast-chromium-'));
-    context = await withTimeout(chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS, timeout: 30_000,
-    }), 35_000, 'launching chromium');
-    const page = context.pages()[0] || (await context.newPage());
+    browser = await launchChromium();
+    const page = browser.context.pages()[0] || (await browser.context.newPage());
     page.on('console', (m) => consoleLines.push(`console.${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
     await page.goto(web.url, { timeout: PAGE_LOAD_TIMEOUT_MS });
@@ -346,8 +157,7 @@ async function runCase(t, backend) {
     const profiles = samples.filter((s) => s.name === 'ringcast_transports_connected_total' && s.value > 0)
       .map((s) => s.labels.srtp_profile);
     assert.equal(profiles.length, 1, `expected one SRTP profile label, got ${JSON.stringify(profiles)}`);
-    const drops = samples.filter((s) => s.name === 'ringcast_drops_total' && s.value > 0)
-      .map((s) => `${s.labels.reason}=${s.value}`);
+    const drops = describeDrops(samples);
     note(`drops: ${drops.length ? drops.join(', ') : 'none'}`);
     assert.equal(sumMetric(samples, 'ringcast_drops_total', { reason: 'srtp_auth_failed' }), 0,
       `SRTP authentication failures: ${drops.join(', ')}`);
@@ -398,8 +208,7 @@ async function runCase(t, backend) {
     note(`left; Events stream ${left.endedByServer ? 'ended by the server' : 'still open after 2 s (cancelled)'}` +
       `${left.eventsError ? ` with ${left.eventsError}` : ''}`);
 
-    await context.close();
-    context = null;
+    await browser.close();
     const exit = await server.stop();
     assert.ok(!exit.hung, `ringcast did not exit within ${SERVER_STOP_TIMEOUT_MS} ms of SIGTERM`);
     assert.equal(exit.code, 0, `ringcast exited with ${JSON.stringify(exit)} after SIGTERM:\n${server.tail()}`);
@@ -408,8 +217,7 @@ async function runCase(t, backend) {
     note(`case took ${Date.now() - began} ms`);
     passed = true;
   } finally {
-    if (context) await context.close().catch(() => {});
-    if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
+    if (browser) await browser.close();
     if (web) await web.close();
     if (server) {
       await server.stop();
