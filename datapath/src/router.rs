@@ -36,6 +36,9 @@ pub trait Router: Send + 'static {
     /// A transport is gone; forget what refers to it.
     fn transport_removed(&mut self, _id: TransportId) {}
 
+    /// A transport completed DTLS: it can be sent to from now on.
+    fn transport_connected(&mut self, _id: TransportId, _io: &mut RouteIo<'_>, _now: Instant) {}
+
     /// Periodic work (reports, keyframe request throttling); called at least once a second.
     fn handle_timeout(&mut self, _io: &mut RouteIo<'_>, _now: Instant) {}
 }

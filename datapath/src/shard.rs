@@ -423,6 +423,8 @@ impl<R: Router> ShardCore<R> {
                             id,
                             profile: keys.profile,
                         });
+                        let (router, mut io) = self.route_io();
+                        router.transport_connected(id, &mut io, now);
                     }
                     _ => {
                         t.failed = true;

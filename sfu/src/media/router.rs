@@ -31,6 +31,11 @@ pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
 pub const NACK_BUDGET: (f64, f64) = (200.0, 100.0);
 /// Until RTCP tells us better.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// How often publishers get receiver reports and REMB.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// The bitrate REMB allows each publisher until bandwidth estimation lands: room for three
+/// simulcast layers of 720p plus audio.
+pub const PUBLISHER_MAX_BITRATE: u64 = 3_000_000;
 
 /// Header extensions Ringcast forwards (others are dropped from subscribers' copies: MID/RID
 /// name the publisher's m-line and layer, transport-wide sequence numbers are per transport).
@@ -130,6 +135,13 @@ struct Layer {
     ssrc: Option<u32>,
     highest: Option<u64>,
     history: History,
+    /// Receive statistics for receiver reports (RFC 3550 A.3).
+    base: Option<u64>,
+    received: u64,
+    expected_prior: u64,
+    received_prior: u64,
+    /// Middle 32 bits of the last SR's NTP time, and when it arrived.
+    last_sr: Option<(u32, Instant)>,
 }
 
 struct Subscription {
@@ -160,6 +172,7 @@ impl Track {
 /// The router of one shard.
 #[derive(Default)]
 pub struct MediaRouter {
+    next_report: Option<Instant>,
     tracks: HashMap<TrackId, Track>,
     /// (publisher transport, SSRC) → (track, layer).
     by_ssrc: HashMap<(TransportId, u32), (TrackId, usize)>,
@@ -197,6 +210,11 @@ impl MediaRouter {
                         ssrc: e.ssrc,
                         highest: None,
                         history: history_for(c.codec),
+                        base: None,
+                        received: 0,
+                        expected_prior: 0,
+                        received_prior: 0,
+                        last_sr: None,
                     })
                     .collect::<Vec<_>>();
                 for (i, l) in layers.iter().enumerate() {
@@ -269,6 +287,97 @@ impl MediaRouter {
         if self.tracks.remove(&id).is_some() {
             self.by_ssrc.retain(|_, (t, _)| *t != id);
             self.by_sub_ssrc.retain(|_, t| *t != id);
+        }
+    }
+
+    /// A subscriber transport finished DTLS: subscriptions waiting for a keyframe ask for one now
+    /// (the one asked for at subscribe time may have arrived before the keys).
+    pub fn transport_connected(&mut self, id: TransportId, out: &mut dyn Egress, now: Instant) {
+        let waiting: Vec<TrackId> = self
+            .tracks
+            .values()
+            .filter(|t| {
+                t.subs
+                    .iter()
+                    .any(|s| s.config.subscriber == id && s.waiting_keyframe)
+            })
+            .map(|t| t.config.id)
+            .collect();
+        for t in waiting {
+            self.request_keyframe(t, out, now);
+        }
+    }
+
+    /// Receiver reports and REMB to every publisher: loss statistics, RTT (via LSR/DLSR) and
+    /// the bitrate it may use.
+    fn report(&mut self, out: &mut dyn Egress, now: Instant) {
+        let mut by_publisher: HashMap<TransportId, Vec<(u32, rtcp::ReportBlock)>> = HashMap::new();
+        for t in self.tracks.values_mut() {
+            for l in &mut t.layers {
+                let (Some(ssrc), Some(high), Some(base)) = (l.ssrc, l.highest, l.base) else {
+                    continue;
+                };
+                let expected = high - base + 1;
+                let lost = expected.saturating_sub(l.received);
+                let expected_interval = expected - l.expected_prior;
+                let received_interval = l.received - l.received_prior;
+                l.expected_prior = expected;
+                l.received_prior = l.received;
+                let lost_interval = expected_interval.saturating_sub(received_interval);
+                let fraction = (lost_interval << 8)
+                    .checked_div(expected_interval)
+                    .map_or(0, |f| f.min(255) as u8);
+                let (lsr, dlsr) = match l.last_sr {
+                    Some((mid, at)) => (
+                        mid,
+                        (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32,
+                    ),
+                    None => (0, 0),
+                };
+                by_publisher.entry(t.config.publisher).or_default().push((
+                    ssrc,
+                    rtcp::ReportBlock {
+                        ssrc,
+                        fraction_lost: fraction,
+                        cumulative_lost: lost.min(0x7F_FFFF) as i32,
+                        highest_seq: (high & 0xFFFF_FFFF) as u32,
+                        jitter: 0,
+                        last_sr: lsr,
+                        delay_since_last_sr: dlsr,
+                    },
+                ));
+            }
+        }
+        for (publisher, blocks) in by_publisher {
+            let reports: Vec<rtcp::ReportBlock> = blocks.iter().map(|(_, b)| *b).collect();
+            let ssrcs: Vec<u32> = blocks.iter().map(|(s, _)| *s).collect();
+            out.send_rtcp(publisher, &mut |buf| {
+                let mut w = rtcp::Writer::new(buf);
+                let ok = w.receiver_report(ROUTER_SSRC, &reports).is_ok()
+                    && w.remb(ROUTER_SSRC, PUBLISHER_MAX_BITRATE, &ssrcs).is_ok();
+                if ok { w.len() } else { 0 }
+            });
+        }
+    }
+
+    /// Keyframe requests that were held back by the throttle; periodic reports.
+    pub fn timeout(&mut self, out: &mut dyn Egress, now: Instant) {
+        if self.next_report.is_none_or(|t| now >= t) {
+            self.report(out, now);
+            self.next_report = Some(now + REPORT_INTERVAL);
+        }
+        let due: Vec<TrackId> = self
+            .tracks
+            .values()
+            .filter(|t| {
+                t.pli_pending
+                    && t.last_pli
+                        .is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL)
+            })
+            .map(|t| t.config.id)
+            .collect();
+        for t in due {
+            self.request_keyframe(t, out, now);
         }
     }
 
@@ -351,8 +460,13 @@ impl MediaRouter {
                 None => u64::from(p.sequence) | (1 << 32),
             };
             l.highest = Some(l.highest.map_or(ext, |h| h.max(ext)));
+            l.base = Some(l.base.map_or(ext, |b| b.min(ext)));
+            l.received += 1;
             l.history.insert(ext, packet, now);
-            if t.pli_pending {
+            if t.pli_pending
+                && t.last_pli
+                    .is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL)
+            {
                 pli_now = true;
             }
             if !t.muted {
@@ -360,8 +474,10 @@ impl MediaRouter {
                 let keyframe = video && starts_keyframe(t.config.codec, p.payload);
                 let clock = u64::from(t.config.clock_rate);
                 let forwarded_exts = &t.config.forwarded_exts;
+                let mut lost_keyframe = false;
                 for s in t.subs.iter_mut().filter(|s| s.layer == layer) {
-                    if s.waiting_keyframe {
+                    let opening = s.waiting_keyframe;
+                    if opening {
                         if !keyframe {
                             self.stats.gated += 1;
                             continue;
@@ -378,7 +494,6 @@ impl MediaRouter {
                     else {
                         continue;
                     };
-                    s.last_out = Some(now);
                     let rw = Rewrite {
                         ssrc: s.config.ssrc,
                         payload_type: s.config.payload_type,
@@ -395,8 +510,18 @@ impl MediaRouter {
                         write_rewritten(&p, &rw, map, buf).unwrap_or(0)
                     });
                     if sent {
+                        s.last_out = Some(now);
                         self.stats.forwarded += 1;
+                    } else if opening {
+                        // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
+                        // stays shut and another keyframe is needed.
+                        s.waiting_keyframe = true;
+                        s.rewriter.rebase();
+                        lost_keyframe = true;
                     }
+                }
+                if lost_keyframe {
+                    t.pli_pending = true;
                 }
             }
         }
@@ -413,6 +538,8 @@ impl MediaRouter {
         if t.last_pli
             .is_some_and(|l| now.saturating_duration_since(l) < PLI_INTERVAL)
         {
+            // Asked too recently: ask again when the interval is over (timeout or next packet).
+            t.pli_pending = true;
             return;
         }
         let mut waiting: Vec<usize> = t
@@ -458,6 +585,17 @@ impl MediaRouter {
                 }
             };
             match p {
+                Rtcp::SenderReport { ssrc, ntp, .. } => {
+                    // From a publisher: remember it for the LSR/DLSR of our receiver reports.
+                    if let Some(&(track, layer)) = self.by_ssrc.get(&(from, ssrc))
+                        && let Some(l) = self
+                            .tracks
+                            .get_mut(&track)
+                            .and_then(|t| t.layers.get_mut(layer))
+                    {
+                        l.last_sr = Some(((ntp >> 16) as u32, now));
+                    }
+                }
                 Rtcp::Pli { media_ssrc, .. } => {
                     if let Some(&track) = self.by_sub_ssrc.get(&(from, media_ssrc)) {
                         self.request_keyframe(track, out, now);
@@ -571,6 +709,14 @@ impl Router for MediaRouter {
 
     fn transport_removed(&mut self, id: TransportId) {
         MediaRouter::transport_removed(self, id);
+    }
+
+    fn transport_connected(&mut self, id: TransportId, io: &mut RouteIo<'_>, now: Instant) {
+        MediaRouter::transport_connected(self, id, io, now);
+    }
+
+    fn handle_timeout(&mut self, io: &mut RouteIo<'_>, now: Instant) {
+        self.timeout(io, now);
     }
 }
 

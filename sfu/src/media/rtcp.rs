@@ -386,6 +386,35 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
+    /// Receiver Estimated Max Bitrate for `ssrcs` (draft-alvestrand-rmcat-remb).
+    pub fn remb(
+        &mut self,
+        sender_ssrc: u32,
+        bitrate_bps: u64,
+        ssrcs: &[u32],
+    ) -> Result<(), RtcpError> {
+        let ssrcs = &ssrcs[..ssrcs.len().min(255)];
+        let at = self.header(15, 206, 4 + ssrcs.len())?;
+        self.put32(at, sender_ssrc);
+        self.put32(at + 4, 0);
+        self.buf[at + 8..at + 12].copy_from_slice(b"REMB");
+        // 6-bit exponent, 18-bit mantissa.
+        let mut exp = 0u32;
+        let mut mantissa = bitrate_bps;
+        while mantissa > 0x3FFFF {
+            mantissa >>= 1;
+            exp += 1;
+        }
+        self.put32(
+            at + 12,
+            ((ssrcs.len() as u32) << 24) | (exp.min(63) << 18) | mantissa as u32,
+        );
+        for (i, s) in ssrcs.iter().enumerate() {
+            self.put32(at + 16 + 4 * i, *s);
+        }
+        Ok(())
+    }
+
     /// Picture Loss Indication.
     pub fn pli(&mut self, sender_ssrc: u32, media_ssrc: u32) -> Result<(), RtcpError> {
         let at = self.header(1, 206, 2)?;
@@ -500,6 +529,26 @@ mod tests {
         };
         assert_eq!(bitrate_bps, 93750 << 4);
         assert_eq!(ssrcs, [0, 0, 0, 0x42]);
+    }
+
+    #[test]
+    fn remb_round_trip() {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        w.remb(1, 2_500_000, &[7, 8]).unwrap();
+        let n = w.len();
+        let Some(Ok(Rtcp::Remb {
+            bitrate_bps, ssrcs, ..
+        })) = read(&buf[..n]).next()
+        else {
+            panic!()
+        };
+        // 18-bit mantissa: exact to within 1/2^17.
+        assert!(
+            bitrate_bps <= 2_500_000 && bitrate_bps > 2_499_960,
+            "{bitrate_bps}"
+        );
+        assert_eq!(ssrcs, [0, 0, 0, 7, 0, 0, 0, 8]);
     }
 
     #[test]

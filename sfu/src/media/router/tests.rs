@@ -7,10 +7,15 @@ use crate::media::rtp::RtpPacket;
 struct Recorder {
     rtp: Vec<(TransportId, Vec<u8>)>,
     rtcp: Vec<(TransportId, Vec<u8>)>,
+    /// Transports without keys yet: sends to them fail.
+    not_connected: Vec<TransportId>,
 }
 
 impl Egress for Recorder {
     fn send_rtp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        if self.not_connected.contains(&to) {
+            return false;
+        }
         let mut buf = [0u8; 2048];
         let n = write(&mut buf);
         self.rtp.push((to, buf[..n].to_vec()));
@@ -23,6 +28,15 @@ impl Egress for Recorder {
         self.rtcp.push((to, buf[..n].to_vec()));
         n > 0
     }
+}
+
+/// PLIs among the RTCP sent.
+fn plis(out: &Recorder) -> usize {
+    out.rtcp
+        .iter()
+        .flat_map(|(_, b)| rtcp::read(b).collect::<Vec<_>>())
+        .filter(|p| matches!(p, Ok(Rtcp::Pli { .. })))
+        .count()
 }
 
 const PUB: TransportId = 1;
@@ -339,4 +353,77 @@ fn removing_a_transport_forgets_its_tracks_and_subscriptions() {
     r.transport_removed(PUB);
     r.rtp(PUB, &vp8(0x5000, 2, 0, true, None), &mut out, now);
     assert_eq!(r.stats.unknown_stream, 1);
+}
+
+#[test]
+fn a_throttled_keyframe_request_is_retried() {
+    let (mut r, mut out, now) = router_with(single());
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
+    r.rtp(PUB, &vp8(0x5000, 1, 0, true, None), &mut out, now);
+    // B subscribes 100 ms later, after the keyframe A's request produced.
+    let t = now + Duration::from_millis(100);
+    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t);
+    assert_eq!(plis(&out), 1, "throttled");
+    r.timeout(&mut out, t + Duration::from_millis(200));
+    assert_eq!(plis(&out), 1, "still inside the interval");
+    r.timeout(&mut out, now + PLI_INTERVAL);
+    assert_eq!(plis(&out), 2, "asked again when the interval ended");
+}
+
+#[test]
+fn publishers_get_receiver_reports_and_remb() {
+    let (mut r, mut out, now) = router_with(single());
+    for seq in [1u16, 2, 3, 5, 6] {
+        r.rtp(PUB, &vp8(0x5000, seq, 0, true, None), &mut out, now);
+    }
+    r.timeout(&mut out, now);
+    let [(to, pkt)] = &out.rtcp[..] else {
+        panic!("{:?}", out.rtcp)
+    };
+    assert_eq!(*to, PUB);
+    let pkts: Vec<Rtcp<'_>> = rtcp::read(pkt).map(Result::unwrap).collect();
+    let Rtcp::ReceiverReport { reports, .. } = pkts[0] else {
+        panic!("{:?}", pkts[0])
+    };
+    let b: Vec<rtcp::ReportBlock> = reports.collect();
+    assert_eq!(
+        (b[0].ssrc, b[0].cumulative_lost),
+        (0x5000, 1),
+        "seq 4 missing"
+    );
+    assert_eq!(b[0].fraction_lost, (256 / 6) as u8);
+    let Rtcp::Remb { bitrate_bps, .. } = pkts[1] else {
+        panic!("{:?}", pkts[1])
+    };
+    assert!(bitrate_bps > 2_900_000);
+    // Not again before the interval.
+    r.timeout(&mut out, now + Duration::from_millis(500));
+    assert_eq!(out.rtcp.len(), 1);
+}
+
+#[test]
+fn the_gate_opens_only_on_a_keyframe_that_was_sent() {
+    let (mut r, mut out, now) = router_with(single());
+    out.not_connected.push(SUB_A);
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
+    // The keyframe arrives before the subscriber's DTLS is done: lost for it.
+    r.rtp(PUB, &vp8(0x5000, 1, 0, true, None), &mut out, now);
+    out.not_connected.clear();
+    // Connected now: a delta frame must still be gated, and a keyframe is asked for.
+    r.transport_connected(SUB_A, &mut out, now + PLI_INTERVAL);
+    assert_eq!(plis(&out), 2, "PLI at subscribe, PLI on connect");
+    r.rtp(
+        PUB,
+        &vp8(0x5000, 2, 3000, false, None),
+        &mut out,
+        now + PLI_INTERVAL,
+    );
+    assert!(out.rtp.is_empty());
+    r.rtp(
+        PUB,
+        &vp8(0x5000, 3, 6000, true, None),
+        &mut out,
+        now + PLI_INTERVAL,
+    );
+    assert_eq!(out.rtp.len(), 1);
 }
