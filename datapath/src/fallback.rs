@@ -24,10 +24,14 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
     let mut storage = vec![0u8; BATCH * BUF_SIZE];
     let mut meta = [RecvMeta::default(); BATCH];
     let mut batch = SendBatch::new();
+    let mut stopping = false;
     loop {
-        if shard.should_stop() {
+        // One more sweep after the stop flag: commands still queued (transport removals) are
+        // applied and their close_notify datagrams sent.
+        if stopping {
             return Ok(());
         }
+        stopping = shard.should_stop();
         let now = Instant::now();
         socket.set_read_timeout(Some(
             shard

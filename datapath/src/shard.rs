@@ -73,6 +73,10 @@ pub struct Transmit {
     pub data: Vec<u8>,
 }
 
+/// DTLS datagrams kept per transport while its peer parameters are unknown (a ClientHello
+/// flight is two or three).
+const MAX_EARLY_DTLS: usize = 8;
+
 /// Addresses per transport that may send media: those that passed an authenticated check.
 const MAX_VALIDATED: usize = 8;
 
@@ -87,6 +91,8 @@ pub(crate) struct Transport {
     validated: Vec<SocketAddr>,
     /// First DTLS datagram from the peer: the handshake's start, for its duration metric.
     dtls_started: Option<Instant>,
+    /// DTLS datagrams that arrived before the peer's parameters; replayed when DTLS starts.
+    early_dtls: Vec<Vec<u8>>,
     dtls: Option<Dtls>,
     rx: Option<srtp::Context>,
     pub(crate) tx: Option<srtp::Context>,
@@ -167,7 +173,7 @@ impl<R: Router> ShardCore<R> {
 
     pub fn handle_command(&mut self, cmd: Command<R::Command>, now: Instant) {
         match cmd {
-            Command::Upsert(c) => self.upsert(c),
+            Command::Upsert(c) => self.upsert(c, now),
             Command::Remove(id) => self.remove(id),
             Command::Router(c) => {
                 let (router, mut io) = self.route_io();
@@ -188,7 +194,7 @@ impl<R: Router> ShardCore<R> {
         )
     }
 
-    fn upsert(&mut self, c: TransportConfig) {
+    fn upsert(&mut self, c: TransportConfig, now: Instant) {
         let id = c.id;
         match self.transports.get_mut(&id) {
             Some(t) => {
@@ -214,7 +220,7 @@ impl<R: Router> ShardCore<R> {
                     t.dtls = None;
                     t.rx = None;
                     t.tx = None;
-                    self.start_dtls(id);
+                    self.start_dtls(id, now);
                 }
             }
             None => {
@@ -231,18 +237,19 @@ impl<R: Router> ShardCore<R> {
                         ice,
                         validated: Vec::with_capacity(MAX_VALIDATED),
                         dtls_started: None,
+                        early_dtls: Vec::new(),
                         dtls: None,
                         rx: None,
                         tx: None,
                         failed: false,
                     },
                 );
-                self.start_dtls(id);
+                self.start_dtls(id, now);
             }
         }
     }
 
-    fn start_dtls(&mut self, id: TransportId) {
+    fn start_dtls(&mut self, id: TransportId, now: Instant) {
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
@@ -258,6 +265,20 @@ impl<R: Router> ShardCore<R> {
                     reason: format!("cannot start DTLS: {e}"),
                 });
             }
+        }
+        // A flight that arrived before the peer's parameters (a browser subscriber starts DTLS
+        // before its answer reaches us) is handled now instead of waiting for a retransmission.
+        let early = std::mem::take(&mut t.early_dtls);
+        for d in early {
+            let Some(dtls) = self.transports.get_mut(&id).and_then(|t| t.dtls.as_mut()) else {
+                break;
+            };
+            let ev = dtls.handle_datagram(&d);
+            self.stats.dtls_in += 1;
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.dtls_started.get_or_insert(now);
+            }
+            self.on_dtls_event(id, ev, now);
         }
         self.flush_dtls(id);
     }
@@ -392,8 +413,13 @@ impl<R: Router> ShardCore<R> {
             return;
         };
         let Some(d) = &mut t.dtls else {
-            // Peer parameters not known yet: the peer retransmits.
-            return self.stats.drop(DropReason::DtlsNotReady);
+            // Peer parameters not known yet: keep the first flight (bounded) for when they are.
+            if t.early_dtls.len() < MAX_EARLY_DTLS {
+                t.early_dtls.push(buf.to_vec());
+            } else {
+                self.stats.drop(DropReason::DtlsNotReady);
+            }
+            return;
         };
         t.dtls_started.get_or_insert(now);
         let ev = d.handle_datagram(buf);

@@ -146,10 +146,17 @@ fn sweep_loop<R: Router>(
     fd: types::Fd,
     shard: &mut Shard<R>,
 ) -> io::Result<()> {
+    let mut stopping = false;
     loop {
-        if shard.should_stop() {
+        if stopping {
+            // The last sweep's sends (close_notify to every peer) are queued: hand them to the
+            // kernel and give them a moment to complete before the ring goes away.
+            let ts = types::Timespec::from(std::time::Duration::from_millis(100));
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = ring.submitter().submit_with_args(1, &args);
             return Ok(());
         }
+        stopping = shard.should_stop();
         let wait = shard.next_wait(Instant::now());
         let ts = types::Timespec::from(wait);
         let args = types::SubmitArgs::new().timespec(&ts);

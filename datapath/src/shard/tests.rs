@@ -449,3 +449,71 @@ fn srtp_receive_and_fanout_path_does_not_allocate() {
         1
     );
 }
+
+/// A browser subscriber sends its ClientHello before its answer reaches Ringcast: the flight is
+/// kept and handled when the peer's parameters arrive, not dropped.
+#[test]
+fn an_early_dtls_flight_waits_for_the_peer_parameters() {
+    let (sc, sk) = cert();
+    let (cc, ck) = cert();
+    let all = [Profile::AeadAes128Gcm];
+    let mut core = ShardCore::new(
+        crate::dtls::context(&sc, &sk, &all).unwrap(),
+        Fanout::default(),
+    );
+    let now = Instant::now();
+    let mut config = TransportConfig {
+        id: 7,
+        local_ufrag: "SRVR".into(),
+        local_pwd: "serverpassword012345678".into(),
+        remote: None,
+    };
+    core.handle_command(Command::Upsert(config.clone()), now);
+    let addr: SocketAddr = PEER.parse().unwrap();
+    let mut c = check(true, b"serverpassword012345678");
+    core.handle_datagram(addr, &mut c, now);
+    assert_eq!(
+        core.take_transmits().len(),
+        1,
+        "checks are answered before the answer"
+    );
+    let client_ctx = crate::dtls::context(&cc, &ck, &all).unwrap();
+    let mut client = Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap();
+    while let Some(mut d) = client.poll_transmit() {
+        core.handle_datagram(addr, &mut d, now);
+    }
+    assert!(core.take_transmits().is_empty(), "no DTLS yet");
+    assert_eq!(
+        core.stats.dropped(DropReason::DtlsNotReady),
+        0,
+        "kept, not dropped"
+    );
+    config.remote = Some(RemoteConfig {
+        ufrag: "CLNT".into(),
+        dtls_role: Role::Server,
+        fingerprints: vec![fp(&cc)],
+    });
+    core.handle_command(Command::Upsert(config), now);
+    let flight = core.take_transmits();
+    assert!(
+        !flight.is_empty(),
+        "the server flight answers the kept ClientHello"
+    );
+    let mut connected = false;
+    for t in flight {
+        connected |= matches!(
+            client.handle_datagram(&t.data),
+            Some(DtlsEvent::Connected(_))
+        );
+    }
+    while let Some(mut d) = client.poll_transmit() {
+        core.handle_datagram(addr, &mut d, now);
+    }
+    for t in core.take_transmits() {
+        connected |= matches!(
+            client.handle_datagram(&t.data),
+            Some(DtlsEvent::Connected(_))
+        );
+    }
+    assert!(connected, "handshake completed without a retransmission");
+}
