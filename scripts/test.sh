@@ -75,7 +75,7 @@ step "container image: build with podman, run, health, non-root, SIGTERM"
 
 # --- peers that are not ours -------------------------------------------------------------------
 export RINGCAST_BIN="$root/target/debug/ringcast"
-step "headless Chromium publishes through gRPC-Web (both IO backends)"
-(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs)
-step "python: grpcio on every RPC, aiortc publishing (both IO backends, every SRTP profile)"
+step "headless Chromium: publishing through gRPC-Web, and three pages in a room (both IO backends)"
+(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs test-pubsub.mjs)
+step "python: grpcio on every RPC, aiortc publishing (both IO backends, every SRTP profile), SIGTERM drain"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider interop/python
