@@ -153,6 +153,16 @@ pub struct Joiner {
     pub can_subscribe: bool,
 }
 
+/// The registry's size, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    pub rooms: usize,
+    pub participants: usize,
+    pub tracks: usize,
+    /// `new`, `connected`, `failed`, `closed`.
+    pub transports_by_state: BTreeMap<&'static str, usize>,
+}
+
 /// What `Join` returns.
 #[derive(Debug, Clone)]
 pub struct JoinInfo {
@@ -251,6 +261,8 @@ pub struct Registry {
     plane: Arc<dyn MediaPlane>,
     rooms: BTreeMap<RoomName, Room>,
     transports: HashMap<TransportId, (RoomName, Identity, TransportRole)>,
+    /// Each transport's last reported state (`new` until its shard reports), for metrics.
+    transport_states: HashMap<TransportId, &'static str>,
     next_transport: u64,
     next_track: u64,
     draining: bool,
@@ -385,6 +397,7 @@ impl Registry {
             plane,
             rooms: BTreeMap::new(),
             transports: HashMap::new(),
+            transport_states: HashMap::new(),
             next_transport: 1,
             next_track: 1,
             draining: false,
@@ -686,6 +699,7 @@ impl Registry {
             events_tx: tx,
             events_rx: Some(rx),
         };
+        self.transport_states.insert(sub_id, "new");
         self.transports.insert(
             sub_id,
             (room.clone(), identity.clone(), TransportRole::Subscriber),
@@ -828,6 +842,7 @@ impl Registry {
         }
         if is_new {
             self.next_transport += 1;
+            self.transport_states.insert(id, "new");
             self.transports.insert(
                 id,
                 (room.clone(), identity.clone(), TransportRole::Publisher),
@@ -1136,6 +1151,14 @@ impl Registry {
                 let Some((room, identity, role)) = self.transports.get(&id).cloned() else {
                     return;
                 };
+                self.transport_states.insert(
+                    id,
+                    match state {
+                        TransportState::Connected => "connected",
+                        TransportState::Failed(_) | TransportState::ConsentLost => "failed",
+                        TransportState::Closed => "closed",
+                    },
+                );
                 let Ok(p) = self.room(&room).and_then(|r| r.participant(&identity)) else {
                     return;
                 };
@@ -1151,6 +1174,25 @@ impl Registry {
                     tracing::info!(room = %room, %identity, ?state, "publisher transport lost");
                 }
             }
+        }
+    }
+
+    /// Counts for the metrics endpoint.
+    pub fn stats(&self) -> RegistryStats {
+        let mut transports_by_state = BTreeMap::new();
+        for s in self.transport_states.values() {
+            *transports_by_state.entry(*s).or_insert(0) += 1;
+        }
+        RegistryStats {
+            rooms: self.rooms.len(),
+            participants: self.rooms.values().map(|r| r.participants.len()).sum(),
+            tracks: self
+                .rooms
+                .values()
+                .flat_map(|r| r.participants.values())
+                .map(|p| p.tracks.len())
+                .sum(),
+            transports_by_state,
         }
     }
 
@@ -1202,6 +1244,7 @@ impl Registry {
         ids.extend(p.publisher.as_ref().map(|t| t.id));
         for id in ids {
             self.transports.remove(&id);
+            self.transport_states.remove(&id);
             let added = id != p.subscriber.id || p.subscriber.added;
             if added && let Err(e) = self.plane.send(shard, ShardCommand::RemoveTransport(id)) {
                 tracing::warn!(%id, error = %e, "could not remove transport from its shard");

@@ -83,6 +83,9 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
             shard.core.outbox.release(q.slot);
         }
         shard.queued = queued;
+        if received > 0 {
+            shard.metrics.record_forwarding(now.elapsed());
+        }
     }
 }
 

@@ -129,6 +129,7 @@ impl<R: Router> Shard<R> {
             self.warn_drops(now);
             let transports = self.core.transport_count();
             self.metrics.publish(&mut self.core.stats, transports);
+            self.core.router_mut().publish_metrics(self.index);
             self.next_publish = now + Duration::from_millis(250);
         }
     }

@@ -39,6 +39,9 @@ pub trait Router: Send + 'static {
     /// A transport completed DTLS: it can be sent to from now on.
     fn transport_connected(&mut self, _id: TransportId, _io: &mut RouteIo<'_>, _now: Instant) {}
 
+    /// Publishes the router's own counters (called with the shard's, every 250 ms).
+    fn publish_metrics(&mut self, _shard: u16) {}
+
     /// Periodic work (reports, keyframe request throttling); called at least once a second.
     fn handle_timeout(&mut self, _io: &mut RouteIo<'_>, _now: Instant) {}
 }

@@ -171,6 +171,10 @@ impl<R: Router> ShardCore<R> {
         &self.router
     }
 
+    pub fn router_mut(&mut self) -> &mut R {
+        &mut self.router
+    }
+
     pub fn handle_command(&mut self, cmd: Command<R::Command>, now: Instant) {
         match cmd {
             Command::Upsert(c) => self.upsert(c, now),

@@ -107,6 +107,7 @@ pub struct ShardMetrics {
     transports: Gauge,
     batch: Histogram,
     dtls_duration: Histogram,
+    sweep: Histogram,
 }
 
 impl ShardMetrics {
@@ -131,7 +132,8 @@ impl ShardMetrics {
                 .collect(),
             transports: gauge!("ringcast_shard_transports", "shard" => s.clone()),
             batch: histogram!("ringcast_shard_sweep_batch_size", "shard" => s.clone()),
-            dtls_duration: histogram!("ringcast_dtls_handshake_seconds", "shard" => s),
+            dtls_duration: histogram!("ringcast_dtls_handshake_seconds", "shard" => s.clone()),
+            sweep: histogram!("ringcast_shard_forwarding_seconds", "shard" => s),
         }
     }
 
@@ -163,5 +165,11 @@ impl ShardMetrics {
 
     pub fn record_batch(&self, n: usize) {
         self.batch.record(n as f64);
+    }
+
+    /// Time from harvesting a sweep's datagrams to queueing its sends: how long a packet spends
+    /// inside the shard.
+    pub fn record_forwarding(&self, d: std::time::Duration) {
+        self.sweep.record(d.as_secs_f64());
     }
 }

@@ -278,6 +278,9 @@ fn sweep_loop<R: Router>(
             }
         }
         shard.queued = queued;
+        if received > 0 {
+            shard.metrics.record_forwarding(now.elapsed());
+        }
     }
 }
 

@@ -205,9 +205,11 @@ fn http_routes(
     plane: Arc<dyn MediaPlane>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Router {
+    let metrics_control = control.clone();
     Router::new()
         .route("/metrics", get(move || {
             crate::telemetry::publish_allocator_stats();
+            crate::telemetry::publish_registry_stats(&metrics_control.registry().stats());
             let body = metrics.render();
             async move { ([("content-type", "text/plain; version=0.0.4")], body) }
         }))

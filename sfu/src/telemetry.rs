@@ -63,3 +63,14 @@ pub fn publish_allocator_stats() {
         }
     }
 }
+
+/// Rooms, participants, tracks and transports by state, as gauges (refreshed when scraped).
+pub fn publish_registry_stats(s: &ringcast_control::registry::RegistryStats) {
+    metrics::gauge!("ringcast_rooms").set(s.rooms as f64);
+    metrics::gauge!("ringcast_participants").set(s.participants as f64);
+    metrics::gauge!("ringcast_published_tracks").set(s.tracks as f64);
+    for state in ["new", "connected", "failed", "closed"] {
+        let n = s.transports_by_state.get(state).copied().unwrap_or(0);
+        metrics::gauge!("ringcast_transports", "state" => state).set(n as f64);
+    }
+}

@@ -738,6 +738,9 @@ async fn health_endpoints_and_drain() {
         "ringcast_build_info",
         "ringcast_datapath_backend",
         "ringcast_jemalloc_bytes",
+        "ringcast_rooms",
+        "ringcast_participants",
+        "ringcast_transports{state=\"connected\"}",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics");
     }

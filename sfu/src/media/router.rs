@@ -173,6 +173,8 @@ impl Track {
 #[derive(Default)]
 pub struct MediaRouter {
     next_report: Option<Instant>,
+    /// `stats` as last published.
+    published: RouterStats,
     tracks: HashMap<TrackId, Track>,
     /// (publisher transport, SSRC) → (track, layer).
     by_ssrc: HashMap<(TransportId, u32), (TrackId, usize)>,
@@ -713,6 +715,36 @@ impl Router for MediaRouter {
 
     fn transport_connected(&mut self, id: TransportId, io: &mut RouteIo<'_>, now: Instant) {
         MediaRouter::transport_connected(self, id, io, now);
+    }
+
+    fn publish_metrics(&mut self, shard: u16) {
+        let (s, p) = (self.stats, self.published);
+        let shard = shard.to_string();
+        let counters = [
+            ("ringcast_rtp_gated_total", s.gated - p.gated),
+            ("ringcast_plis_sent_total", s.plis_sent - p.plis_sent),
+            ("ringcast_nacks_received_total", s.nacks_in - p.nacks_in),
+            (
+                "ringcast_retransmits_total",
+                s.retransmitted - p.retransmitted,
+            ),
+            (
+                "ringcast_retransmits_refused_total",
+                s.retransmits_refused - p.retransmits_refused,
+            ),
+            (
+                "ringcast_rtp_unknown_stream_total",
+                s.unknown_stream - p.unknown_stream,
+            ),
+            (
+                "ringcast_rtcp_malformed_total",
+                s.malformed_rtcp - p.malformed_rtcp,
+            ),
+        ];
+        for (name, delta) in counters {
+            metrics::counter!(name, "shard" => shard.clone()).increment(delta);
+        }
+        self.published = s;
     }
 
     fn handle_timeout(&mut self, io: &mut RouteIo<'_>, now: Instant) {
