@@ -153,6 +153,30 @@ struct Subscription {
     budget: Budget,
 }
 
+impl Subscription {
+    /// The header of this subscriber's copy of a packet.
+    fn rewrite(&self, sequence: u16, timestamp: u32, marker: bool) -> Rewrite {
+        Rewrite {
+            ssrc: self.config.ssrc,
+            payload_type: self.config.payload_type,
+            sequence,
+            timestamp,
+            marker,
+        }
+    }
+}
+
+/// Publisher extension id → subscriber extension id, for the extensions that are forwarded.
+fn ext_map<'a>(
+    forwarded: &'a [(u8, ForwardedExt)],
+    subscriber: &'a [(ForwardedExt, u8)],
+) -> impl Fn(u8) -> Option<u8> + 'a {
+    move |id| {
+        let kind = forwarded.iter().find(|(x, _)| *x == id)?.1;
+        subscriber.iter().find(|(k, _)| *k == kind).map(|(_, x)| *x)
+    }
+}
+
 struct Track {
     config: TrackConfig,
     layers: Vec<Layer>,
@@ -496,20 +520,10 @@ impl MediaRouter {
                     else {
                         continue;
                     };
-                    let rw = Rewrite {
-                        ssrc: s.config.ssrc,
-                        payload_type: s.config.payload_type,
-                        sequence: seq,
-                        timestamp: ts,
-                        marker: p.marker,
-                    };
-                    let exts = &s.config.exts;
-                    let map = |id: u8| {
-                        let kind = forwarded_exts.iter().find(|(x, _)| *x == id)?.1;
-                        exts.iter().find(|(k, _)| *k == kind).map(|(_, x)| *x)
-                    };
+                    let rw = s.rewrite(seq, ts, p.marker);
+                    let map = ext_map(forwarded_exts, &s.config.exts);
                     let sent = out.send_rtp(s.config.subscriber, &mut |buf| {
-                        write_rewritten(&p, &rw, map, buf).unwrap_or(0)
+                        write_rewritten(&p, &rw, &map, buf).unwrap_or(0)
                     });
                     if sent {
                         s.last_out = Some(now);
@@ -667,21 +681,10 @@ impl MediaRouter {
         let Some(ts) = s.rewriter.timestamp_of(p.timestamp) else {
             return;
         };
-        let rw = Rewrite {
-            ssrc: s.config.ssrc,
-            payload_type: s.config.payload_type,
-            sequence: out_seq,
-            timestamp: ts,
-            marker: p.marker,
-        };
-        let exts = &s.config.exts;
-        let forwarded = &t.config.forwarded_exts;
-        let map = |id: u8| {
-            let kind = forwarded.iter().find(|(x, _)| *x == id)?.1;
-            exts.iter().find(|(k, _)| *k == kind).map(|(_, x)| *x)
-        };
+        let rw = s.rewrite(out_seq, ts, p.marker);
+        let map = ext_map(&t.config.forwarded_exts, &s.config.exts);
         if out.send_rtp(subscriber, &mut |buf| {
-            write_rewritten(&p, &rw, map, buf).unwrap_or(0)
+            write_rewritten(&p, &rw, &map, buf).unwrap_or(0)
         }) {
             self.stats.retransmitted += 1;
         }
