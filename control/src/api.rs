@@ -218,6 +218,18 @@ fn pb_event(e: ParticipantEvent) -> pb::Event {
             publisher_identity: publisher.to_string(),
             muted,
         }),
+        ParticipantEvent::ActiveSpeakers(speakers) => {
+            E::ActiveSpeakers(pb::ActiveSpeakersChanged {
+                speakers: speakers
+                    .into_iter()
+                    .map(|s| pb::Speaker {
+                        identity: s.identity.to_string(),
+                        track_sid: s.track.to_string(),
+                        level: s.level,
+                    })
+                    .collect(),
+            })
+        }
         ParticipantEvent::SubscriberOfferReady { version } => {
             E::SubscriberOfferReady(pb::SubscriberOfferReady {
                 offer_version: version,

@@ -131,12 +131,18 @@ pub enum TransportState {
 }
 
 /// What a shard reports back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ShardEvent {
     TransportState {
         id: TransportId,
         state: TransportState,
+    },
+    /// The shard's audible audio tracks, loudest first, with their levels (0.0 to 1.0); sent
+    /// when that list changes, at most every 200 ms.
+    ActiveSpeakers {
+        shard: ShardId,
+        speakers: Vec<(TrackNum, f32)>,
     },
 }
 

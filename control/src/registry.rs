@@ -115,8 +115,17 @@ pub enum LeaveReason {
     ServerShutdown,
 }
 
+/// Someone speaking, as `Events` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Speaker {
+    pub identity: Identity,
+    pub track: TrackSid,
+    /// 0.0 (silence) to 1.0.
+    pub level: f32,
+}
+
 /// What a participant's `Events` stream delivers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ParticipantEvent {
     Joined(ParticipantInfo),
     Left {
@@ -141,6 +150,8 @@ pub enum ParticipantEvent {
         role: TransportRole,
         state: TransportState,
     },
+    /// Who speaks in the room now, loudest first (empty: nobody).
+    ActiveSpeakers(Vec<Speaker>),
 }
 
 /// Who is joining, from their access token.
@@ -253,6 +264,8 @@ struct Room {
     shard: ShardId,
     participants: BTreeMap<Identity, Participant>,
     empty_since: Option<Instant>,
+    /// The speakers last reported to the room, by track.
+    speakers: Vec<TrackSid>,
 }
 
 /// The state of every room on this node.
@@ -490,6 +503,7 @@ impl Registry {
             shard,
             participants: BTreeMap::new(),
             empty_since: Some(now),
+            speakers: Vec::new(),
         };
         let info = room.info();
         tracing::info!(room = %name, sid = %info.sid, %shard, "room created");
@@ -1172,6 +1186,35 @@ impl Registry {
                 ) && role == TransportRole::Publisher
                 {
                     tracing::info!(room = %room, %identity, ?state, "publisher transport lost");
+                }
+            }
+            ShardEvent::ActiveSpeakers { shard, speakers } => {
+                self.active_speakers(shard, &speakers);
+            }
+        }
+    }
+
+    /// A shard's audible tracks, split by room: each room on the shard whose speakers changed
+    /// hears the new list.
+    fn active_speakers(&mut self, shard: ShardId, speakers: &[(TrackNum, f32)]) {
+        for room in self.rooms.values_mut().filter(|r| r.shard == shard) {
+            let list: Vec<Speaker> = speakers
+                .iter()
+                .filter_map(|(num, level)| {
+                    room.participants.values().find_map(|p| {
+                        let t = p.tracks.iter().find(|t| t.num == *num)?;
+                        Some(Speaker {
+                            identity: p.identity.clone(),
+                            track: t.sid.clone(),
+                            level: *level,
+                        })
+                    })
+                })
+                .collect();
+            if list.iter().map(|s| &s.track).ne(room.speakers.iter()) {
+                room.speakers = list.iter().map(|s| s.track.clone()).collect();
+                for p in room.participants.values_mut() {
+                    p.notify(ParticipantEvent::ActiveSpeakers(list.clone()));
                 }
             }
         }

@@ -120,7 +120,7 @@ impl<R: Router> Shard<R> {
         }
         if now >= self.next_timer {
             self.core.handle_timeout(now);
-            self.next_timer = now + self.core.poll_timeout();
+            self.next_timer = now + self.core.poll_timeout(now);
         }
         for ev in self.core.take_events() {
             (self.events)(self.index, ev);

@@ -42,8 +42,14 @@ pub trait Router: Send + 'static {
     /// Publishes the router's own counters (called with the shard's, every 250 ms).
     fn publish_metrics(&mut self, _shard: u16) {}
 
-    /// Periodic work (reports, keyframe request throttling); called at least once a second.
+    /// Periodic work (reports, keyframe request throttling); called at least once a second,
+    /// and when `poll_timeout` asks.
     fn handle_timeout(&mut self, _io: &mut RouteIo<'_>, _now: Instant) {}
+
+    /// When `handle_timeout` should run next, if sooner than a second from now.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// What a router may do with the shard's transports: write, encrypt and queue packets.

@@ -556,11 +556,16 @@ impl<R: Router> ShardCore<R> {
         router.handle_timeout(&mut io, now);
     }
 
-    /// When `handle_timeout` next has work: the nearest DTLS timer, else a second.
-    pub fn poll_timeout(&self) -> Duration {
+    /// When `handle_timeout` next has work: the nearest DTLS or router timer, else a second.
+    pub fn poll_timeout(&self, now: Instant) -> Duration {
+        let router = self
+            .router
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now));
         self.transports
             .values()
             .filter_map(|t| t.dtls.as_ref().and_then(Dtls::timeout))
+            .chain(router)
             .min()
             .unwrap_or(Duration::from_secs(1))
             .min(Duration::from_secs(1))

@@ -11,7 +11,7 @@ use ringcast_control::plane::{
     MediaPlane, PlaneError, ShardCommand, ShardEvent, ShardInfo, SrtpProfile, TransportSpec,
     TransportState,
 };
-use ringcast_control::plane::{SubscriptionSpec, TrackSpec};
+use ringcast_control::plane::{SubscriptionSpec, TrackNum, TrackSpec};
 use ringcast_datapath::dtls::{Fingerprint, Role};
 use ringcast_datapath::srtp::Profile;
 use ringcast_datapath::{
@@ -19,7 +19,8 @@ use ringcast_datapath::{
 };
 
 use crate::media::router::{
-    EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, SubscriptionConfig, TrackConfig,
+    EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
+    TrackConfig,
 };
 use tokio::sync::mpsc;
 
@@ -54,6 +55,7 @@ impl DatapathPlane {
         public_ips: &[IpAddr],
         events: mpsc::Sender<ShardEvent>,
     ) -> std::io::Result<Self> {
+        let speakers = events.clone();
         let sink = Arc::new(move |shard: u16, ev: Event| {
             let ev = match ev {
                 Event::Connected { id, profile } => {
@@ -90,7 +92,21 @@ impl DatapathPlane {
                 metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
             }
         });
-        let datapath = Datapath::start(config, |_| MediaRouter::default(), sink)?;
+        // Each shard's router reports its active speakers straight to the control plane (a
+        // few times a second at most, so a channel send is fine).
+        let router = |shard: u16| {
+            let events = speakers.clone();
+            MediaRouter::with_speaker_sink(Box::new(move |list: &[(u64, f32)]| {
+                let ev = ShardEvent::ActiveSpeakers {
+                    shard: ShardId(shard),
+                    speakers: list.iter().map(|(t, l)| (TrackNum(*t), *l)).collect(),
+                };
+                if events.try_send(ev).is_err() {
+                    metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
+                }
+            }))
+        };
+        let datapath = Datapath::start(config, router, sink)?;
         let shards = datapath
             .local_addrs()
             .iter()
@@ -142,6 +158,7 @@ fn track_config(spec: TrackSpec) -> Option<TrackConfig> {
         rtx_payload_type: codec.rtx_pt,
         mid_ext: id_of(ext::MID),
         rid_ext: id_of(ext::RID),
+        rrid_ext: id_of(ext::REPAIRED_RID),
         forwarded_exts: m
             .extensions
             .iter()
@@ -153,6 +170,7 @@ fn track_config(spec: TrackSpec) -> Option<TrackConfig> {
             .map(|e| EncodingConfig {
                 rid: e.rid.clone(),
                 ssrc: e.ssrc,
+                rtx_ssrc: e.rtx_ssrc,
             })
             .collect(),
         mid: m.mid,
@@ -165,6 +183,10 @@ fn subscription_config(spec: SubscriptionSpec) -> SubscriptionConfig {
         subscriber: spec.subscriber.0,
         ssrc: spec.ssrc,
         payload_type: spec.payload_type,
+        rtx: spec
+            .rtx_ssrc
+            .zip(spec.rtx_payload_type)
+            .map(|(ssrc, payload_type)| RtxConfig { ssrc, payload_type }),
         exts: spec
             .extensions
             .iter()

@@ -618,3 +618,49 @@ fn the_shard_hears_of_tracks_and_subscriptions() {
         2
     );
 }
+
+#[test]
+fn active_speakers_reach_their_room_only_when_they_change() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.room("other");
+    f.join("r", "alice");
+    f.join("r", "bob");
+    f.join("other", "carol");
+    let res = f
+        .reg
+        .publish(&rn("r"), &id("alice"), CHROMIUM_PUBLISH, &HashMap::new())
+        .unwrap();
+    let audio = f
+        .plane
+        .media_commands()
+        .iter()
+        .find_map(|(_, c)| match c {
+            ShardCommand::PublishTrack(t) if t.media.kind == MediaKind::Audio => Some(t.track),
+            _ => None,
+        })
+        .unwrap();
+    let mut bob = f.events("r", "bob");
+    let mut carol = f.events("other", "carol");
+    drain(&mut bob);
+    drain(&mut carol);
+    let speaking = ShardEvent::ActiveSpeakers {
+        shard: ShardId(0),
+        speakers: vec![(audio, 0.5), (TrackNum(9999), 0.9)],
+    };
+    f.reg.handle_shard_event(speaking.clone());
+    let expected = ParticipantEvent::ActiveSpeakers(vec![Speaker {
+        identity: id("alice"),
+        track: res.tracks[0].sid.clone(),
+        level: 0.5,
+    }]);
+    assert_eq!(drain(&mut bob), [expected], "unknown tracks are skipped");
+    assert!(drain(&mut carol).is_empty(), "another room");
+    f.reg.handle_shard_event(speaking);
+    assert!(drain(&mut bob).is_empty(), "no change, no event");
+    f.reg.handle_shard_event(ShardEvent::ActiveSpeakers {
+        shard: ShardId(0),
+        speakers: vec![],
+    });
+    assert_eq!(drain(&mut bob), [ParticipantEvent::ActiveSpeakers(vec![])]);
+}

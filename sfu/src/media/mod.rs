@@ -3,7 +3,8 @@
 //! Pure functions and small state machines (no IO, no clock, no allocation per packet), table
 //! tested: `rtp` (header view and rewriting into a send buffer), `keyframe` (codec keyframe
 //! detection for gating new subscribers), `sequence` (per-subscriber sequence number and
-//! timestamp continuity across pauses and source switches).
+//! timestamp continuity across pauses and source switches), `upstream` (publisher loss to
+//! NACK), `speakers` (audio levels), `retransmit` (NACK history and budgets).
 
 pub mod keyframe;
 pub mod retransmit;
@@ -11,3 +12,5 @@ pub mod router;
 pub mod rtcp;
 pub mod rtp;
 pub mod sequence;
+pub mod speakers;
+pub mod upstream;

@@ -71,6 +71,12 @@ impl History {
         self.data[i * MAX_PACKET..i * MAX_PACKET + pkt.len()].copy_from_slice(pkt);
     }
 
+    /// The packet is stored (a second copy of it is a duplicate).
+    pub fn contains(&self, ext_seq: u64) -> bool {
+        let s = &self.slots[self.index(ext_seq)];
+        s.ext_seq == ext_seq && s.stored.is_some()
+    }
+
     /// The packet to resend for a NACK, marking it resent at `now`.
     pub fn resend(&mut self, ext_seq: u64, now: Instant, rtt: Duration) -> Result<&[u8], Refusal> {
         let i = self.index(ext_seq);

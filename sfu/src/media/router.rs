@@ -5,8 +5,12 @@
 //! extensions), keep it in the track's history, and for each subscription on that layer write
 //! a rewritten copy (SSRC, payload type, continuous sequence and timestamp, extension ids) into
 //! a send slot. New video subscriptions wait for a keyframe and ask the publisher for one (PLI,
-//! throttled). Subscribers' NACKs are answered from the history within a budget; their PLI/FIR
-//! are relayed. No IO: packets leave through `Egress`, which the shard's `RouteIo` implements.
+//! throttled). Subscribers' NACKs are answered from the history within a budget (as RTX where
+//! the subscriber negotiated it); their PLI/FIR are relayed, their receiver reports give each
+//! subscriber's RTT. Publishers get receiver reports, REMB and NACKs for what they lost; their
+//! RTX repairs are unwrapped into the original stream; their sender reports are rewritten for
+//! every subscriber (lip sync). Audio levels give active speakers. No IO: packets leave
+//! through `Egress`, which the shard's `RouteIo` implements.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,10 +19,12 @@ use ringcast_control::codec::CodecName;
 use ringcast_datapath::{RouteIo, Router, TransportId};
 
 use super::keyframe::starts_keyframe;
-use super::retransmit::{Budget, History};
+use super::retransmit::{Budget, History, MAX_PACKET};
 use super::rtcp::{self, Rtcp};
 use super::rtp::{Rewrite, RtpPacket, write_rewritten};
 use super::sequence::{SequenceRewriter, extend};
+use super::speakers::{LevelMeter, SPEAKER_INTERVAL};
+use super::upstream::{MIN_RETRY, Missing};
 
 /// A published track on this shard (the control plane's numbering).
 pub type TrackId = u64;
@@ -31,6 +37,10 @@ pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
 pub const NACK_BUDGET: (f64, f64) = (200.0, 100.0);
 /// Until RTCP tells us better.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// RTT samples above this are taken as this (a stalled peer, a stale report).
+pub const MAX_RTT: Duration = Duration::from_secs(1);
+/// Sender reports remembered per subscription, to match the LSR of its receiver reports.
+const SR_MEMORY: usize = 4;
 /// How often publishers get receiver reports and REMB.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The bitrate REMB allows each publisher until bandwidth estimation lands: room for three
@@ -52,6 +62,8 @@ pub struct EncodingConfig {
     pub rid: Option<String>,
     /// Signalled SSRC, if any (Chromium's simulcast signals none: learned from RTP).
     pub ssrc: Option<u32>,
+    /// Signalled RTX SSRC (FID group), if any; else learned from MID and repaired-RID.
+    pub rtx_ssrc: Option<u32>,
 }
 
 /// What the shard needs to know about a published track.
@@ -67,10 +79,19 @@ pub struct TrackConfig {
     /// The publisher's extension ids for MID and RID, to learn unsignalled SSRCs.
     pub mid_ext: Option<u8>,
     pub rid_ext: Option<u8>,
+    /// The publisher's id for repaired-RID, to learn unsignalled RTX SSRCs.
+    pub rrid_ext: Option<u8>,
     /// The publisher's ids of extensions that are forwarded.
     pub forwarded_exts: Vec<(u8, ForwardedExt)>,
     /// Lowest quality first.
     pub encodings: Vec<EncodingConfig>,
+}
+
+/// RTX (RFC 4588) as a subscriber negotiated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxConfig {
+    pub ssrc: u32,
+    pub payload_type: u8,
 }
 
 /// One subscriber's copy of a track.
@@ -80,6 +101,8 @@ pub struct SubscriptionConfig {
     pub subscriber: TransportId,
     pub ssrc: u32,
     pub payload_type: u8,
+    /// Retransmissions go here when set, else they repeat the original packet.
+    pub rtx: Option<RtxConfig>,
     /// The subscriber's ids for the forwarded extensions it accepted.
     pub exts: Vec<(ForwardedExt, u8)>,
 }
@@ -120,7 +143,17 @@ impl Egress for RouteIo<'_> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouterStats {
     pub unknown_stream: u64,
+    /// RTX packets unwrapped into their stream.
     pub rtx_in: u64,
+    /// RTX packets without media (bandwidth probes) or for a stream not seen yet.
+    pub rtx_padding: u64,
+    /// Packets already received (repairs of what was not lost, network duplicates).
+    pub duplicates: u64,
+    /// NACKs sent to publishers, and packets they asked for.
+    pub nacks_sent: u64,
+    pub nacked_upstream: u64,
+    /// Sender reports rewritten for subscribers.
+    pub sender_reports: u64,
     pub forwarded: u64,
     pub gated: u64,
     pub plis_sent: u64,
@@ -133,8 +166,11 @@ pub struct RouterStats {
 struct Layer {
     rid: Option<String>,
     ssrc: Option<u32>,
+    rtx_ssrc: Option<u32>,
     highest: Option<u64>,
     history: History,
+    /// Packets the publisher sent that did not arrive: NACKed.
+    missing: Missing,
     /// Receive statistics for receiver reports (RFC 3550 A.3).
     base: Option<u64>,
     received: u64,
@@ -151,9 +187,64 @@ struct Subscription {
     waiting_keyframe: bool,
     last_out: Option<Instant>,
     budget: Budget,
+    /// Next RTX sequence number.
+    rtx_seq: u16,
+    /// Packets and payload octets sent, for sender reports.
+    packets: u32,
+    octets: u32,
+    /// (middle 32 bits of the NTP time, when sent) of the latest sender reports.
+    sent_reports: [Option<(u32, Instant)>; SR_MEMORY],
+    /// Smoothed RTT from receiver reports; `None` until one matched a sender report.
+    rtt: Option<Duration>,
+    /// Loss the subscriber reported last (RFC 3550 fraction, /256).
+    fraction_lost: u8,
 }
 
 impl Subscription {
+    fn new(config: SubscriptionConfig, layer: usize, video: bool) -> Self {
+        Subscription {
+            layer,
+            // Any start is valid (RFC 4588); the SSRC's low bits keep it deterministic.
+            rtx_seq: config.rtx.map_or(0, |r| r.ssrc as u16),
+            config,
+            rewriter: SequenceRewriter::default(),
+            waiting_keyframe: video,
+            last_out: None,
+            budget: Budget::new(NACK_BUDGET.0, NACK_BUDGET.1),
+            packets: 0,
+            octets: 0,
+            sent_reports: [None; SR_MEMORY],
+            rtt: None,
+            fraction_lost: 0,
+        }
+    }
+
+    /// A receiver report block about this subscription: RTT (RFC 3550 §6.4.1) from the
+    /// sender report it names, smoothed as TCP does (RFC 6298, alpha 1/8).
+    fn on_report(&mut self, block: &rtcp::ReportBlock, now: Instant) {
+        self.fraction_lost = block.fraction_lost;
+        if block.last_sr == 0 {
+            return;
+        }
+        let Some((_, sent)) = self
+            .sent_reports
+            .iter()
+            .flatten()
+            .find(|(mid, _)| *mid == block.last_sr)
+        else {
+            return;
+        };
+        let held = Duration::from_secs_f64(f64::from(block.delay_since_last_sr) / 65536.0);
+        let sample = now
+            .saturating_duration_since(*sent)
+            .saturating_sub(held)
+            .min(MAX_RTT);
+        self.rtt = Some(match self.rtt {
+            None => sample,
+            Some(r) => (r * 7 + sample) / 8,
+        });
+    }
+
     /// The header of this subscriber's copy of a packet.
     fn rewrite(&self, sequence: u16, timestamp: u32, marker: bool) -> Rewrite {
         Rewrite {
@@ -182,6 +273,9 @@ struct Track {
     layers: Vec<Layer>,
     subs: Vec<Subscription>,
     muted: bool,
+    /// The publisher's id of the audio-level extension (audio tracks that have it).
+    audio_level_ext: Option<u8>,
+    meter: LevelMeter,
     last_pli: Option<Instant>,
     /// A keyframe was asked for before the layer's SSRC was known.
     pli_pending: bool,
@@ -191,17 +285,42 @@ impl Track {
     fn is_video(&self) -> bool {
         self.config.codec != CodecName::Opus
     }
+
+    /// The layer a packet belongs to by its MID and (repaired) RID extensions.
+    fn layer_by_mid_rid(&self, p: &RtpPacket<'_>, rid_ext: Option<u8>) -> Option<usize> {
+        let mid = self.config.mid_ext.and_then(|x| p.extension(x))?;
+        if mid != self.config.mid.as_bytes() {
+            return None;
+        }
+        match rid_ext.and_then(|x| p.extension(x)) {
+            Some(rid) => self
+                .layers
+                .iter()
+                .position(|l| l.rid.as_deref().map(str::as_bytes) == Some(rid)),
+            None if self.layers.len() == 1 => Some(0),
+            None => None,
+        }
+    }
 }
+
+/// Where active speakers go: the audible audio tracks of the shard, loudest first, each time
+/// that list changes (at most every [`SPEAKER_INTERVAL`]).
+pub type SpeakerSink = Box<dyn FnMut(&[(TrackId, f32)]) + Send>;
 
 /// The router of one shard.
 #[derive(Default)]
 pub struct MediaRouter {
     next_report: Option<Instant>,
+    next_levels: Option<Instant>,
+    speaker_sink: Option<SpeakerSink>,
+    last_speakers: Vec<TrackId>,
     /// `stats` as last published.
     published: RouterStats,
     tracks: HashMap<TrackId, Track>,
     /// (publisher transport, SSRC) → (track, layer).
     by_ssrc: HashMap<(TransportId, u32), (TrackId, usize)>,
+    /// (publisher transport, RTX SSRC) → (track, layer).
+    by_rtx: HashMap<(TransportId, u32), (TrackId, usize)>,
     /// (subscriber transport, the SSRC Ringcast sends it) → track.
     by_sub_ssrc: HashMap<(TransportId, u32), TrackId>,
     pub stats: RouterStats,
@@ -225,6 +344,14 @@ fn history_for(codec: CodecName) -> History {
 }
 
 impl MediaRouter {
+    /// A router that reports active speakers to `sink`.
+    pub fn with_speaker_sink(sink: SpeakerSink) -> Self {
+        MediaRouter {
+            speaker_sink: Some(sink),
+            ..MediaRouter::default()
+        }
+    }
+
     pub fn command(&mut self, cmd: MediaCommand, out: &mut dyn Egress, now: Instant) {
         match cmd {
             MediaCommand::AddTrack(c) => {
@@ -234,8 +361,10 @@ impl MediaRouter {
                     .map(|e| Layer {
                         rid: e.rid.clone(),
                         ssrc: e.ssrc,
+                        rtx_ssrc: e.rtx_ssrc,
                         highest: None,
                         history: history_for(c.codec),
+                        missing: Missing::default(),
                         base: None,
                         received: 0,
                         expected_prior: 0,
@@ -243,12 +372,23 @@ impl MediaRouter {
                         last_sr: None,
                     })
                     .collect::<Vec<_>>();
+                self.remove_track(c.id);
                 for (i, l) in layers.iter().enumerate() {
                     if let Some(s) = l.ssrc {
                         self.by_ssrc.insert((c.publisher, s), (c.id, i));
                     }
+                    if let Some(s) = l.rtx_ssrc {
+                        self.by_rtx.insert((c.publisher, s), (c.id, i));
+                    }
                 }
-                self.remove_track(c.id);
+                let audio_level_ext = (c.codec == CodecName::Opus)
+                    .then(|| {
+                        c.forwarded_exts
+                            .iter()
+                            .find(|(_, k)| *k == ForwardedExt::AudioLevel)
+                            .map(|(id, _)| *id)
+                    })
+                    .flatten();
                 self.tracks.insert(
                     c.id,
                     Track {
@@ -256,6 +396,8 @@ impl MediaRouter {
                         layers,
                         subs: Vec::new(),
                         muted: false,
+                        audio_level_ext,
+                        meter: LevelMeter::default(),
                         last_pli: None,
                         pli_pending: false,
                     },
@@ -287,14 +429,8 @@ impl MediaRouter {
                 t.subs.retain(|s| s.config.subscriber != c.subscriber);
                 self.by_sub_ssrc.insert((c.subscriber, c.ssrc), c.track);
                 let video = t.is_video();
-                t.subs.push(Subscription {
-                    layer: t.layers.len().saturating_sub(1),
-                    config: c.clone(),
-                    rewriter: SequenceRewriter::default(),
-                    waiting_keyframe: video,
-                    last_out: None,
-                    budget: Budget::new(NACK_BUDGET.0, NACK_BUDGET.1),
-                });
+                let top = t.layers.len().saturating_sub(1);
+                t.subs.push(Subscription::new(c.clone(), top, video));
                 if video {
                     self.request_keyframe(c.track, out, now);
                 }
@@ -312,6 +448,7 @@ impl MediaRouter {
     fn remove_track(&mut self, id: TrackId) {
         if self.tracks.remove(&id).is_some() {
             self.by_ssrc.retain(|_, (t, _)| *t != id);
+            self.by_rtx.retain(|_, (t, _)| *t != id);
             self.by_sub_ssrc.retain(|_, t| *t != id);
         }
     }
@@ -386,12 +523,91 @@ impl MediaRouter {
         }
     }
 
-    /// Keyframe requests that were held back by the throttle; periodic reports.
+    /// NACKs to publishers for the packets they lost that are due for a (re)request.
+    fn request_missing(&mut self, out: &mut dyn Egress, now: Instant) {
+        let mut lost = [0u16; 64];
+        for t in self.tracks.values_mut() {
+            for l in &mut t.layers {
+                let Some(ssrc) = l.ssrc else { continue };
+                if l.missing.is_empty() {
+                    continue;
+                }
+                let n = l.missing.due(now, MIN_RETRY, &mut lost);
+                if n == 0 {
+                    continue;
+                }
+                if out.send_rtcp(t.config.publisher, &mut |buf| {
+                    let mut w = rtcp::Writer::new(buf);
+                    w.nack(ROUTER_SSRC, ssrc, &lost[..n])
+                        .map_or(0, |()| w.len())
+                }) {
+                    self.stats.nacks_sent += 1;
+                    self.stats.nacked_upstream += n as u64;
+                }
+            }
+        }
+    }
+
+    /// Samples every audio track's level; tells the speaker sink when who speaks changed.
+    fn sample_levels(&mut self) {
+        let mut active: Vec<(TrackId, f32)> = Vec::new();
+        for t in self.tracks.values_mut() {
+            if t.audio_level_ext.is_none() {
+                continue;
+            }
+            let level = t.meter.sample();
+            if !t.muted && t.meter.is_active() {
+                active.push((t.config.id, level));
+            }
+        }
+        active.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if active
+            .iter()
+            .map(|a| a.0)
+            .ne(self.last_speakers.iter().copied())
+        {
+            self.last_speakers = active.iter().map(|a| a.0).collect();
+            if let Some(sink) = &mut self.speaker_sink {
+                sink(&active);
+            }
+        }
+    }
+
+    /// When `timeout` next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = [self.next_report, self.next_levels]
+            .into_iter()
+            .flatten()
+            .min();
+        for t in self.tracks.values() {
+            if t.pli_pending {
+                let at = t.last_pli.map(|l| l + PLI_INTERVAL);
+                next = match (next, at) {
+                    (Some(n), Some(a)) => Some(n.min(a)),
+                    (n, a) => n.or(a),
+                };
+            }
+            for l in &t.layers {
+                if let Some(due) = l.missing.next_due(MIN_RETRY) {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
+            }
+        }
+        next
+    }
+
+    /// Keyframe requests that were held back by the throttle; NACKs for upstream loss;
+    /// periodic reports; audio levels.
     pub fn timeout(&mut self, out: &mut dyn Egress, now: Instant) {
         if self.next_report.is_none_or(|t| now >= t) {
             self.report(out, now);
             self.next_report = Some(now + REPORT_INTERVAL);
         }
+        if self.next_levels.is_none_or(|t| now >= t) {
+            self.sample_levels();
+            self.next_levels = Some(now + SPEAKER_INTERVAL);
+        }
+        self.request_missing(out, now);
         let due: Vec<TrackId> = self
             .tracks
             .values()
@@ -433,23 +649,30 @@ impl MediaRouter {
             if t.config.publisher != from || p.payload_type != t.config.payload_type {
                 return None;
             }
-            let mid = t.config.mid_ext.and_then(|x| p.extension(x))?;
-            if mid != t.config.mid.as_bytes() {
-                return None;
-            }
-            let layer = match t.config.rid_ext.and_then(|x| p.extension(x)) {
-                Some(rid) => t
-                    .layers
-                    .iter()
-                    .position(|l| l.rid.as_deref().map(str::as_bytes) == Some(rid))?,
-                None if t.layers.len() == 1 => 0,
-                None => return None,
-            };
-            Some((t.config.id, layer))
+            Some((t.config.id, t.layer_by_mid_rid(p, t.config.rid_ext)?))
         })?;
         self.by_ssrc.insert((from, p.ssrc), (id, layer));
         if let Some(t) = self.tracks.get_mut(&id) {
             t.layers[layer].ssrc = Some(p.ssrc);
+        }
+        Some((id, layer))
+    }
+
+    /// The track and layer an RTX packet repairs: by its signalled SSRC, else learned from
+    /// MID and repaired-RID (Chromium's simulcast signals no SSRCs).
+    fn classify_rtx(&mut self, from: TransportId, p: &RtpPacket<'_>) -> Option<(TrackId, usize)> {
+        if let Some(&hit) = self.by_rtx.get(&(from, p.ssrc)) {
+            return Some(hit);
+        }
+        let (id, layer) = self.tracks.values().find_map(|t| {
+            if t.config.publisher != from || Some(p.payload_type) != t.config.rtx_payload_type {
+                return None;
+            }
+            Some((t.config.id, t.layer_by_mid_rid(p, t.config.rrid_ext)?))
+        })?;
+        self.by_rtx.insert((from, p.ssrc), (id, layer));
+        if let Some(t) = self.tracks.get_mut(&id) {
+            t.layers[layer].rtx_ssrc = Some(p.ssrc);
         }
         Some((id, layer))
     }
@@ -459,25 +682,78 @@ impl MediaRouter {
             self.stats.unknown_stream += 1;
             return;
         };
-        let Some((id, layer)) = self.classify(from, &p) else {
-            // RTX of a known track (or an unknown stream): repairs are not forwarded yet.
-            let is_rtx = self.tracks.values().any(|t| {
-                t.config.publisher == from && Some(p.payload_type) == t.config.rtx_payload_type
-            });
-            if is_rtx {
-                self.stats.rtx_in += 1;
-            } else {
-                self.stats.unknown_stream += 1;
-            }
+        if let Some((id, layer)) = self.classify(from, &p) {
+            self.media(id, layer, &p, packet, false, out, now);
+        } else if let Some((id, layer)) = self.classify_rtx(from, &p) {
+            self.repair(id, layer, &p, out, now);
+        } else {
+            self.stats.unknown_stream += 1;
+        }
+    }
+
+    /// Unwraps an RTX packet (RFC 4588 §4: the original sequence number leads the payload)
+    /// into the packet it repairs, and handles that like any other of its stream.
+    fn repair(
+        &mut self,
+        id: TrackId,
+        layer: usize,
+        p: &RtpPacket<'_>,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) {
+        let Some(t) = self.tracks.get(&id) else {
             return;
         };
+        let media_ssrc = t.layers[layer].ssrc;
+        let (Some(ssrc), [a, b, payload @ ..]) = (media_ssrc, p.payload) else {
+            self.stats.rtx_padding += 1;
+            return;
+        };
+        if payload.is_empty() {
+            self.stats.rtx_padding += 1;
+            return;
+        }
+        let mut original = *p;
+        original.payload = payload;
+        let rw = Rewrite {
+            ssrc,
+            payload_type: t.config.payload_type,
+            sequence: u16::from_be_bytes([*a, *b]),
+            timestamp: p.timestamp,
+            marker: p.marker,
+        };
+        // On the stack: repairs are rare, and the history copies what it keeps.
+        let mut buf = [0u8; MAX_PACKET];
+        let Ok(n) = write_rewritten(&original, &rw, Some, None, &mut buf) else {
+            return;
+        };
+        let Ok(restored) = RtpPacket::parse(&buf[..n]) else {
+            return;
+        };
+        self.stats.rtx_in += 1;
+        self.media(id, layer, &restored, &buf[..n], true, out, now);
+    }
+
+    /// A packet of a known stream (`repair`: unwrapped from RTX): history, receive statistics,
+    /// upstream loss, audio level, and a rewritten copy for each subscriber of its layer.
+    #[allow(clippy::too_many_arguments)]
+    fn media(
+        &mut self,
+        id: TrackId,
+        layer: usize,
+        p: &RtpPacket<'_>,
+        packet: &[u8],
+        repair: bool,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) {
         let mut pli_now = false;
         {
             let Some(t) = self.tracks.get_mut(&id) else {
                 return;
             };
             if p.payload_type != t.config.payload_type {
-                self.stats.rtx_in += u64::from(Some(p.payload_type) == t.config.rtx_payload_type);
+                self.stats.unknown_stream += 1;
                 return;
             }
             let l = &mut t.layers[layer];
@@ -485,10 +761,20 @@ impl MediaRouter {
                 Some(h) => extend(h, p.sequence),
                 None => u64::from(p.sequence) | (1 << 32),
             };
+            if l.history.contains(ext) {
+                self.stats.duplicates += 1;
+                return;
+            }
+            l.missing.on_packet(ext, l.highest, now);
             l.highest = Some(l.highest.map_or(ext, |h| h.max(ext)));
             l.base = Some(l.base.map_or(ext, |b| b.min(ext)));
             l.received += 1;
             l.history.insert(ext, packet, now);
+            if let Some(level) = t.audio_level_ext.and_then(|x| p.extension(x))
+                && let Some(&byte) = level.first()
+            {
+                t.meter.add(byte);
+            }
             if t.pli_pending
                 && t.last_pli
                     .is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL)
@@ -504,7 +790,9 @@ impl MediaRouter {
                 for s in t.subs.iter_mut().filter(|s| s.layer == layer) {
                     let opening = s.waiting_keyframe;
                     if opening {
-                        if !keyframe {
+                        // A late repair does not open the gate: the stream would start behind
+                        // packets already dropped.
+                        if !keyframe || repair {
                             self.stats.gated += 1;
                             continue;
                         }
@@ -523,10 +811,12 @@ impl MediaRouter {
                     let rw = s.rewrite(seq, ts, p.marker);
                     let map = ext_map(forwarded_exts, &s.config.exts);
                     let sent = out.send_rtp(s.config.subscriber, &mut |buf| {
-                        write_rewritten(&p, &rw, &map, buf).unwrap_or(0)
+                        write_rewritten(p, &rw, &map, None, buf).unwrap_or(0)
                     });
                     if sent {
                         s.last_out = Some(now);
+                        s.packets = s.packets.wrapping_add(1);
+                        s.octets = s.octets.wrapping_add(p.payload.len() as u32);
                         self.stats.forwarded += 1;
                     } else if opening {
                         // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
@@ -601,17 +891,19 @@ impl MediaRouter {
                 }
             };
             match p {
-                Rtcp::SenderReport { ssrc, ntp, .. } => {
-                    // From a publisher: remember it for the LSR/DLSR of our receiver reports.
-                    if let Some(&(track, layer)) = self.by_ssrc.get(&(from, ssrc))
-                        && let Some(l) = self
-                            .tracks
-                            .get_mut(&track)
-                            .and_then(|t| t.layers.get_mut(layer))
-                    {
-                        l.last_sr = Some(((ntp >> 16) as u32, now));
+                Rtcp::SenderReport {
+                    ssrc,
+                    ntp,
+                    rtp_ts,
+                    reports,
+                    ..
+                } => {
+                    if let Some(&(track, layer)) = self.by_ssrc.get(&(from, ssrc)) {
+                        self.forward_sender_report(track, layer, ntp, rtp_ts, out, now);
                     }
+                    self.receiver_reports(from, reports, now);
                 }
+                Rtcp::ReceiverReport { reports, .. } => self.receiver_reports(from, reports, now),
                 Rtcp::Pli { media_ssrc, .. } => {
                     if let Some(&track) = self.by_sub_ssrc.get(&(from, media_ssrc)) {
                         self.request_keyframe(track, out, now);
@@ -639,6 +931,73 @@ impl MediaRouter {
                 _ => {}
             }
         }
+    }
+
+    /// A publisher's sender report: remembered for the LSR/DLSR of our receiver reports, and
+    /// rewritten for each subscriber of the layer — same NTP time, the subscriber's timestamp
+    /// and counts — so its receiver can line audio up with video (RFC 3550 §6.4.1).
+    fn forward_sender_report(
+        &mut self,
+        track: TrackId,
+        layer: usize,
+        ntp: u64,
+        rtp_ts: u32,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let Some(l) = t.layers.get_mut(layer) else {
+            return;
+        };
+        let mid = (ntp >> 16) as u32;
+        l.last_sr = Some((mid, now));
+        for s in t
+            .subs
+            .iter_mut()
+            .filter(|s| s.layer == layer && s.packets > 0 && !s.waiting_keyframe)
+        {
+            let Some(ts) = s.rewriter.timestamp_of(rtp_ts) else {
+                continue;
+            };
+            let (ssrc, packets, octets) = (s.config.ssrc, s.packets, s.octets);
+            if out.send_rtcp(s.config.subscriber, &mut |buf| {
+                let mut w = rtcp::Writer::new(buf);
+                w.sender_report(ssrc, ntp, ts, packets, octets)
+                    .map_or(0, |()| w.len())
+            }) {
+                s.sent_reports.rotate_right(1);
+                s.sent_reports[0] = Some((mid, now));
+                self.stats.sender_reports += 1;
+            }
+        }
+    }
+
+    /// A subscriber's report blocks about the streams Ringcast sends it: RTT and loss.
+    fn receiver_reports(&mut self, from: TransportId, reports: rtcp::Reports<'_>, now: Instant) {
+        for b in reports {
+            let Some(&track) = self.by_sub_ssrc.get(&(from, b.ssrc)) else {
+                continue;
+            };
+            if let Some(s) = self.tracks.get_mut(&track).and_then(|t| {
+                t.subs
+                    .iter_mut()
+                    .find(|s| s.config.subscriber == from && s.config.ssrc == b.ssrc)
+            }) {
+                s.on_report(&b, now);
+            }
+        }
+    }
+
+    /// The RTT to a subscriber, as its reports measured it.
+    pub fn subscriber_rtt(&self, track: TrackId, subscriber: TransportId) -> Option<Duration> {
+        self.tracks
+            .get(&track)?
+            .subs
+            .iter()
+            .find(|s| s.config.subscriber == subscriber)?
+            .rtt
     }
 
     /// Resends one NACKed packet to a subscriber, rewritten as it was first sent.
@@ -671,7 +1030,8 @@ impl MediaRouter {
             self.stats.retransmits_refused += 1;
             return;
         }
-        let Ok(stored) = layer.history.resend(in_ext, now, DEFAULT_RTT) else {
+        let rtt = s.rtt.unwrap_or(DEFAULT_RTT);
+        let Ok(stored) = layer.history.resend(in_ext, now, rtt) else {
             self.stats.retransmits_refused += 1;
             return;
         };
@@ -681,11 +1041,28 @@ impl MediaRouter {
         let Some(ts) = s.rewriter.timestamp_of(p.timestamp) else {
             return;
         };
-        let rw = s.rewrite(out_seq, ts, p.marker);
+        // RTX where negotiated: the subscriber's own sequence space for repairs, the original
+        // number first in the payload. Else the original packet again.
+        let (rw, osn) = match s.config.rtx {
+            Some(rtx) => (
+                Rewrite {
+                    ssrc: rtx.ssrc,
+                    payload_type: rtx.payload_type,
+                    sequence: s.rtx_seq,
+                    timestamp: ts,
+                    marker: p.marker,
+                },
+                Some(out_seq),
+            ),
+            None => (s.rewrite(out_seq, ts, p.marker), None),
+        };
         let map = ext_map(&t.config.forwarded_exts, &s.config.exts);
         if out.send_rtp(subscriber, &mut |buf| {
-            write_rewritten(&p, &rw, &map, buf).unwrap_or(0)
+            write_rewritten(&p, &rw, &map, osn, buf).unwrap_or(0)
         }) {
+            if osn.is_some() {
+                s.rtx_seq = s.rtx_seq.wrapping_add(1);
+            }
             self.stats.retransmitted += 1;
         }
     }
@@ -743,6 +1120,18 @@ impl Router for MediaRouter {
                 "ringcast_rtcp_malformed_total",
                 s.malformed_rtcp - p.malformed_rtcp,
             ),
+            ("ringcast_rtx_unwrapped_total", s.rtx_in - p.rtx_in),
+            ("ringcast_rtx_padding_total", s.rtx_padding - p.rtx_padding),
+            ("ringcast_rtp_duplicates_total", s.duplicates - p.duplicates),
+            ("ringcast_nacks_sent_total", s.nacks_sent - p.nacks_sent),
+            (
+                "ringcast_packets_nacked_upstream_total",
+                s.nacked_upstream - p.nacked_upstream,
+            ),
+            (
+                "ringcast_sender_reports_sent_total",
+                s.sender_reports - p.sender_reports,
+            ),
         ];
         for (name, delta) in counters {
             metrics::counter!(name, "shard" => shard.clone()).increment(delta);
@@ -752,6 +1141,10 @@ impl Router for MediaRouter {
 
     fn handle_timeout(&mut self, io: &mut RouteIo<'_>, now: Instant) {
         self.timeout(io, now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        MediaRouter::poll_timeout(self)
     }
 }
 

@@ -168,11 +168,13 @@ pub struct Rewrite {
 
 /// Writes `pkt` with `rw` applied into `out`, keeping only the header extensions `map` gives an
 /// id for (publisher id → subscriber id) in the one-byte form where they fit, two-byte
-/// otherwise. Returns the packet length. CSRCs are kept; padding is dropped.
+/// otherwise. With `rtx_osn`, the payload is prefixed with that original sequence number: an
+/// RTX packet (RFC 4588 §4). Returns the packet length. CSRCs are kept; padding is dropped.
 pub fn write_rewritten(
     pkt: &RtpPacket<'_>,
     rw: &Rewrite,
     map: impl Fn(u8) -> Option<u8>,
+    rtx_osn: Option<u16>,
     out: &mut [u8],
 ) -> Result<usize, RtpError> {
     let fixed = 12 + pkt.csrc.len();
@@ -229,6 +231,13 @@ pub fn write_rewritten(
         at = start + padded;
     }
     out[0] = 0x80 | (u8::from(any) << 4) | cc;
+    if let Some(osn) = rtx_osn {
+        if out.len() < at + 2 {
+            return Err(RtpError::NoRoom);
+        }
+        out[at..at + 2].copy_from_slice(&osn.to_be_bytes());
+        at += 2;
+    }
     let end = at + pkt.payload.len();
     if out.len() < end {
         return Err(RtpError::NoRoom);
@@ -281,7 +290,7 @@ mod tests {
         };
         let mut out = [0u8; 200];
         // Keep id 3 as id 5, drop id 1.
-        let n = write_rewritten(&p, &rw, |id| (id == 3).then_some(5), &mut out).unwrap();
+        let n = write_rewritten(&p, &rw, |id| (id == 3).then_some(5), None, &mut out).unwrap();
         let q = RtpPacket::parse(&out[..n]).unwrap();
         assert_eq!(
             (q.ssrc, q.payload_type, q.sequence, q.timestamp, q.marker),
@@ -292,18 +301,37 @@ mod tests {
         assert_eq!(q.payload, b"payload!");
         assert_eq!(q.csrc, &[0, 0, 0, 9]);
         // No extension kept: no extension block at all.
-        let n = write_rewritten(&p, &rw, |_| None, &mut out).unwrap();
+        let n = write_rewritten(&p, &rw, |_| None, None, &mut out).unwrap();
         assert_eq!(out[0] & 0x10, 0);
         assert_eq!(n, 16 + 8);
         // An id above 14 switches to the two-byte form.
-        let n = write_rewritten(&p, &rw, |id| Some(id + 20), &mut out).unwrap();
+        let n = write_rewritten(&p, &rw, |id| Some(id + 20), None, &mut out).unwrap();
         let q = RtpPacket::parse(&out[..n]).unwrap();
         let exts: Vec<(u8, &[u8])> = q.extensions().map(|e| (e.id, e.data)).collect();
         assert_eq!(exts, [(21, &[0x7F][..]), (23, &[0xA, 0xB, 0xC][..])]);
         assert_eq!(
-            write_rewritten(&p, &rw, |_| None, &mut [0u8; 10]),
+            write_rewritten(&p, &rw, |_| None, None, &mut [0u8; 10]),
             Err(RtpError::NoRoom)
         );
+    }
+
+    #[test]
+    fn writes_rtx_with_the_original_sequence_first() {
+        let b = sample();
+        let p = RtpPacket::parse(&b).unwrap();
+        let rw = Rewrite {
+            ssrc: 0xFEED,
+            payload_type: 97,
+            sequence: 1,
+            timestamp: 0xAABB_CCDD,
+            marker: true,
+        };
+        let mut out = [0u8; 200];
+        let n = write_rewritten(&p, &rw, |_| None, Some(0x1234), &mut out).unwrap();
+        let q = RtpPacket::parse(&out[..n]).unwrap();
+        assert_eq!((q.ssrc, q.payload_type, q.sequence), (0xFEED, 97, 1));
+        assert_eq!(&q.payload[..2], &[0x12, 0x34]);
+        assert_eq!(&q.payload[2..], b"payload!");
     }
 
     #[test]
@@ -326,7 +354,7 @@ mod tests {
                 let _ = p.extensions().count();
                 let mut out = [0u8; 512];
                 let rw = Rewrite { ssrc: 1, payload_type: 1, sequence: 1, timestamp: 1, marker: true };
-                let _ = write_rewritten(&p, &rw, Some, &mut out);
+                let _ = write_rewritten(&p, &rw, Some, Some(7), &mut out);
             }
         }
     }

@@ -54,6 +54,7 @@ fn video_track(encodings: Vec<EncodingConfig>) -> TrackConfig {
         mid: "1".into(),
         mid_ext: Some(4),
         rid_ext: Some(10),
+        rrid_ext: Some(11),
         forwarded_exts: vec![(2, ForwardedExt::AbsSendTime)],
         encodings,
     }
@@ -65,6 +66,7 @@ fn sub(subscriber: TransportId, ssrc: u32) -> SubscriptionConfig {
         subscriber,
         ssrc,
         payload_type: 100,
+        rtx: None,
         exts: vec![(ForwardedExt::AbsSendTime, 7)],
     }
 }
@@ -110,6 +112,7 @@ fn single() -> Vec<EncodingConfig> {
     vec![EncodingConfig {
         rid: None,
         ssrc: Some(0x5000),
+        rtx_ssrc: None,
     }]
 }
 
@@ -153,14 +156,17 @@ fn simulcast_ssrcs_are_learned_from_mid_and_rid() {
         EncodingConfig {
             rid: Some("q".into()),
             ssrc: None,
+            rtx_ssrc: None,
         },
         EncodingConfig {
             rid: Some("h".into()),
             ssrc: None,
+            rtx_ssrc: None,
         },
         EncodingConfig {
             rid: Some("f".into()),
             ssrc: None,
+            rtx_ssrc: None,
         },
     ];
     let (mut r, mut out, now) = router_with(layers);
@@ -377,10 +383,15 @@ fn publishers_get_receiver_reports_and_remb() {
         r.rtp(PUB, &vp8(0x5000, seq, 0, true, None), &mut out, now);
     }
     r.timeout(&mut out, now);
-    let [(to, pkt)] = &out.rtcp[..] else {
+    // The reports, then a NACK for the missing packet (the next test's subject).
+    let [(to, pkt), (_, nack)] = &out.rtcp[..] else {
         panic!("{:?}", out.rtcp)
     };
     assert_eq!(*to, PUB);
+    assert!(matches!(
+        rtcp::read(nack).next(),
+        Some(Ok(Rtcp::Nack { .. }))
+    ));
     let pkts: Vec<Rtcp<'_>> = rtcp::read(pkt).map(Result::unwrap).collect();
     let Rtcp::ReceiverReport { reports, .. } = pkts[0] else {
         panic!("{:?}", pkts[0])
@@ -396,9 +407,14 @@ fn publishers_get_receiver_reports_and_remb() {
         panic!("{:?}", pkts[1])
     };
     assert!(bitrate_bps > 2_900_000);
-    // Not again before the interval.
+    // Not again before the interval (the NACK is retried meanwhile).
     r.timeout(&mut out, now + Duration::from_millis(500));
-    assert_eq!(out.rtcp.len(), 1);
+    let reports = out
+        .rtcp
+        .iter()
+        .filter(|(_, b)| matches!(rtcp::read(b).next(), Some(Ok(Rtcp::ReceiverReport { .. }))))
+        .count();
+    assert_eq!(reports, 1);
 }
 
 #[test]
@@ -426,4 +442,321 @@ fn the_gate_opens_only_on_a_keyframe_that_was_sent() {
         now + PLI_INTERVAL,
     );
     assert_eq!(out.rtp.len(), 1);
+}
+
+fn with_rtx(mut c: SubscriptionConfig) -> SubscriptionConfig {
+    c.rtx = Some(RtxConfig {
+        ssrc: c.ssrc + 1,
+        payload_type: 101,
+    });
+    c
+}
+
+/// An RTX packet (payload type 97) repairing `osn`: the original sequence number, then a
+/// VP8 delta-frame payload. Extensions: MID (4) and repaired-RID (11), when given.
+fn rtx(ssrc: u32, seq: u16, osn: u16, ts: u32, mid_rrid: Option<(&str, &str)>) -> Vec<u8> {
+    let mut p = vec![0x80, 97];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    if let Some((mid, rrid)) = mid_rrid {
+        p[0] |= 0x10;
+        let mut ext = vec![0x40 | (mid.len() as u8 - 1)];
+        ext.extend_from_slice(mid.as_bytes());
+        ext.push(0xB0 | (rrid.len() as u8 - 1));
+        ext.extend_from_slice(rrid.as_bytes());
+        while ext.len() % 4 != 0 {
+            ext.push(0);
+        }
+        p.extend_from_slice(&[0xBE, 0xDE]);
+        p.extend_from_slice(&((ext.len() / 4) as u16).to_be_bytes());
+        p.extend_from_slice(&ext);
+    }
+    p.extend_from_slice(&osn.to_be_bytes());
+    p.extend_from_slice(&[0x10, 0x01, 0x9D, 0x01, 0x2A]);
+    p
+}
+
+fn nack_datagram(media_ssrc: u32, lost: &[u16]) -> Vec<u8> {
+    let mut b = vec![0u8; 256];
+    let mut w = rtcp::Writer::new(&mut b);
+    w.nack(99, media_ssrc, lost).unwrap();
+    let n = w.len();
+    b.truncate(n);
+    b
+}
+
+/// The NACKed sequence numbers in the RTCP sent to `to`.
+fn nacked(out: &Recorder, to: TransportId) -> Vec<u16> {
+    out.rtcp
+        .iter()
+        .filter(|(t, _)| *t == to)
+        .flat_map(|(_, b)| rtcp::read(b).collect::<Vec<_>>())
+        .filter_map(|p| match p {
+            Ok(Rtcp::Nack { items, .. }) => Some(items.lost().collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn nacks_are_answered_with_rtx_where_the_subscriber_negotiated_it() {
+    let (mut r, mut out, now) = router_with(single());
+    r.command(
+        MediaCommand::Subscribe(with_rtx(sub(SUB_A, 0xA))),
+        &mut out,
+        now,
+    );
+    for seq in 1..=4u16 {
+        r.rtp(
+            PUB,
+            &vp8(0x5000, seq, u32::from(seq) * 3000, seq == 1, None),
+            &mut out,
+            now,
+        );
+    }
+    let sent: Vec<RtpPacket<'_>> = out
+        .rtp
+        .iter()
+        .map(|(_, b)| RtpPacket::parse(b).unwrap())
+        .collect();
+    let mut out2 = Recorder::default();
+    r.rtcp(
+        SUB_A,
+        &nack_datagram(0xA, &[sent[1].sequence, sent[2].sequence]),
+        &mut out2,
+        now,
+    );
+    let repairs: Vec<RtpPacket<'_>> = out2
+        .rtp
+        .iter()
+        .map(|(_, b)| RtpPacket::parse(b).unwrap())
+        .collect();
+    assert_eq!(repairs.len(), 2);
+    for (i, (re, orig)) in repairs.iter().zip(&sent[1..3]).enumerate() {
+        assert_eq!((re.ssrc, re.payload_type), (0xB, 101), "the RTX stream");
+        assert_eq!(
+            re.sequence,
+            0xBu16.wrapping_add(i as u16),
+            "its own numbering"
+        );
+        assert_eq!(re.timestamp, orig.timestamp);
+        assert_eq!(re.payload[..2], orig.sequence.to_be_bytes(), "OSN first");
+        assert_eq!(&re.payload[2..], orig.payload);
+    }
+}
+
+#[test]
+fn upstream_loss_is_nacked_and_the_rtx_repair_fills_the_hole() {
+    let encodings = vec![EncodingConfig {
+        rid: None,
+        ssrc: Some(0x5000),
+        rtx_ssrc: Some(0x5001),
+    }];
+    let (mut r, mut out, now) = router_with(encodings);
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
+    for seq in [1u16, 2, 4] {
+        r.rtp(
+            PUB,
+            &vp8(0x5000, seq, u32::from(seq) * 3000, seq == 1, None),
+            &mut out,
+            now,
+        );
+    }
+    assert_eq!(out.rtp.len(), 3);
+    let first = RtpPacket::parse(&out.rtp[0].1).unwrap().sequence;
+    out.rtcp.clear();
+    r.timeout(&mut out, now);
+    assert_eq!(nacked(&out, PUB), [3], "the publisher is asked for 3");
+    // Not again within the retry interval.
+    r.timeout(&mut out, now + Duration::from_millis(5));
+    assert_eq!(nacked(&out, PUB), [3]);
+    // The repair arrives on the RTX SSRC: unwrapped and forwarded in its place.
+    let later = now + Duration::from_millis(30);
+    r.rtp(PUB, &rtx(0x5001, 900, 3, 9000, None), &mut out, later);
+    let re = RtpPacket::parse(&out.rtp[3].1).unwrap();
+    assert_eq!(
+        (re.ssrc, re.payload_type, re.sequence),
+        (0xA, 100, first.wrapping_add(2))
+    );
+    assert_eq!(re.payload, &[0x10, 0x01, 0x9D, 0x01, 0x2A]);
+    assert_eq!(r.stats.rtx_in, 1);
+    // A second copy is a duplicate; an RTX without media is a probe.
+    r.rtp(PUB, &rtx(0x5001, 901, 3, 9000, None), &mut out, later);
+    let mut probe = rtx(0x5001, 902, 0, 0, None);
+    probe.truncate(12);
+    r.rtp(PUB, &probe, &mut out, later);
+    assert_eq!(out.rtp.len(), 4);
+    assert_eq!((r.stats.duplicates, r.stats.rtx_padding), (1, 1));
+    // Repaired: no more NACKs for it.
+    out.rtcp.clear();
+    r.timeout(&mut out, later + Duration::from_millis(100));
+    assert!(nacked(&out, PUB).is_empty());
+}
+
+#[test]
+fn unsignalled_rtx_is_learned_from_mid_and_repaired_rid() {
+    let layers = ["q", "f"]
+        .iter()
+        .map(|rid| EncodingConfig {
+            rid: Some((*rid).into()),
+            ssrc: None,
+            rtx_ssrc: None,
+        })
+        .collect();
+    let (mut r, mut out, now) = router_with(layers);
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
+    for seq in [1u16, 3] {
+        r.rtp(
+            PUB,
+            &vp8(0x5F, seq, 0, seq == 1, Some(("1", "f"))),
+            &mut out,
+            now,
+        );
+    }
+    r.rtp(PUB, &rtx(0x6F, 1, 2, 0, Some(("1", "f"))), &mut out, now);
+    assert_eq!(r.stats.rtx_in, 1);
+    let seqs: Vec<u16> = out
+        .rtp
+        .iter()
+        .map(|(_, b)| RtpPacket::parse(b).unwrap().sequence)
+        .collect();
+    assert_eq!(seqs, [1, 3, 2], "the repair takes its original place");
+    // Known by SSRC from now on, even without the extensions.
+    r.rtp(PUB, &rtx(0x6F, 2, 3, 0, None), &mut out, now);
+    assert_eq!(r.stats.duplicates, 1);
+}
+
+#[test]
+fn sender_reports_are_rewritten_and_receiver_reports_give_the_rtt() {
+    let (mut r, mut out, now) = router_with(single());
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
+    for seq in 1..=2u16 {
+        r.rtp(
+            PUB,
+            &vp8(0x5000, seq, 1000 + u32::from(seq) * 3000, seq == 1, None),
+            &mut out,
+            now,
+        );
+    }
+    let last_ts = RtpPacket::parse(&out.rtp[1].1).unwrap().timestamp;
+    let payload_bytes: usize = out
+        .rtp
+        .iter()
+        .map(|(_, b)| RtpPacket::parse(b).unwrap().payload.len())
+        .sum();
+    out.rtcp.clear();
+    let ntp: u64 = 0xE000_0000_1234_5678;
+    let mut b = [0u8; 64];
+    let mut w = rtcp::Writer::new(&mut b);
+    w.sender_report(0x5000, ntp, 1000 + 2 * 3000, 2, 10)
+        .unwrap();
+    let n = w.len();
+    r.rtcp(PUB, &b[..n], &mut out, now);
+    let [(to, sr)] = &out.rtcp[..] else {
+        panic!("{:?}", out.rtcp)
+    };
+    assert_eq!(*to, SUB_A);
+    let Some(Ok(Rtcp::SenderReport {
+        ssrc,
+        ntp: n2,
+        rtp_ts,
+        packets,
+        octets,
+        ..
+    })) = rtcp::read(sr).next()
+    else {
+        panic!("{sr:?}")
+    };
+    assert_eq!((ssrc, n2, rtp_ts), (0xA, ntp, last_ts));
+    assert_eq!((packets, octets as usize), (2, payload_bytes));
+    // The subscriber's report 60 ms later, having held the SR for 10 ms: RTT 50 ms.
+    let block = rtcp::ReportBlock {
+        ssrc: 0xA,
+        fraction_lost: 0,
+        cumulative_lost: 0,
+        highest_seq: 2,
+        jitter: 0,
+        last_sr: (ntp >> 16) as u32,
+        delay_since_last_sr: 655,
+    };
+    let mut b = [0u8; 64];
+    let mut w = rtcp::Writer::new(&mut b);
+    w.receiver_report(0x77, &[block]).unwrap();
+    let n = w.len();
+    r.rtcp(SUB_A, &b[..n], &mut out, now + Duration::from_millis(60));
+    let rtt = r.subscriber_rtt(10, SUB_A).unwrap();
+    assert!(
+        rtt >= Duration::from_millis(49) && rtt <= Duration::from_millis(51),
+        "{rtt:?}"
+    );
+}
+
+/// An Opus packet with the audio-level extension (id 1) at `level` -dBov.
+fn opus(seq: u16, level: u8) -> Vec<u8> {
+    let mut p = vec![0x90, 111];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 960).to_be_bytes());
+    p.extend_from_slice(&0x7000u32.to_be_bytes());
+    p.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, 0x80 | level, 0, 0]);
+    p.extend_from_slice(&[0xFC, 0xFF, 0xFE]);
+    p
+}
+
+#[test]
+fn active_speakers_follow_the_audio_level() {
+    use std::sync::{Arc, Mutex};
+    let reports: Arc<Mutex<Vec<Vec<TrackId>>>> = Arc::default();
+    let sink = reports.clone();
+    let mut r = MediaRouter::with_speaker_sink(Box::new(move |s: &[(TrackId, f32)]| {
+        sink.lock()
+            .unwrap()
+            .push(s.iter().map(|(t, _)| *t).collect());
+    }));
+    let mut out = Recorder::default();
+    let t0 = Instant::now();
+    r.command(
+        MediaCommand::AddTrack(TrackConfig {
+            id: 20,
+            publisher: PUB,
+            codec: CodecName::Opus,
+            clock_rate: 48_000,
+            payload_type: 111,
+            rtx_payload_type: None,
+            mid: "0".into(),
+            mid_ext: None,
+            rid_ext: None,
+            rrid_ext: None,
+            forwarded_exts: vec![(1, ForwardedExt::AudioLevel)],
+            encodings: vec![EncodingConfig {
+                rid: None,
+                ssrc: Some(0x7000),
+                rtx_ssrc: None,
+            }],
+        }),
+        &mut out,
+        t0,
+    );
+    let mut seq = 0u16;
+    let mut interval = |r: &mut MediaRouter, out: &mut Recorder, i: u32, level: u8| {
+        for _ in 0..10 {
+            seq += 1;
+            r.rtp(PUB, &opus(seq, level), out, t0);
+        }
+        r.timeout(out, t0 + SPEAKER_INTERVAL * i);
+    };
+    interval(&mut r, &mut out, 0, 127);
+    assert!(
+        reports.lock().unwrap().is_empty(),
+        "silence: nothing changed"
+    );
+    interval(&mut r, &mut out, 1, 20);
+    assert_eq!(*reports.lock().unwrap(), [vec![20]]);
+    interval(&mut r, &mut out, 2, 20);
+    assert_eq!(reports.lock().unwrap().len(), 1, "reported on change only");
+    for i in 3..20 {
+        interval(&mut r, &mut out, i, 127);
+    }
+    assert_eq!(*reports.lock().unwrap(), [vec![20], vec![]], "then quiet");
 }
