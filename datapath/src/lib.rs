@@ -4,6 +4,7 @@
 //! `ice` (ICE-lite per transport), `srtp` (RFC 3711 / RFC 7714 contexts). Only the shard loop
 //! does IO and reads the clock.
 
+pub mod alloc_count;
 pub mod dtls;
 mod fallback;
 pub mod ice;

@@ -348,52 +348,8 @@ fn demux_follows_rfc7983() {
     assert_eq!(classify(&[]), Kind::Other);
 }
 
-/// Counts heap allocations made on the current thread while enabled.
-mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        static ON: Cell<bool> = const { Cell::new(false) };
-        static COUNT: Cell<usize> = const { Cell::new(0) };
-    }
-
-    // SAFETY: forwards to the system allocator; only counts.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            if ON.with(Cell::get) {
-                COUNT.with(|c| c.set(c.get() + 1));
-            }
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(l) }
-        }
-        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-            // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(p, l) }
-        }
-        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-            if ON.with(Cell::get) {
-                COUNT.with(|c| c.set(c.get() + 1));
-            }
-            // SAFETY: same contract as the caller's.
-            unsafe { System.realloc(p, l, n) }
-        }
-    }
-
-    /// Allocations `f` makes on this thread.
-    pub fn count(f: impl FnOnce()) -> usize {
-        COUNT.with(|c| c.set(0));
-        ON.with(|o| o.set(true));
-        f();
-        ON.with(|o| o.set(false));
-        COUNT.with(Cell::get)
-    }
-}
-
 #[global_allocator]
-static ALLOC: counting::Counting = counting::Counting;
+static ALLOC: crate::alloc_count::Counting = crate::alloc_count::Counting;
 
 #[test]
 fn srtp_receive_and_fanout_path_does_not_allocate() {
@@ -434,7 +390,7 @@ fn srtp_receive_and_fanout_path_does_not_allocate() {
         }
     };
     drain(&mut core, &mut queued);
-    let allocations = counting::count(|| {
+    let allocations = crate::alloc_count::count(|| {
         for p in batch.iter_mut().skip(1) {
             core.handle_datagram(peer.addr, p, now);
             drain(&mut core, &mut queued);
@@ -445,7 +401,7 @@ fn srtp_receive_and_fanout_path_does_not_allocate() {
     assert_eq!(allocations, 0, "allocations on the SRTP receive path");
     // The counter itself sees allocations.
     assert_eq!(
-        counting::count(|| drop(std::hint::black_box(vec![1u8; 64]))),
+        crate::alloc_count::count(|| drop(std::hint::black_box(vec![1u8; 64]))),
         1
     );
 }

@@ -314,6 +314,8 @@ pub struct MediaRouter {
     next_levels: Option<Instant>,
     speaker_sink: Option<SpeakerSink>,
     last_speakers: Vec<TrackId>,
+    /// Reused by every level sample.
+    speakers_scratch: Vec<(TrackId, f32)>,
     /// `stats` as last published.
     published: RouterStats,
     tracks: HashMap<TrackId, Track>,
@@ -550,7 +552,8 @@ impl MediaRouter {
 
     /// Samples every audio track's level; tells the speaker sink when who speaks changed.
     fn sample_levels(&mut self) {
-        let mut active: Vec<(TrackId, f32)> = Vec::new();
+        let mut active = std::mem::take(&mut self.speakers_scratch);
+        active.clear();
         for t in self.tracks.values_mut() {
             if t.audio_level_ext.is_none() {
                 continue;
@@ -566,11 +569,13 @@ impl MediaRouter {
             .map(|a| a.0)
             .ne(self.last_speakers.iter().copied())
         {
-            self.last_speakers = active.iter().map(|a| a.0).collect();
+            self.last_speakers.clear();
+            self.last_speakers.extend(active.iter().map(|a| a.0));
             if let Some(sink) = &mut self.speaker_sink {
                 sink(&active);
             }
         }
+        self.speakers_scratch = active;
     }
 
     /// When `timeout` next has work to do.
@@ -848,21 +853,21 @@ impl MediaRouter {
             t.pli_pending = true;
             return;
         }
-        let mut waiting: Vec<usize> = t
-            .subs
-            .iter()
-            .filter(|s| s.waiting_keyframe)
-            .map(|s| s.layer)
-            .collect();
-        if waiting.is_empty() {
+        // Layers as a bit set (a track has at most a handful): no allocation.
+        let layers_of = |waiting_only: bool| {
+            t.subs
+                .iter()
+                .filter(|s| !waiting_only || s.waiting_keyframe)
+                .fold(0u64, |m, s| m | (1u64 << s.layer.min(63)))
+        };
+        let mut waiting = layers_of(true);
+        if waiting == 0 {
             // An explicit request (a subscriber's PLI): every layer that is sent to someone.
-            waiting = t.subs.iter().map(|s| s.layer).collect();
+            waiting = layers_of(false);
         }
-        waiting.sort_unstable();
-        waiting.dedup();
         let mut sent_any = false;
         let mut unknown = false;
-        for layer in waiting {
+        for layer in (0..64).filter(|i| waiting & (1 << i) != 0) {
             let Some(media) = t.layers.get(layer).and_then(|l| l.ssrc) else {
                 unknown = true;
                 continue;
