@@ -1,8 +1,7 @@
-//! Ringcast's SFU crate: the `ringcast` server binary's parts (configuration, wiring, logging).
-//! Media routing (rooms → tracks → subscriptions on the shards) lands here with the datapath.
+//! Ringcast's SFU crate: the `ringcast` server binary's parts (configuration, wiring, logging,
+//! the demo page). Media routing is `ringcast-media`; this wires it into the datapath.
 
 pub mod config;
-pub mod media;
 pub mod media_plane;
 pub mod server;
 pub mod telemetry;

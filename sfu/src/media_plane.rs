@@ -18,7 +18,7 @@ use ringcast_datapath::{
     Command, Datapath, DatapathConfig, Event, RemoteConfig, SendError, TransportConfig,
 };
 
-use crate::media::router::{
+use ringcast_media::router::{
     EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
     TrackConfig,
 };

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use ringcast_control::codec::CodecName;
 use ringcast_datapath::TransportId;
 use ringcast_datapath::alloc_count::{Counting, count};
-use ringcast_sfu::media::router::{
+use ringcast_media::router::{
     Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
     TrackConfig,
 };
-use ringcast_sfu::media::rtcp;
+use ringcast_media::rtcp;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

@@ -1,7 +1,7 @@
 //! Router scenarios with a recording egress: what each subscriber receives.
 
 use super::*;
-use crate::media::rtp::RtpPacket;
+use crate::rtp::RtpPacket;
 
 #[derive(Default)]
 struct Recorder {

@@ -1,4 +1,6 @@
-//! Media routing: what the shards do to each packet between a publisher and a subscriber.
+//! Ringcast's media routing: what the shards do to each packet between a publisher and a
+//! subscriber (the datapath's `Router`). Its own crate so it builds, tests and fuzzes without
+//! the server around it.
 //!
 //! Pure functions and small state machines (no IO, no clock, no allocation per packet), table
 //! tested: `rtp` (header view and rewriting into a send buffer), `keyframe` (codec keyframe

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use ringcast_control::codec::CodecName;
 use ringcast_datapath::TransportId;
-use ringcast_sfu::media::router::{
+use ringcast_media::router::{
     Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
     TrackConfig,
 };
-use ringcast_sfu::media::rtcp::{self, Rtcp};
-use ringcast_sfu::media::rtp::RtpPacket;
-use ringcast_sfu::media::sequence::extend;
+use ringcast_media::rtcp::{self, Rtcp};
+use ringcast_media::rtp::RtpPacket;
+use ringcast_media::sequence::extend;
 
 const TICK: Duration = Duration::from_millis(5);
 const FRAME: Duration = Duration::from_micros(33_333);

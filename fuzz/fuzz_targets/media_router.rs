@@ -1,0 +1,116 @@
+//! Arbitrary RTP and RTCP from publishers and subscribers into a media router with a simulcast
+//! video track (SSRCs learned from MID/RID, RTX), an audio track, and subscribers with and
+//! without RTX: the router never panics, and everything it sends parses (RTP with the
+//! subscriber's SSRC or its RTX SSRC; RTCP as a whole compound packet).
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use ringcast_control::codec::CodecName;
+use ringcast_datapath::TransportId;
+use ringcast_media::router::{
+    Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig,
+    SubscriptionConfig, TrackConfig,
+};
+use ringcast_media::{rtcp, rtp::RtpPacket};
+
+/// Subscriber SSRCs: 0x100 * transport (+1 for RTX).
+struct Checked {
+    buf: Vec<u8>,
+}
+
+impl Egress for Checked {
+    fn send_rtp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        let n = write(&mut self.buf);
+        if n == 0 {
+            return false;
+        }
+        let p = RtpPacket::parse(&self.buf[..n]).expect("the router wrote bad RTP");
+        let base = 0x100 * to as u32;
+        assert!(p.ssrc == base || p.ssrc == base + 1, "wrong SSRC for {to}");
+        true
+    }
+
+    fn send_rtcp(&mut self, _to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        let n = write(&mut self.buf);
+        if n == 0 {
+            return false;
+        }
+        assert!(rtcp::read(&self.buf[..n]).all(|p| p.is_ok()), "the router wrote bad RTCP");
+        true
+    }
+}
+
+fn track(id: u64, codec: CodecName, pt: u8, rids: &[&str]) -> TrackConfig {
+    TrackConfig {
+        id,
+        publisher: 1,
+        codec,
+        clock_rate: codec.clock_rate(),
+        payload_type: pt,
+        rtx_payload_type: (codec != CodecName::Opus).then_some(pt + 1),
+        mid: id.to_string(),
+        mid_ext: Some(4),
+        rid_ext: Some(10),
+        rrid_ext: Some(11),
+        forwarded_exts: vec![(1, ForwardedExt::AudioLevel), (2, ForwardedExt::AbsSendTime)],
+        encodings: if rids.is_empty() {
+            vec![EncodingConfig { rid: None, ssrc: Some(0x50), rtx_ssrc: Some(0x51) }]
+        } else {
+            rids.iter()
+                .map(|r| EncodingConfig { rid: Some((*r).into()), ssrc: None, rtx_ssrc: None })
+                .collect()
+        },
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut r = MediaRouter::with_speaker_sink(Box::new(|_| {}));
+    let mut out = Checked { buf: vec![0; 1500] };
+    let t0 = Instant::now();
+    r.command(MediaCommand::AddTrack(track(0, CodecName::Opus, 111, &[])), &mut out, t0);
+    r.command(MediaCommand::AddTrack(track(1, CodecName::Vp8, 96, &["q", "h", "f"])), &mut out, t0);
+    for sub in 2..4u64 {
+        for t in 0..2 {
+            r.command(
+                MediaCommand::Subscribe(SubscriptionConfig {
+                    track: t,
+                    subscriber: sub,
+                    ssrc: 0x100 * sub as u32,
+                    payload_type: 100,
+                    rtx: (sub == 2).then_some(RtxConfig {
+                        ssrc: 0x100 * sub as u32 + 1,
+                        payload_type: 101,
+                    }),
+                    exts: vec![(ForwardedExt::AbsSendTime, 3)],
+                }),
+                &mut out,
+                t0,
+            );
+        }
+    }
+    // Chunks: [control byte, length, bytes...]. Control: bits 0-1 sender (1 publisher, 2-3
+    // subscribers), bit 2 RTCP, bits 3-7 milliseconds to advance; 0xFF toggles a mute.
+    let mut now = t0;
+    let mut rest = data;
+    while let [ctl, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (datagram, next) = tail.split_at(n);
+        rest = next;
+        now += Duration::from_millis(u64::from(ctl >> 3));
+        if *ctl == 0xFF {
+            r.command(MediaCommand::SetMuted { track: 1, muted: n % 2 == 0 }, &mut out, now);
+            continue;
+        }
+        let from = u64::from(ctl & 3).max(1);
+        if ctl & 4 != 0 {
+            r.rtcp(from, datagram, &mut out, now);
+        } else {
+            r.rtp(from, datagram, &mut out, now);
+        }
+        r.timeout(&mut out, now);
+    }
+    r.transport_removed(1);
+    r.timeout(&mut out, now + Duration::from_secs(2));
+});
