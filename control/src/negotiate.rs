@@ -607,6 +607,9 @@ pub struct SubscriberAnswer {
     pub rejected: Vec<Rejection>,
     /// Header extensions the subscriber accepted, per mid (Ringcast's ids).
     pub extensions: Vec<(String, Vec<ExtMap>)>,
+    /// Mids whose answer left out the offered RTX payload type: repairs there must repeat the
+    /// original packets, because the subscriber would not read an RTX stream.
+    pub rtx_declined: Vec<String>,
 }
 
 impl SubscriberOffer {
@@ -813,6 +816,7 @@ impl SubscriberOffer {
         };
         let mut rejected = Vec::new();
         let mut extensions = Vec::new();
+        let mut rtx_declined = Vec::new();
         for (o, a) in offered.media.iter().zip(&answer.media) {
             let mid = a.mid.clone().unwrap_or_default();
             let Some(slot) = self.slots.iter_mut().find(|s| s.mid == mid) else {
@@ -846,12 +850,23 @@ impl SubscriberOffer {
                 .filter(|e| offered_exts.iter().any(|x| x.id == e.id && x.uri == e.uri))
                 .cloned()
                 .collect();
+            let is_rtx = |m: &&crate::sdp::RtpMap| m.encoding.eq_ignore_ascii_case("rtx");
+            let offered_rtx = o.rtpmaps.iter().filter(is_rtx).count() > 0;
+            let answered_rtx = a
+                .rtpmaps
+                .iter()
+                .filter(is_rtx)
+                .any(|m| o.rtpmaps.iter().filter(is_rtx).any(|x| x.pt == m.pt));
+            if offered_rtx && !answered_rtx {
+                rtx_declined.push(mid.clone());
+            }
             extensions.push((mid, accepted));
         }
         Ok(SubscriberAnswer {
             remote,
             rejected,
             extensions,
+            rtx_declined,
         })
     }
 }

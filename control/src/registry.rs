@@ -1032,7 +1032,7 @@ impl Registry {
             sub.remote = Some(got.remote.clone());
             self.sync_subscriber_transport(room, identity)?;
         }
-        self.sync_subscriptions(room, identity, sub_id, &got.extensions);
+        self.sync_subscriptions(room, identity, sub_id, &got);
         Ok(got.rejected)
     }
 
@@ -1043,7 +1043,7 @@ impl Registry {
         room: &RoomName,
         identity: &Identity,
         sub_id: TransportId,
-        extensions: &[(String, Vec<crate::sdp::ExtMap>)],
+        answer: &negotiate::SubscriberAnswer,
     ) {
         let Ok(r) = self.room(room) else { return };
         let shard = r.shard;
@@ -1087,19 +1087,21 @@ impl Registry {
                 .offer
                 .payload_types
                 .get_or_assign(&t.codec, &t.fmtp);
-            let exts = extensions
+            let exts = answer
+                .extensions
                 .iter()
                 .find(|(m, _)| *m == mid)
                 .map(|(_, e)| e.clone())
                 .unwrap_or_default();
+            let rtx_ssrc = t.rtx_ssrc.filter(|_| !answer.rtx_declined.contains(&mid));
             p.subscriber.on_shard.insert(sid, num);
             cmds.push(ShardCommand::Subscribe(SubscriptionSpec {
                 track: num,
                 subscriber: sub_id,
                 ssrc: t.ssrc,
-                rtx_ssrc: t.rtx_ssrc,
+                rtx_ssrc,
                 payload_type: pt,
-                rtx_payload_type: t.rtx_ssrc.and(rtx_pt),
+                rtx_payload_type: rtx_ssrc.and(rtx_pt),
                 extensions: exts,
             }));
         }

@@ -11,7 +11,7 @@ use ringcast_control::codec::CodecName;
 use ringcast_datapath::TransportId;
 use ringcast_media::router::{
     Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig,
-    SubscriptionConfig, TrackConfig,
+    SubscriptionConfig, TrackConfig, TrackId,
 };
 use ringcast_media::{rtcp, rtp::RtpPacket};
 
@@ -42,7 +42,7 @@ impl Egress for Checked {
     }
 }
 
-fn track(id: u64, codec: CodecName, pt: u8, rids: &[&str]) -> TrackConfig {
+fn track(id: TrackId, codec: CodecName, pt: u8, rids: &[&str]) -> TrackConfig {
     TrackConfig {
         id,
         publisher: 1,
@@ -50,7 +50,7 @@ fn track(id: u64, codec: CodecName, pt: u8, rids: &[&str]) -> TrackConfig {
         clock_rate: codec.clock_rate(),
         payload_type: pt,
         rtx_payload_type: (codec != CodecName::Opus).then_some(pt + 1),
-        mid: id.to_string(),
+        mid: id.0.to_string(),
         mid_ext: Some(4),
         rid_ext: Some(10),
         rrid_ext: Some(11),
@@ -69,10 +69,10 @@ fuzz_target!(|data: &[u8]| {
     let mut r = MediaRouter::with_speaker_sink(Box::new(|_| {}));
     let mut out = Checked { buf: vec![0; 1500] };
     let t0 = Instant::now();
-    r.command(MediaCommand::AddTrack(track(0, CodecName::Opus, 111, &[])), &mut out, t0);
-    r.command(MediaCommand::AddTrack(track(1, CodecName::Vp8, 96, &["q", "h", "f"])), &mut out, t0);
+    r.command(MediaCommand::AddTrack(track(TrackId(0), CodecName::Opus, 111, &[])), &mut out, t0);
+    r.command(MediaCommand::AddTrack(track(TrackId(1), CodecName::Vp8, 96, &["q", "h", "f"])), &mut out, t0);
     for sub in 2..4u64 {
-        for t in 0..2 {
+        for t in [TrackId(0), TrackId(1)] {
             r.command(
                 MediaCommand::Subscribe(SubscriptionConfig {
                     track: t,
@@ -100,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
         rest = next;
         now += Duration::from_millis(u64::from(ctl >> 3));
         if *ctl == 0xFF {
-            r.command(MediaCommand::SetMuted { track: 1, muted: n % 2 == 0 }, &mut out, now);
+            r.command(MediaCommand::SetMuted { track: TrackId(1), muted: n % 2 == 0 }, &mut out, now);
             continue;
         }
         let from = u64::from(ctl & 3).max(1);

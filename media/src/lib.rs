@@ -15,4 +15,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sequence;
 pub mod speakers;
+pub mod table;
 pub mod upstream;

@@ -24,10 +24,10 @@ use super::rtcp::{self, Rtcp};
 use super::rtp::{Rewrite, RtpPacket, write_rewritten};
 use super::sequence::{SequenceRewriter, extend};
 use super::speakers::{LevelMeter, SPEAKER_INTERVAL};
+use super::table::{Slot, Table};
 use super::upstream::{MIN_RETRY, Missing};
 
-/// A published track on this shard (the control plane's numbering).
-pub type TrackId = u64;
+pub use super::table::TrackId;
 
 /// SSRC Ringcast signs its own RTCP with.
 pub const ROUTER_SSRC: u32 = 1;
@@ -318,13 +318,13 @@ pub struct MediaRouter {
     speakers_scratch: Vec<(TrackId, f32)>,
     /// `stats` as last published.
     published: RouterStats,
-    tracks: HashMap<TrackId, Track>,
+    tracks: Table<Track>,
     /// (publisher transport, SSRC) → (track, layer).
-    by_ssrc: HashMap<(TransportId, u32), (TrackId, usize)>,
+    by_ssrc: HashMap<(TransportId, u32), (Slot, usize)>,
     /// (publisher transport, RTX SSRC) → (track, layer).
-    by_rtx: HashMap<(TransportId, u32), (TrackId, usize)>,
+    by_rtx: HashMap<(TransportId, u32), (Slot, usize)>,
     /// (subscriber transport, the SSRC Ringcast sends it) → track.
-    by_sub_ssrc: HashMap<(TransportId, u32), TrackId>,
+    by_sub_ssrc: HashMap<(TransportId, u32), Slot>,
     pub stats: RouterStats,
 }
 
@@ -375,14 +375,9 @@ impl MediaRouter {
                     })
                     .collect::<Vec<_>>();
                 self.remove_track(c.id);
-                for (i, l) in layers.iter().enumerate() {
-                    if let Some(s) = l.ssrc {
-                        self.by_ssrc.insert((c.publisher, s), (c.id, i));
-                    }
-                    if let Some(s) = l.rtx_ssrc {
-                        self.by_rtx.insert((c.publisher, s), (c.id, i));
-                    }
-                }
+                let publisher = c.publisher;
+                let ssrcs: Vec<(Option<u32>, Option<u32>)> =
+                    layers.iter().map(|l| (l.ssrc, l.rtx_ssrc)).collect();
                 let audio_level_ext = (c.codec == CodecName::Opus)
                     .then(|| {
                         c.forwarded_exts
@@ -391,7 +386,7 @@ impl MediaRouter {
                             .map(|(id, _)| *id)
                     })
                     .flatten();
-                self.tracks.insert(
+                let slot = self.tracks.insert(
                     c.id,
                     Track {
                         config: c,
@@ -404,10 +399,21 @@ impl MediaRouter {
                         pli_pending: false,
                     },
                 );
+                for (i, (ssrc, rtx)) in ssrcs.into_iter().enumerate() {
+                    if let Some(s) = ssrc {
+                        self.by_ssrc.insert((publisher, s), (slot, i));
+                    }
+                    if let Some(s) = rtx {
+                        self.by_rtx.insert((publisher, s), (slot, i));
+                    }
+                }
             }
             MediaCommand::RemoveTrack(id) => self.remove_track(id),
             MediaCommand::SetMuted { track, muted } => {
-                if let Some(t) = self.tracks.get_mut(&track) {
+                let Some(slot) = self.tracks.slot(track) else {
+                    return;
+                };
+                if let Some(t) = self.tracks.at_mut(slot) {
                     if t.muted && !muted {
                         // Resume contiguously, from a keyframe.
                         for s in &mut t.subs {
@@ -417,7 +423,7 @@ impl MediaRouter {
                         let video = t.is_video();
                         t.muted = false;
                         if video {
-                            self.request_keyframe(track, out, now);
+                            self.request_keyframe(slot, out, now);
                         }
                     } else {
                         t.muted = muted;
@@ -425,48 +431,54 @@ impl MediaRouter {
                 }
             }
             MediaCommand::Subscribe(c) => {
-                let Some(t) = self.tracks.get_mut(&c.track) else {
+                let Some(slot) = self.tracks.slot(c.track) else {
+                    return;
+                };
+                let Some(t) = self.tracks.at_mut(slot) else {
                     return;
                 };
                 t.subs.retain(|s| s.config.subscriber != c.subscriber);
-                self.by_sub_ssrc.insert((c.subscriber, c.ssrc), c.track);
+                self.by_sub_ssrc.insert((c.subscriber, c.ssrc), slot);
                 let video = t.is_video();
                 let top = t.layers.len().saturating_sub(1);
                 t.subs.push(Subscription::new(c.clone(), top, video));
                 if video {
-                    self.request_keyframe(c.track, out, now);
+                    self.request_keyframe(slot, out, now);
                 }
             }
             MediaCommand::Unsubscribe { track, subscriber } => {
-                if let Some(t) = self.tracks.get_mut(&track) {
+                let Some(slot) = self.tracks.slot(track) else {
+                    return;
+                };
+                if let Some(t) = self.tracks.at_mut(slot) {
                     t.subs.retain(|s| s.config.subscriber != subscriber);
                 }
                 self.by_sub_ssrc
-                    .retain(|(sub, _), tr| !(*sub == subscriber && *tr == track));
+                    .retain(|(sub, _), tr| !(*sub == subscriber && *tr == slot));
             }
         }
     }
 
     fn remove_track(&mut self, id: TrackId) {
-        if self.tracks.remove(&id).is_some() {
-            self.by_ssrc.retain(|_, (t, _)| *t != id);
-            self.by_rtx.retain(|_, (t, _)| *t != id);
-            self.by_sub_ssrc.retain(|_, t| *t != id);
+        if let Some((slot, _)) = self.tracks.remove(id) {
+            self.by_ssrc.retain(|_, (t, _)| *t != slot);
+            self.by_rtx.retain(|_, (t, _)| *t != slot);
+            self.by_sub_ssrc.retain(|_, t| *t != slot);
         }
     }
 
     /// A subscriber transport finished DTLS: subscriptions waiting for a keyframe ask for one now
     /// (the one asked for at subscribe time may have arrived before the keys).
     pub fn transport_connected(&mut self, id: TransportId, out: &mut dyn Egress, now: Instant) {
-        let waiting: Vec<TrackId> = self
+        let waiting: Vec<Slot> = self
             .tracks
-            .values()
-            .filter(|t| {
+            .iter()
+            .filter(|(_, t)| {
                 t.subs
                     .iter()
                     .any(|s| s.config.subscriber == id && s.waiting_keyframe)
             })
-            .map(|t| t.config.id)
+            .map(|(slot, _)| slot)
             .collect();
         for t in waiting {
             self.request_keyframe(t, out, now);
@@ -613,15 +625,15 @@ impl MediaRouter {
             self.next_levels = Some(now + SPEAKER_INTERVAL);
         }
         self.request_missing(out, now);
-        let due: Vec<TrackId> = self
+        let due: Vec<Slot> = self
             .tracks
-            .values()
-            .filter(|t| {
+            .iter()
+            .filter(|(_, t)| {
                 t.pli_pending
                     && t.last_pli
                         .is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL)
             })
-            .map(|t| t.config.id)
+            .map(|(slot, _)| slot)
             .collect();
         for t in due {
             self.request_keyframe(t, out, now);
@@ -646,18 +658,18 @@ impl MediaRouter {
     }
 
     /// The track and layer of a publisher's packet, learning unsignalled SSRCs from MID/RID.
-    fn classify(&mut self, from: TransportId, p: &RtpPacket<'_>) -> Option<(TrackId, usize)> {
+    fn classify(&mut self, from: TransportId, p: &RtpPacket<'_>) -> Option<(Slot, usize)> {
         if let Some(&hit) = self.by_ssrc.get(&(from, p.ssrc)) {
             return Some(hit);
         }
-        let (id, layer) = self.tracks.values().find_map(|t| {
+        let (id, layer) = self.tracks.iter().find_map(|(slot, t)| {
             if t.config.publisher != from || p.payload_type != t.config.payload_type {
                 return None;
             }
-            Some((t.config.id, t.layer_by_mid_rid(p, t.config.rid_ext)?))
+            Some((slot, t.layer_by_mid_rid(p, t.config.rid_ext)?))
         })?;
         self.by_ssrc.insert((from, p.ssrc), (id, layer));
-        if let Some(t) = self.tracks.get_mut(&id) {
+        if let Some(t) = self.tracks.at_mut(id) {
             t.layers[layer].ssrc = Some(p.ssrc);
         }
         Some((id, layer))
@@ -665,18 +677,18 @@ impl MediaRouter {
 
     /// The track and layer an RTX packet repairs: by its signalled SSRC, else learned from
     /// MID and repaired-RID (Chromium's simulcast signals no SSRCs).
-    fn classify_rtx(&mut self, from: TransportId, p: &RtpPacket<'_>) -> Option<(TrackId, usize)> {
+    fn classify_rtx(&mut self, from: TransportId, p: &RtpPacket<'_>) -> Option<(Slot, usize)> {
         if let Some(&hit) = self.by_rtx.get(&(from, p.ssrc)) {
             return Some(hit);
         }
-        let (id, layer) = self.tracks.values().find_map(|t| {
+        let (id, layer) = self.tracks.iter().find_map(|(slot, t)| {
             if t.config.publisher != from || Some(p.payload_type) != t.config.rtx_payload_type {
                 return None;
             }
-            Some((t.config.id, t.layer_by_mid_rid(p, t.config.rrid_ext)?))
+            Some((slot, t.layer_by_mid_rid(p, t.config.rrid_ext)?))
         })?;
         self.by_rtx.insert((from, p.ssrc), (id, layer));
-        if let Some(t) = self.tracks.get_mut(&id) {
+        if let Some(t) = self.tracks.at_mut(id) {
             t.layers[layer].rtx_ssrc = Some(p.ssrc);
         }
         Some((id, layer))
@@ -700,13 +712,13 @@ impl MediaRouter {
     /// into the packet it repairs, and handles that like any other of its stream.
     fn repair(
         &mut self,
-        id: TrackId,
+        id: Slot,
         layer: usize,
         p: &RtpPacket<'_>,
         out: &mut dyn Egress,
         now: Instant,
     ) {
-        let Some(t) = self.tracks.get(&id) else {
+        let Some(t) = self.tracks.at(id) else {
             return;
         };
         let media_ssrc = t.layers[layer].ssrc;
@@ -744,7 +756,7 @@ impl MediaRouter {
     #[allow(clippy::too_many_arguments)]
     fn media(
         &mut self,
-        id: TrackId,
+        id: Slot,
         layer: usize,
         p: &RtpPacket<'_>,
         packet: &[u8],
@@ -754,7 +766,7 @@ impl MediaRouter {
     ) {
         let mut pli_now = false;
         {
-            let Some(t) = self.tracks.get_mut(&id) else {
+            let Some(t) = self.tracks.at_mut(id) else {
                 return;
             };
             if p.payload_type != t.config.payload_type {
@@ -842,8 +854,8 @@ impl MediaRouter {
     }
 
     /// Asks the publisher for a keyframe on every layer someone waits on (throttled).
-    fn request_keyframe(&mut self, id: TrackId, out: &mut dyn Egress, now: Instant) {
-        let Some(t) = self.tracks.get_mut(&id) else {
+    fn request_keyframe(&mut self, id: Slot, out: &mut dyn Egress, now: Instant) {
+        let Some(t) = self.tracks.at_mut(id) else {
             return;
         };
         if t.last_pli
@@ -943,14 +955,14 @@ impl MediaRouter {
     /// and counts — so its receiver can line audio up with video (RFC 3550 §6.4.1).
     fn forward_sender_report(
         &mut self,
-        track: TrackId,
+        track: Slot,
         layer: usize,
         ntp: u64,
         rtp_ts: u32,
         out: &mut dyn Egress,
         now: Instant,
     ) {
-        let Some(t) = self.tracks.get_mut(&track) else {
+        let Some(t) = self.tracks.at_mut(track) else {
             return;
         };
         let Some(l) = t.layers.get_mut(layer) else {
@@ -985,7 +997,7 @@ impl MediaRouter {
             let Some(&track) = self.by_sub_ssrc.get(&(from, b.ssrc)) else {
                 continue;
             };
-            if let Some(s) = self.tracks.get_mut(&track).and_then(|t| {
+            if let Some(s) = self.tracks.at_mut(track).and_then(|t| {
                 t.subs
                     .iter_mut()
                     .find(|s| s.config.subscriber == from && s.config.ssrc == b.ssrc)
@@ -998,7 +1010,7 @@ impl MediaRouter {
     /// The RTT to a subscriber, as its reports measured it.
     pub fn subscriber_rtt(&self, track: TrackId, subscriber: TransportId) -> Option<Duration> {
         self.tracks
-            .get(&track)?
+            .get(track)?
             .subs
             .iter()
             .find(|s| s.config.subscriber == subscriber)?
@@ -1008,13 +1020,13 @@ impl MediaRouter {
     /// Resends one NACKed packet to a subscriber, rewritten as it was first sent.
     fn retransmit(
         &mut self,
-        track: TrackId,
+        track: Slot,
         subscriber: TransportId,
         out_seq: u16,
         out: &mut dyn Egress,
         now: Instant,
     ) {
-        let Some(t) = self.tracks.get_mut(&track) else {
+        let Some(t) = self.tracks.at_mut(track) else {
             return;
         };
         let Some(s) = t

@@ -13,7 +13,7 @@ use ringcast_control::codec::CodecName;
 use ringcast_datapath::TransportId;
 use ringcast_media::router::{
     Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
-    TrackConfig,
+    TrackConfig, TrackId,
 };
 use ringcast_media::rtcp::{self, Rtcp};
 use ringcast_media::rtp::RtpPacket;
@@ -22,7 +22,7 @@ use ringcast_media::sequence::extend;
 const TICK: Duration = Duration::from_millis(5);
 const FRAME: Duration = Duration::from_micros(33_333);
 const PUB: TransportId = 1;
-const TRACK: u64 = 7;
+const TRACK: TrackId = TrackId(7);
 const MEDIA_SSRC: u32 = 0x1000;
 const RTX_SSRC: u32 = 0x1001;
 

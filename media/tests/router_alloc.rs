@@ -11,7 +11,7 @@ use ringcast_datapath::TransportId;
 use ringcast_datapath::alloc_count::{Counting, count};
 use ringcast_media::router::{
     Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
-    TrackConfig,
+    TrackConfig, TrackId,
 };
 use ringcast_media::rtcp;
 
@@ -55,7 +55,7 @@ fn per_packet_paths_do_not_allocate() {
     let t0 = Instant::now();
     r.command(
         MediaCommand::AddTrack(TrackConfig {
-            id: 1,
+            id: TrackId(1),
             publisher: 1,
             codec: CodecName::Vp8,
             clock_rate: 90_000,
@@ -78,7 +78,7 @@ fn per_packet_paths_do_not_allocate() {
     for sub in 2..5u64 {
         r.command(
             MediaCommand::Subscribe(SubscriptionConfig {
-                track: 1,
+                track: TrackId(1),
                 subscriber: sub,
                 ssrc: 0x100 * sub as u32,
                 payload_type: 100,

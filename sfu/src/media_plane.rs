@@ -20,7 +20,7 @@ use ringcast_datapath::{
 
 use ringcast_media::router::{
     EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
-    TrackConfig,
+    TrackConfig, TrackId,
 };
 use tokio::sync::mpsc;
 
@@ -96,10 +96,10 @@ impl DatapathPlane {
         // few times a second at most, so a channel send is fine).
         let router = |shard: u16| {
             let events = speakers.clone();
-            MediaRouter::with_speaker_sink(Box::new(move |list: &[(u64, f32)]| {
+            MediaRouter::with_speaker_sink(Box::new(move |list: &[(TrackId, f32)]| {
                 let ev = ShardEvent::ActiveSpeakers {
                     shard: ShardId(shard),
-                    speakers: list.iter().map(|(t, l)| (TrackNum(*t), *l)).collect(),
+                    speakers: list.iter().map(|(t, l)| (TrackNum(t.0), *l)).collect(),
                 };
                 if events.try_send(ev).is_err() {
                     metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
@@ -150,7 +150,7 @@ fn track_config(spec: TrackSpec) -> Option<TrackConfig> {
     let codec = m.codecs.first()?;
     let id_of = |uri: &str| m.extensions.iter().find(|e| e.uri == uri).map(|e| e.id);
     Some(TrackConfig {
-        id: spec.track.0,
+        id: TrackId(spec.track.0),
         publisher: spec.publisher.0,
         codec: codec.name(),
         clock_rate: codec.name().clock_rate(),
@@ -179,7 +179,7 @@ fn track_config(spec: TrackSpec) -> Option<TrackConfig> {
 
 fn subscription_config(spec: SubscriptionSpec) -> SubscriptionConfig {
     SubscriptionConfig {
-        track: spec.track.0,
+        track: TrackId(spec.track.0),
         subscriber: spec.subscriber.0,
         ssrc: spec.ssrc,
         payload_type: spec.payload_type,
@@ -233,9 +233,11 @@ impl MediaPlane for DatapathPlane {
                 Some(c) => Command::Router(MediaCommand::AddTrack(c)),
                 None => return Ok(()),
             },
-            ShardCommand::UnpublishTrack(t) => Command::Router(MediaCommand::RemoveTrack(t.0)),
+            ShardCommand::UnpublishTrack(t) => {
+                Command::Router(MediaCommand::RemoveTrack(TrackId(t.0)))
+            }
             ShardCommand::MuteTrack { track, muted } => Command::Router(MediaCommand::SetMuted {
-                track: track.0,
+                track: TrackId(track.0),
                 muted,
             }),
             ShardCommand::Subscribe(spec) => {
@@ -243,7 +245,7 @@ impl MediaPlane for DatapathPlane {
             }
             ShardCommand::Unsubscribe { track, subscriber } => {
                 Command::Router(MediaCommand::Unsubscribe {
-                    track: track.0,
+                    track: TrackId(track.0),
                     subscriber: subscriber.0,
                 })
             }

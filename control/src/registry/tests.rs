@@ -664,3 +664,38 @@ fn active_speakers_reach_their_room_only_when_they_change() {
     });
     assert_eq!(drain(&mut bob), [ParticipantEvent::ActiveSpeakers(vec![])]);
 }
+
+#[test]
+fn a_subscriber_that_declines_rtx_gets_plain_retransmissions() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "alice");
+    f.join("r", "bob");
+    f.reg
+        .publish(&rn("r"), &id("alice"), CHROMIUM_PUBLISH, &HashMap::new())
+        .unwrap();
+    // Chromium's answer with RTX taken out, as a browser that doesn't do RTX answers.
+    let answer: String = CHROMIUM_SUBSCRIBE_ANSWER
+        .replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        )
+        .lines()
+        .filter(|l| !l.starts_with("a=rtpmap:97") && !l.starts_with("a=fmtp:97"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
+    f.reg
+        .subscribe_answer(&rn("r"), &id("bob"), offer.version, &answer)
+        .unwrap();
+    let video = f
+        .plane
+        .media_commands()
+        .into_iter()
+        .find_map(|(_, c)| match c {
+            ShardCommand::Subscribe(s) if s.payload_type == 96 => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((video.rtx_ssrc, video.rtx_payload_type), (None, None));
+}

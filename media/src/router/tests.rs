@@ -45,7 +45,7 @@ const SUB_B: TransportId = 3;
 
 fn video_track(encodings: Vec<EncodingConfig>) -> TrackConfig {
     TrackConfig {
-        id: 10,
+        id: TrackId(10),
         publisher: PUB,
         codec: CodecName::Vp8,
         clock_rate: 90_000,
@@ -62,7 +62,7 @@ fn video_track(encodings: Vec<EncodingConfig>) -> TrackConfig {
 
 fn sub(subscriber: TransportId, ssrc: u32) -> SubscriptionConfig {
     SubscriptionConfig {
-        track: 10,
+        track: TrackId(10),
         subscriber,
         ssrc,
         payload_type: 100,
@@ -219,7 +219,7 @@ fn mute_pauses_and_unmute_resumes_contiguously_from_a_keyframe() {
     r.rtp(PUB, &vp8(0x5000, 1, 0, true, None), &mut out, now);
     r.command(
         MediaCommand::SetMuted {
-            track: 10,
+            track: TrackId(10),
             muted: true,
         },
         &mut out,
@@ -230,7 +230,7 @@ fn mute_pauses_and_unmute_resumes_contiguously_from_a_keyframe() {
     let later = now + Duration::from_secs(2);
     r.command(
         MediaCommand::SetMuted {
-            track: 10,
+            track: TrackId(10),
             muted: false,
         },
         &mut out,
@@ -686,7 +686,7 @@ fn sender_reports_are_rewritten_and_receiver_reports_give_the_rtt() {
     w.receiver_report(0x77, &[block]).unwrap();
     let n = w.len();
     r.rtcp(SUB_A, &b[..n], &mut out, now + Duration::from_millis(60));
-    let rtt = r.subscriber_rtt(10, SUB_A).unwrap();
+    let rtt = r.subscriber_rtt(TrackId(10), SUB_A).unwrap();
     assert!(
         rtt >= Duration::from_millis(49) && rtt <= Duration::from_millis(51),
         "{rtt:?}"
@@ -718,7 +718,7 @@ fn active_speakers_follow_the_audio_level() {
     let t0 = Instant::now();
     r.command(
         MediaCommand::AddTrack(TrackConfig {
-            id: 20,
+            id: TrackId(20),
             publisher: PUB,
             codec: CodecName::Opus,
             clock_rate: 48_000,
@@ -752,11 +752,15 @@ fn active_speakers_follow_the_audio_level() {
         "silence: nothing changed"
     );
     interval(&mut r, &mut out, 1, 20);
-    assert_eq!(*reports.lock().unwrap(), [vec![20]]);
+    assert_eq!(*reports.lock().unwrap(), [vec![TrackId(20)]]);
     interval(&mut r, &mut out, 2, 20);
     assert_eq!(reports.lock().unwrap().len(), 1, "reported on change only");
     for i in 3..20 {
         interval(&mut r, &mut out, i, 127);
     }
-    assert_eq!(*reports.lock().unwrap(), [vec![20], vec![]], "then quiet");
+    assert_eq!(
+        *reports.lock().unwrap(),
+        [vec![TrackId(20)], vec![]],
+        "then quiet"
+    );
 }
