@@ -3,8 +3,10 @@
 # tools, OpenSSL headers, Chromium, Node.js), Rust components, cargo-fuzz, a Python venv and the
 # npm packages for the tests with peers that are not ours.
 # Then: cargo fmt --check, cargo clippy -D warnings, all Rust tests, a short run of every fuzz
-# target, the Helm chart checks, headless Chromium publishing through gRPC-Web, and the Python
-# tests (grpcio against every RPC; aiortc publishing over both IO backends and all SRTP profiles).
+# target, the Helm chart checks, headless Chromium publishing through gRPC-Web, three Chromium
+# pages in a room, aiortc publishing to a Chromium subscriber, a Chromium subscriber behind 5 %
+# loss recovering with NACKs, the demo page in two tabs, and the Python tests (grpcio against every RPC; aiortc publishing
+# over both IO backends and all SRTP profiles).
 # Usage: ./scripts/test.sh            (from anywhere; ~10 min on 2 cores from a clean target/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +63,7 @@ if [ "$fuzz_secs" -gt 0 ]; then
             sdp_*) cp control/tests/fixtures/sdp/*.sdp "fuzz/corpus/$target/" ;;
             stun_*) cp datapath/tests/fixtures/stun/*.bin "fuzz/corpus/$target/" ;;
         esac
+        if [ -d "fuzz/seeds/$target" ]; then cp fuzz/seeds/"$target"/* "fuzz/corpus/$target/"; fi
         (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" -- \
             -max_total_time="$fuzz_secs" -max_len=8192 2>&1 | tail -n 25)
     done
@@ -75,7 +78,7 @@ step "container image: build with podman, run, health, non-root, SIGTERM"
 
 # --- peers that are not ours -------------------------------------------------------------------
 export RINGCAST_BIN="$root/target/debug/ringcast"
-step "headless Chromium: publishing through gRPC-Web, and three pages in a room (both IO backends)"
-(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs test-pubsub.mjs)
+step "headless Chromium: publishing through gRPC-Web, three pages in a room (both IO backends), aiortc -> Chromium, one subscriber behind 5 % loss (NACK), the demo page in two tabs"
+(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs test-pubsub.mjs test-aiortc-chromium.mjs test-loss-nack.mjs test-demo.mjs)
 step "python: grpcio on every RPC, aiortc publishing (both IO backends, every SRTP profile), SIGTERM drain"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider interop/python

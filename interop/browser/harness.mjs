@@ -1,11 +1,14 @@
 // Shared infrastructure for the browser interop tests (test-publish.mjs,
-// test-pubsub.mjs): the ringcast server on ephemeral ports, a static web
-// server for the test pages, tokens, /metrics parsing and Chromium's flags.
+// test-pubsub.mjs, test-aiortc-chromium.mjs, test-loss-nack.mjs): the ringcast
+// server on ephemeral ports, a static web server for the test pages, tokens,
+// rooms, /metrics parsing, Chromium's flags, driving pubsub-page.html tabs and
+// reading their stats, and a lossy UDP relay for one subscriber transport.
 // Facts about Chromium on these machines: shared/PEERS.md.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
+import dgram from 'node:dgram';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -247,4 +250,360 @@ export async function launchChromium({ extraArgs = [] } = {}) {
       fs.rmSync(profileDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Tabs opened by a test are all "background" but one: keep their timers and media running. */
+export const BACKGROUND_TAB_ARGS = [
+  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows', '--autoplay-policy=no-user-gesture-required',
+];
+
+// ---------------------------------------------------------------------------
+// Rooms, over gRPC-Web from node
+
+// CreateRoomRequest { name = 1; max_participants = 2 } by hand, so that the
+// driver needs no protobuf schema (the pages use protobuf.js).
+function encodeCreateRoom(name, maxParticipants) {
+  const n = Buffer.from(name);
+  assert.ok(n.length < 128 && maxParticipants < 128);
+  return Buffer.concat([Buffer.from([0x0a, n.length]), n, Buffer.from([0x10, maxParticipants])]);
+}
+
+function grpcWebFrame(payload) {
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([head, payload]);
+}
+
+/** RoomService.CreateRoom over gRPC-Web, with an admin token minted here; fails the test on an error. */
+export async function createRoom(grpcUrl, name, maxParticipants) {
+  const admin = mintToken('interop-backend', { admin: true });
+  const res = await fetch(`${grpcUrl}/ringcast.v1.RoomService/CreateRoom`, {
+    method: 'POST', body: grpcWebFrame(encodeCreateRoom(name, maxParticipants)),
+    headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1', authorization: `Bearer ${admin}` },
+    signal: AbortSignal.timeout(5000),
+  });
+  const body = Buffer.from(await res.arrayBuffer()).toString('latin1');
+  const status = res.headers.get('grpc-status') ?? body.match(/grpc-status:\s*(\d+)/)?.[1];
+  assert.ok(res.status === 200 && status === '0', `CreateRoom over gRPC-Web: HTTP ${res.status}, ` +
+    `grpc-status ${status} ${res.headers.get('grpc-message') ?? body.match(/grpc-message:\s*(.*)/)?.[1] ?? ''}`);
+}
+
+// ---------------------------------------------------------------------------
+// pubsub-page.html: one participant per tab
+
+export const PAGE_LOAD_TIMEOUT_MS = 15_000;
+
+export const fmt = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : String(x));
+
+/** In one page's pubsubStats(): the inbound-rtp entries that carry `publisher`'s track of `kind`. */
+export function inboundFrom(stats, publisher, kind) {
+  return (stats?.inbound || []).filter((s) => s.publisher === publisher && s.kind === kind);
+}
+
+/** One inbound-rtp entry of pubsubStats(), on one line. */
+export function describeInbound(s) {
+  const jb = s.jitterBufferEmittedCount ? s.jitterBufferDelay / s.jitterBufferEmittedCount : NaN;
+  const common = `mid=${s.mid} ${s.codec} ssrc=${s.ssrc} pkts=${s.packetsReceived} lost=${s.packetsLost} ` +
+    `jitter=${fmt(s.jitter * 1000)}ms jb=${fmt(jb * 1000)}ms nack=${s.nackCount}` +
+    `${s.rtxSsrc ? ` rtx=${s.rtxSsrc} retransmitted=${s.retransmittedPacketsReceived}` : ''}`;
+  if (s.kind === 'video') {
+    return `${common} decoded=${s.framesDecoded} (key ${s.keyFramesDecoded}) dropped=${s.framesDropped} ` +
+      `${s.frameWidth}x${s.frameHeight} @${fmt(s.framesPerSecond, 0)}fps pli=${s.pliCount} ` +
+      `freezes=${s.freezeCount} ${s.decoderImplementation || ''}`;
+  }
+  return `${common} samples=${s.totalSamplesReceived} concealed=${s.concealedSamples}`;
+}
+
+const claimedTabs = new WeakSet();
+
+/**
+ * Opens pubsub-page.html at `url` (plus `query`, e.g. '?relayPort=40001') in a
+ * tab of `browser` (launchChromium) for participant `identity`; the first call
+ * takes the browser's initial tab. Returns { identity, page, console } where
+ * console collects the page's console lines and errors.
+ */
+export async function openPubsubPage(browser, url, identity, query = '') {
+  const initial = browser.context.pages()[0];
+  const page = initial && !claimedTabs.has(initial) ? initial : await browser.context.newPage();
+  claimedTabs.add(page);
+  const p = { identity, page, console: [] };
+  page.on('console', (m) => p.console.push(`console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => p.console.push(`pageerror: ${e.message}`));
+  await page.goto(`${url}${query}`, { timeout: PAGE_LOAD_TIMEOUT_MS });
+  await page.waitForFunction(() => window.ringcastReady === true, null, { timeout: PAGE_LOAD_TIMEOUT_MS });
+  return p;
+}
+
+/**
+ * window.pubsubStart in each of `pages` at once; `configFor(p)` gives the rest
+ * of each page's settings (token, publish, video...). On any failure, fails
+ * with every message plus `diagnostics()`. Returns the pages' results, in order.
+ */
+export async function startPubsubPages(pages, grpcUrl, configFor, { gatherTimeoutMs, connectTimeoutMs, diagnostics }) {
+  const results = await Promise.allSettled(pages.map((p) => withTimeout(p.page.evaluate((c) => window.pubsubStart(c), {
+    grpcUrl, identity: p.identity, connectTimeoutMs, gatherTimeoutMs, ...configFor(p),
+  }), gatherTimeoutMs + connectTimeoutMs + 15_000, `${p.identity}: join + publish`)));
+  const failed = results.map((r, i) => (r.status === 'rejected' ? `${pages[i].identity}: ${r.reason.message}` : null))
+    .filter(Boolean);
+  if (failed.length) assert.fail(`joining/publishing failed:\n${failed.join('\n')}\n${await diagnostics()}`);
+  return results.map((r) => r.value);
+}
+
+/** window.pubsubStats() of every page (each bounded to 5 s). */
+export function pubsubSnapshot(pages) {
+  return Promise.all(pages.map((p) =>
+    withTimeout(p.page.evaluate(() => window.pubsubStats()), 5000, `${p.identity}: getStats`)));
+}
+
+/**
+ * Everything a failure message needs: per page its steps, states, stats,
+ * console and (with sdps) the latest subscriber offer and answer; then the
+ * relevant /metrics samples and the server log tail.
+ */
+export async function pubsubDiagnostics(pages, server, { sdps = true } = {}) {
+  let out = '';
+  for (const p of pages) {
+    const st = await withTimeout(p.page.evaluate(() => window.pubsubState()), 5000, 'state')
+      .catch((e) => ({ error: e.message }));
+    const stats = await withTimeout(p.page.evaluate(() => window.pubsubStats()), 5000, 'stats')
+      .catch((e) => ({ error: e.message }));
+    out += `\n===== ${p.identity}\nsteps:\n  ${(st.log || []).join('\n  ')}\n`;
+    const { log, ...rest } = st;
+    out += `state: ${JSON.stringify(rest)}\nstats: ${JSON.stringify(stats)}\n`;
+    if (p.console.length) out += `console:\n  ${p.console.slice(-20).join('\n  ')}\n`;
+    if (sdps) {
+      const s = await withTimeout(p.page.evaluate(() => window.pubsubSdps(1)), 5000, 'sdps').catch(() => []);
+      for (const x of s) {
+        out += `subscriber offer v${x.version} (Ringcast):\n${x.offer}\nanswer (Chromium):\n${x.answer}\n` +
+          `${x.error ? `error: ${x.error}\n` : ''}`;
+      }
+    }
+  }
+  const metrics = await fetchMetrics(server.httpUrl).catch(() => []);
+  const relevant = metrics.filter((s) => s.value > 0 &&
+    /forwarded|srtp|drops|transports|dtls_handshakes|packets_(in|out)|nacks|retransmits|plis/.test(s.name))
+    .map((s) => `${s.name}${Object.keys(s.labels).length ? JSON.stringify(s.labels) : ''}=${s.value}`);
+  return `${out}\nmetrics: ${relevant.join(' ')}\nserver log tail (${server.logPath}):\n${server.tail(80)}`;
+}
+
+/**
+ * Polls pubsubSnapshot(pages) every 250 ms until, for every expectation
+ * { page, publisher, kind } (page: an element of `pages`), the page's
+ * subscriber pc has an inbound-rtp of that publisher's track with a decoded
+ * frame (video) or a packet (audio). Fails after `timeoutMs` with what is
+ * missing plus `diagnostics()`. Returns { stats, firstSeen, ms }: the last
+ * snapshot, and per expectation ('<page> <- <publisher> <kind>') the ms after
+ * the call when it was first met.
+ */
+export async function waitForMedia(pages, expectations, { timeoutMs, diagnostics }) {
+  const firstSeen = new Map();
+  const began = Date.now();
+  for (;;) {
+    const elapsed = Date.now() - began;
+    const stats = await pubsubSnapshot(pages);
+    const missing = [];
+    for (const { page, publisher, kind } of expectations) {
+      const list = inboundFrom(stats[pages.indexOf(page)], publisher, kind);
+      const key = `${page.identity} <- ${publisher} ${kind}`;
+      const ok = kind === 'video' ? list.some((s) => s.framesDecoded > 0) : list.some((s) => s.packetsReceived > 0);
+      if (ok) {
+        if (!firstSeen.has(key)) firstSeen.set(key, elapsed);
+      } else {
+        missing.push(`${key}: ${kind === 'video' ? 'no decoded frame' : 'no packet'} ` +
+          `(${list.length ? list.map(describeInbound).join('; ') : 'no inbound-rtp'})`);
+      }
+    }
+    if (!missing.length) return { stats, firstSeen, ms: elapsed };
+    if (elapsed > timeoutMs) {
+      assert.fail(`after ${timeoutMs} ms, media is missing:\n  ${missing.join('\n  ')}\n${await diagnostics()}`);
+    }
+    await sleep(250);
+  }
+}
+
+/**
+ * Problems of one stream between two snapshots `a` and `b` of its inbound-rtp:
+ * not growing (video framesDecoded, audio packetsReceived), packetsLost above
+ * max(maxLostAbsolute, maxLostFraction * packetsReceived) (skipped when
+ * maxLostFraction is null), mean jitter-buffer delay at or above maxJitterBufferS.
+ */
+export function streamProblems(key, a, b, { maxLostFraction = 0.05, maxLostAbsolute = 10, maxJitterBufferS = 1.0 } = {}) {
+  const problems = [];
+  const grew = b.kind === 'video' ? b.framesDecoded - a.framesDecoded : b.packetsReceived - a.packetsReceived;
+  if (!(grew > 0)) problems.push(`${key}: not growing (${describeInbound(a)} -> ${describeInbound(b)})`);
+  if (maxLostFraction !== null) {
+    const lostMax = Math.max(maxLostAbsolute, maxLostFraction * b.packetsReceived);
+    if (b.packetsLost > lostMax) {
+      problems.push(`${key}: packetsLost ${b.packetsLost} of ${b.packetsReceived} (max ${fmt(lostMax, 0)})`);
+    }
+  }
+  if (b.jitterBufferEmittedCount > 0) {
+    const jb = b.jitterBufferDelay / b.jitterBufferEmittedCount;
+    if (!(jb < maxJitterBufferS)) problems.push(`${key}: mean jitter-buffer delay ${fmt(jb * 1000)} ms`);
+  } else if (b.kind === 'video' || b.packetsReceived > 50) {
+    problems.push(`${key}: jitterBufferEmittedCount is 0`);
+  }
+  return problems;
+}
+
+/** Stops the server, which must exit 0 on SIGTERM in time; notes its last warnings/errors. */
+export async function stopServerChecked(server, note) {
+  const exit = await server.stop();
+  assert.ok(!exit.hung, `ringcast did not exit within ${SERVER_STOP_TIMEOUT_MS} ms of SIGTERM`);
+  assert.equal(exit.code, 0, `ringcast exited with ${JSON.stringify(exit)} after SIGTERM:\n${server.tail()}`);
+  const warnings = server.output().split('\n').filter((l) => /\b(WARN|ERROR)\b/.test(l));
+  if (warnings.length) note(`server warnings/errors:\n${warnings.slice(-20).join('\n')}`);
+}
+
+/** The end of a passing case: every page leaves, the browser closes, the server stops (stopServerChecked). */
+export async function leaveAndStop(pages, browser, server, note) {
+  for (const p of pages) await withTimeout(p.page.evaluate(() => window.pubsubLeave()), 10_000, `${p.identity}: leave`);
+  await browser.close();
+  await stopServerChecked(server, note);
+}
+
+/**
+ * A case's `finally`: closes whatever it opened (each may be undefined) and
+ * removes the server log if the case passed (unless $RINGCAST_TEST_KEEP_LOGS).
+ */
+export async function closeCase({ browser, web, server, passed }) {
+  if (browser) await browser.close();
+  if (web) await web.close();
+  if (server) {
+    await server.stop();
+    if (passed && !process.env.RINGCAST_TEST_KEEP_LOGS) fs.rmSync(server.logPath, { force: true });
+  }
+}
+
+/**
+ * The server's view after media flowed: notes the forwarding counters and
+ * asserts ringcast_rtp_forwarded_total > 0, no SRTP authentication failure
+ * and (unless `backend` is auto) the datapath backend gauge. Returns the samples.
+ */
+export async function checkForwardingMetrics(server, backend, note, diagnostics) {
+  const samples = await fetchMetrics(server.httpUrl);
+  const forwarded = sumMetric(samples, 'ringcast_rtp_forwarded_total');
+  const drops = describeDrops(samples);
+  note(`metrics: ${forwarded} RTP packets forwarded, ` +
+    `${sumMetric(samples, 'ringcast_srtp_packets_in_total', { kind: 'rtp' })} RTP + ` +
+    `${sumMetric(samples, 'ringcast_srtp_packets_in_total', { kind: 'rtcp' })} RTCP decrypted, ` +
+    `${sumMetric(samples, 'ringcast_transports_connected_total')} transports connected, ` +
+    `${sumMetric(samples, 'ringcast_nacks_received_total')} NACKs received, ` +
+    `${sumMetric(samples, 'ringcast_retransmits_total')} retransmits (${sumMetric(samples, 'ringcast_retransmits_refused_total')} refused), ` +
+    `${sumMetric(samples, 'ringcast_plis_sent_total')} PLIs sent; drops: ${drops.join(', ') || 'none'}`);
+  assert.ok(forwarded > 0, `ringcast_rtp_forwarded_total is ${forwarded}\n${await diagnostics()}`);
+  assert.equal(sumMetric(samples, 'ringcast_drops_total', { reason: 'srtp_auth_failed' }), 0,
+    `SRTP authentication failures: ${drops.join(', ')}\n${await diagnostics()}`);
+  if (backend !== 'auto') {
+    const backends = samples.filter((s) => s.name === 'ringcast_datapath_backend' && s.value > 0).map((s) => s.labels.backend);
+    assert.deepEqual(backends, [backend.replace('-', '_')], `datapath backend metric: ${JSON.stringify(backends)}`);
+  }
+  return samples;
+}
+
+// ---------------------------------------------------------------------------
+// A lossy UDP relay in front of one subscriber transport (test-loss-nack.mjs)
+
+/** mulberry32: a small PRNG in [0, 1) whose sequence depends only on `seed`. */
+export function seededRandom(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** RFC 7983 demultiplexing by the first byte, plus RTP vs RTCP by the second (RFC 5761). */
+export function classifyDatagram(msg) {
+  if (msg.length < 2) return 'other';
+  const b0 = msg[0];
+  if (b0 <= 3) return 'stun';
+  if (b0 >= 20 && b0 <= 63) return 'dtls';
+  if (b0 >= 128 && b0 <= 191) return msg[1] >= 192 && msg[1] <= 223 ? 'rtcp' : 'rtp';
+  return 'other';
+}
+
+/**
+ * A UDP relay on 127.0.0.1:<ephemeral port> in front of Ringcast's media port
+ * (`relay.target = { address, port }`, to be set before the first client
+ * datagram). A page opened with ?relayPort=<relay.port> sends its subscriber
+ * transport here.
+ *   - client -> server: forwarded untouched, from one upstream socket per client
+ *     address, so Ringcast sees one stable address per client candidate;
+ *   - server -> client: STUN, DTLS and SRTCP always pass; SRTP is dropped with
+ *     probability `lossRate`, drawn from a PRNG seeded with `seed` (the same
+ *     seed drops the same positions in the packet sequence).
+ * relay.stats counts datagrams per direction and kind ({ toServer: { stun: n,
+ * ... }, toClient: {...}, dropped: {...} }). relay.streams maps every SSRC sent
+ * to the client (RTP headers are not encrypted) to { forwarded, dropped,
+ * redelivered }: redelivered counts dropped sequence numbers that came through
+ * later on the same SSRC (plain retransmissions; RTX ones arrive on their own
+ * SSRC, whose `forwarded` counts them).
+ * Resolves once bound; relay.close() closes every socket.
+ */
+export function startLossyRelay({ lossRate = 0.05, seed = 1 } = {}) {
+  const random = seededRandom(seed);
+  const relay = {
+    port: null, target: null, lossRate, seed, clients: new Map(), streams: new Map(),
+    stats: { toServer: {}, toClient: {}, dropped: {}, noTarget: 0, errors: [] },
+  };
+  const count = (bucket, kind) => { bucket[kind] = (bucket[kind] || 0) + 1; };
+  const front = dgram.createSocket('udp4');
+  const noteError = (e) => { if (relay.stats.errors.length < 20) relay.stats.errors.push(e.message); };
+  front.on('error', noteError);
+  front.on('message', (msg, rinfo) => {
+    if (!relay.target) { relay.stats.noTarget += 1; return; }
+    const key = `${rinfo.address}:${rinfo.port}`;
+    let up = relay.clients.get(key);
+    if (!up) {
+      up = dgram.createSocket('udp4');
+      up.on('error', noteError);
+      up.on('message', (back) => {
+        const kind = classifyDatagram(back);
+        if (kind === 'rtp' && back.length >= 12) {
+          const ssrc = back.readUInt32BE(8);
+          const seq = back.readUInt16BE(2);
+          let st = relay.streams.get(ssrc);
+          if (!st) relay.streams.set(ssrc, st = { forwarded: 0, dropped: 0, redelivered: 0, droppedSeqs: new Set() });
+          if (random() < lossRate) {
+            count(relay.stats.dropped, kind);
+            st.dropped += 1;
+            st.droppedSeqs.add(seq);
+            return;
+          }
+          st.forwarded += 1;
+          if (st.droppedSeqs.delete(seq)) st.redelivered += 1;
+        }
+        count(relay.stats.toClient, kind);
+        front.send(back, rinfo.port, rinfo.address);
+      });
+      up.bind(0, '127.0.0.1');
+      relay.clients.set(key, up);
+    }
+    count(relay.stats.toServer, classifyDatagram(msg));
+    up.send(msg, relay.target.port, relay.target.address);
+  });
+  relay.close = () => {
+    for (const s of [front, ...relay.clients.values()]) {
+      try { s.close(); } catch (_) { /* already closed */ }
+    }
+  };
+  relay.describe = () => `relay 127.0.0.1:${relay.port} -> ${relay.target ? `${relay.target.address}:${relay.target.port}` : '(no target)'}, ` +
+    `${relay.clients.size} client address(es), loss ${lossRate} seed ${seed}: to server ${JSON.stringify(relay.stats.toServer)}, ` +
+    `to client ${JSON.stringify(relay.stats.toClient)}, dropped ${JSON.stringify(relay.stats.dropped)}; RTP by SSRC: ` +
+    `${[...relay.streams].map(([ssrc, x]) => `${ssrc} forwarded ${x.forwarded} dropped ${x.dropped} redelivered ${x.redelivered}`).join(', ')}` +
+    `${relay.stats.noTarget ? `, ${relay.stats.noTarget} before a target was set` : ''}` +
+    `${relay.stats.errors.length ? `, errors: ${relay.stats.errors.join('; ')}` : ''}`;
+  return new Promise((resolve, reject) => {
+    front.once('error', reject);
+    front.bind(0, '127.0.0.1', () => {
+      front.off('error', reject);
+      relay.port = front.address().port;
+      resolve(relay);
+    });
+  });
 }

@@ -39,10 +39,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import {
-  backendsFromEnv, describeDrops, fetchMetrics, launchChromium, mintToken, sleep, startRingcast,
-  startWebServer, sumMetric, withTimeout, SERVER_STOP_TIMEOUT_MS,
+  backendsFromEnv, closeCase, describeDrops, fetchMetrics, launchChromium, mintToken, sleep, startRingcast,
+  startWebServer, stopServerChecked, sumMetric, withTimeout,
 } from './harness.mjs';
 
 const BACKENDS = backendsFromEnv();
@@ -209,20 +208,11 @@ async function runCase(t, backend) {
       `${left.eventsError ? ` with ${left.eventsError}` : ''}`);
 
     await browser.close();
-    const exit = await server.stop();
-    assert.ok(!exit.hung, `ringcast did not exit within ${SERVER_STOP_TIMEOUT_MS} ms of SIGTERM`);
-    assert.equal(exit.code, 0, `ringcast exited with ${JSON.stringify(exit)} after SIGTERM:\n${server.tail()}`);
-    const warnings = server.output().split('\n').filter((l) => /\b(WARN|ERROR)\b/.test(l));
-    if (warnings.length) note(`server warnings/errors:\n${warnings.join('\n')}`);
+    await stopServerChecked(server, note);
     note(`case took ${Date.now() - began} ms`);
     passed = true;
   } finally {
-    if (browser) await browser.close();
-    if (web) await web.close();
-    if (server) {
-      await server.stop();
-      if (passed && !process.env.RINGCAST_TEST_KEEP_LOGS) fs.rmSync(server.logPath, { force: true });
-    }
+    await closeCase({ browser, web, server, passed });
   }
 }
 

@@ -296,3 +296,22 @@ def metric_lines(text: str, *prefixes: str) -> str:
     return "\n".join(
         l for l in text.splitlines() if l and not l.startswith("#") and l.startswith(prefixes)
     )
+
+
+# ---------------------------------------------------------------------------
+# aiortc (imported lazily: only the aiortc tests and aiortc_publisher.py need it)
+
+
+def loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    """A stand-in for aioice.ice.get_host_addresses, which leaves 127.0.0.1 out: only loopback."""
+    return ["127.0.0.1"] if use_ipv4 else []
+
+
+def prefer_codecs(transceiver, *mime_types: str) -> None:
+    """Offer only these codecs (in this order, lower-case mime types) on an aiortc `transceiver`."""
+    from aiortc import RTCRtpSender
+
+    caps = RTCRtpSender.getCapabilities(transceiver.kind).codecs
+    chosen = [c for m in mime_types for c in caps if c.mimeType.lower() == m]
+    assert chosen, f"aiortc has none of {mime_types}: {[c.mimeType for c in caps]}"
+    transceiver.setCodecPreferences(chosen)

@@ -25,7 +25,6 @@ from aiortc import (
     AudioStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
     VideoStreamTrack,
 )
@@ -33,10 +32,12 @@ from aiortc import (
 from ringcast_helpers import (
     admin_token,
     call,
+    loopback_host_addresses,
     metric_lines,
     metric_sum,
     mint,
     parse_metrics,
+    prefer_codecs,
     start_server,
     unique,
 )
@@ -80,19 +81,7 @@ METRIC_PREFIXES = (
 @pytest.fixture
 def loopback_ice(monkeypatch):
     """aioice leaves 127.0.0.1 out of its host candidates; offer only loopback instead."""
-
-    def loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"] if use_ipv4 else []
-
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback_only)
-
-
-def _prefer(transceiver, *mime_types: str) -> None:
-    """Offer only these codecs (in this order) on `transceiver`."""
-    caps = RTCRtpSender.getCapabilities(transceiver.kind).codecs
-    chosen = [c for m in mime_types for c in caps if c.mimeType.lower() == m]
-    assert chosen, f"aiortc has none of {mime_types}: {[c.mimeType for c in caps]}"
-    transceiver.setCodecPreferences(chosen)
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback_host_addresses)
 
 
 def _candidate_ports(sdp: str) -> list[tuple[str, int]]:
@@ -199,8 +188,8 @@ class Case:
 
         audio = pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
         video = pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
-        _prefer(audio, "audio/opus")
-        _prefer(video, "video/vp8", "video/rtx")
+        prefer_codecs(audio, "audio/opus")
+        prefer_codecs(video, "video/vp8", "video/rtx")
 
         await pc.setLocalDescription(await pc.createOffer())
         deadline = time.monotonic() + GATHER_TIMEOUT

@@ -2,6 +2,7 @@
 //! the demo page). Media routing is `ringcast-media`; this wires it into the datapath.
 
 pub mod config;
+pub mod demo;
 pub mod media_plane;
 pub mod server;
 pub mod telemetry;

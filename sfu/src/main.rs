@@ -54,6 +54,10 @@ fn announce(config: &Config, server: &Server) {
             "Development credentials (loopback only): API key `{}`, secret `{}`\nAdmin token for RoomService (24 h): {token}",
             config.api_key, config.api_secret
         );
+        eprintln!(
+            "Demo: open {} in two browser tabs",
+            ringcast_sfu::demo::url(server.http_addr, &token)
+        );
     }
 }
 

@@ -130,7 +130,8 @@ impl Server {
             }
         }));
 
-        let app = http_routes(control.clone(), plane.clone(), metrics);
+        let app = http_routes(control.clone(), plane.clone(), metrics)
+            .merge(crate::demo::routes(grpc_addr.port()));
         let mut s = stopped.clone();
         tasks.push(tokio::spawn(async move {
             let res = axum::serve(http, app)
@@ -207,12 +208,15 @@ fn http_routes(
 ) -> Router {
     let metrics_control = control.clone();
     Router::new()
-        .route("/metrics", get(move || {
-            crate::telemetry::publish_allocator_stats();
-            crate::telemetry::publish_registry_stats(&metrics_control.registry().stats());
-            let body = metrics.render();
-            async move { ([("content-type", "text/plain; version=0.0.4")], body) }
-        }))
+        .route(
+            "/metrics",
+            get(move || {
+                crate::telemetry::publish_allocator_stats();
+                crate::telemetry::publish_registry_stats(&metrics_control.registry().stats());
+                let body = metrics.render();
+                async move { ([("content-type", "text/plain; version=0.0.4")], body) }
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -225,12 +229,6 @@ fn http_routes(
                         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                     }
                 }
-            }),
-        )
-        .route(
-            "/",
-            get(|| async {
-                "Ringcast WebRTC SFU. gRPC API: ringcast.v1 (see README.md). /healthz /readyz /metrics\n"
             }),
         )
 }

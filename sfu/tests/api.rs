@@ -783,3 +783,49 @@ async fn health_endpoints_and_drain() {
     assert_eq!(e.code(), Code::Unavailable);
     n.server.stop().await;
 }
+
+#[tokio::test]
+async fn the_demo_page_is_served_with_its_client_and_config() {
+    let n = start().await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let get = |path: &str| {
+        let uri: http::Uri = format!("http://{}{path}", n.server.http_addr)
+            .parse()
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let r = client.get(uri).await.unwrap();
+            let status = r.status();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+            (status, ct, String::from_utf8(body).unwrap())
+        }
+    };
+    let (status, ct, page) = get("/").await;
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("text/html"), "{ct}");
+    assert!(page.contains("demo.js"), "the page loads its script");
+    for (path, needle) in [
+        ("/demo.js", "ringcast-client.js"),
+        ("/ringcast-client.js", "export class RingcastClient"),
+        ("/protobuf.min.js", "protobuf"),
+        ("/ringcast.proto", "service Signaling"),
+    ] {
+        let (status, _, body) = get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains(needle), "{path} lacks {needle}");
+    }
+    let (_, ct, config) = get("/demo-config.json").await;
+    assert_eq!(ct, "application/json");
+    assert_eq!(
+        config,
+        format!("{{\"grpcPort\":{}}}", n.server.grpc_addr.port())
+    );
+    assert_eq!(get("/nope").await.0, 404);
+    n.server.stop().await;
+}

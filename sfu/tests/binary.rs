@@ -109,5 +109,6 @@ fn starts_serves_and_exits_zero_on_sigterm() {
     assert!(status.success(), "exit {status:?}\n{err}");
     assert!(err.contains("Development credentials"), "{err}");
     assert!(err.contains("Admin token"));
+    assert!(err.contains("Demo: open http://127.0.0.1:"), "{err}");
     assert!(err.contains("draining"));
 }
