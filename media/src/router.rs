@@ -41,6 +41,8 @@ pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
 pub const MAX_RTT: Duration = Duration::from_secs(1);
 /// Sender reports remembered per subscription, to match the LSR of its receiver reports.
 const SR_MEMORY: usize = 4;
+/// Receiver-report samples kept between two metrics publications.
+const MAX_REPORT_SAMPLES: usize = 4096;
 /// How often publishers get receiver reports and REMB.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The bitrate REMB allows each publisher until bandwidth estimation lands: room for three
@@ -221,19 +223,17 @@ impl Subscription {
 
     /// A receiver report block about this subscription: RTT (RFC 3550 §6.4.1) from the
     /// sender report it names, smoothed as TCP does (RFC 6298, alpha 1/8).
-    fn on_report(&mut self, block: &rtcp::ReportBlock, now: Instant) {
+    /// Returns the RTT sample, if the block named a sender report of ours.
+    fn on_report(&mut self, block: &rtcp::ReportBlock, now: Instant) -> Option<Duration> {
         self.fraction_lost = block.fraction_lost;
         if block.last_sr == 0 {
-            return;
+            return None;
         }
-        let Some((_, sent)) = self
+        let (_, sent) = self
             .sent_reports
             .iter()
             .flatten()
-            .find(|(mid, _)| *mid == block.last_sr)
-        else {
-            return;
-        };
+            .find(|(mid, _)| *mid == block.last_sr)?;
         let held = Duration::from_secs_f64(f64::from(block.delay_since_last_sr) / 65536.0);
         let sample = now
             .saturating_duration_since(*sent)
@@ -243,6 +243,7 @@ impl Subscription {
             None => sample,
             Some(r) => (r * 7 + sample) / 8,
         });
+        Some(sample)
     }
 
     /// The header of this subscriber's copy of a packet.
@@ -303,6 +304,15 @@ impl Track {
     }
 }
 
+/// Receiver-report samples awaiting publication, preallocated so reports never allocate.
+struct ReportSamples(Vec<(Option<Duration>, f64)>);
+
+impl Default for ReportSamples {
+    fn default() -> Self {
+        ReportSamples(Vec::with_capacity(MAX_REPORT_SAMPLES))
+    }
+}
+
 /// Where active speakers go: the audible audio tracks of the shard, loudest first, each time
 /// that list changes (at most every [`SPEAKER_INTERVAL`]).
 pub type SpeakerSink = Box<dyn FnMut(&[(TrackId, f32)]) + Send>;
@@ -316,6 +326,8 @@ pub struct MediaRouter {
     last_speakers: Vec<TrackId>,
     /// Reused by every level sample.
     speakers_scratch: Vec<(TrackId, f32)>,
+    /// (RTT, loss fraction) from subscribers' receiver reports since the last publication.
+    report_samples: ReportSamples,
     /// `stats` as last published.
     published: RouterStats,
     tracks: Table<Track>,
@@ -1002,7 +1014,13 @@ impl MediaRouter {
                     .iter_mut()
                     .find(|s| s.config.subscriber == from && s.config.ssrc == b.ssrc)
             }) {
-                s.on_report(&b, now);
+                let rtt = s.on_report(&b, now);
+                // Kept for the next metrics publication (bounded: a flood of reports only
+                // loses samples).
+                let samples = &mut self.report_samples.0;
+                if samples.len() < MAX_REPORT_SAMPLES {
+                    samples.push((rtt, f64::from(b.fraction_lost) / 256.0));
+                }
             }
         }
     }
@@ -1152,6 +1170,17 @@ impl Router for MediaRouter {
         ];
         for (name, delta) in counters {
             metrics::counter!(name, "shard" => shard.clone()).increment(delta);
+        }
+        if !self.report_samples.0.is_empty() {
+            let rtt =
+                metrics::histogram!("ringcast_subscriber_rtt_seconds", "shard" => shard.clone());
+            let loss = metrics::histogram!("ringcast_subscriber_loss_ratio", "shard" => shard);
+            for (r, l) in self.report_samples.0.drain(..) {
+                if let Some(r) = r {
+                    rtt.record(r.as_secs_f64());
+                }
+                loss.record(l);
+            }
         }
         self.published = s;
     }
