@@ -193,6 +193,7 @@ export function startWebServer(pages) {
   const files = {
     ...Object.fromEntries(Object.entries(pages).map(([url, f]) => [url, [path.join(HERE, f), html]])),
     '/ringcast-client.js': [path.join(REPO, 'web', 'ringcast-client.js'), js],
+    '/session.js': [path.join(REPO, 'web', 'session.js'), js],
     '/ringcast.proto': [path.join(REPO, 'proto', 'proto', 'ringcast', 'v1', 'ringcast.proto'), 'text/plain; charset=utf-8'],
     '/protobuf.min.js': [path.join(path.dirname(require.resolve('protobufjs/package.json')), 'dist', 'protobuf.min.js'), js],
   };
