@@ -78,6 +78,25 @@ impl Node {
             .0
     }
 
+    /// GET on the HTTP port: status, content type and body.
+    async fn http_get(&self, path: &str) -> (http::StatusCode, String, String) {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let uri: http::Uri = format!("http://{}{path}", self.server.http_addr)
+            .parse()
+            .unwrap();
+        let r = client.get(uri).await.unwrap();
+        let status = r.status();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, content_type, String::from_utf8(body).unwrap())
+    }
+
     fn participant(&self, room: &str, who: &str, publish: bool) -> String {
         let g = Grants {
             room: room.into(),
@@ -720,20 +739,10 @@ async fn grpc_web_over_http1() {
 #[tokio::test]
 async fn health_endpoints_and_drain() {
     let n = start().await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let get = |path: &str| {
-        let uri: http::Uri = format!("http://{}{path}", n.server.http_addr)
-            .parse()
-            .unwrap();
-        client.get(uri)
-    };
-    assert_eq!(get("/healthz").await.unwrap().status(), 200);
-    assert_eq!(get("/readyz").await.unwrap().status(), 200);
-    let m = get("/metrics").await.unwrap();
-    assert_eq!(m.status(), 200);
-    let body =
-        String::from_utf8(m.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert_eq!(n.http_get("/healthz").await.0, 200);
+    assert_eq!(n.http_get("/readyz").await.0, 200);
+    let (status, _, body) = n.http_get("/metrics").await;
+    assert_eq!(status, 200);
     for name in [
         "ringcast_build_info",
         "ringcast_datapath_backend",
@@ -771,7 +780,7 @@ async fn health_endpoints_and_drain() {
         .await
         .unwrap();
     n.server.control.registry().set_draining();
-    assert_eq!(get("/readyz").await.unwrap().status(), 503);
+    assert_eq!(n.http_get("/readyz").await.0, 503);
     let e = n
         .signaling()
         .join(req(
@@ -787,25 +796,7 @@ async fn health_endpoints_and_drain() {
 #[tokio::test]
 async fn the_demo_page_is_served_with_its_client_and_config() {
     let n = start().await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let get = |path: &str| {
-        let uri: http::Uri = format!("http://{}{path}", n.server.http_addr)
-            .parse()
-            .unwrap();
-        let client = client.clone();
-        async move {
-            let r = client.get(uri).await.unwrap();
-            let status = r.status();
-            let ct = r
-                .headers()
-                .get("content-type")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
-            (status, ct, String::from_utf8(body).unwrap())
-        }
-    };
+    let get = |path: &'static str| n.http_get(path);
     let (status, ct, page) = get("/").await;
     assert_eq!(status, 200);
     assert!(ct.starts_with("text/html"), "{ct}");
