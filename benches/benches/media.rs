@@ -7,12 +7,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringcast_control::codec::CodecName;
 use ringcast_datapath::TransportId;
-use ringcast_media::router::{
-    Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
-    TrackConfig, TrackId,
-};
+use ringcast_media::fixtures;
+use ringcast_media::router::{Egress, MediaCommand, MediaRouter, TrackId};
 use ringcast_media::rtcp;
 
 /// Writes every packet into one buffer, as the shard writes into a send slot.
@@ -46,40 +43,22 @@ fn packet(seq: u16) -> Vec<u8> {
 fn router(out: &mut Sink, t0: Instant) -> MediaRouter {
     let mut r = MediaRouter::default();
     r.command(
-        MediaCommand::AddTrack(TrackConfig {
-            id: TrackId(1),
-            publisher: 1,
-            codec: CodecName::Vp8,
-            clock_rate: 90_000,
-            payload_type: 96,
-            rtx_payload_type: Some(97),
-            mid: "1".into(),
-            mid_ext: None,
-            rid_ext: None,
-            rrid_ext: None,
-            forwarded_exts: vec![(2, ForwardedExt::AbsSendTime)],
-            encodings: vec![EncodingConfig {
-                rid: None,
-                ssrc: Some(0x10),
-                rtx_ssrc: Some(0x11),
-            }],
-        }),
+        MediaCommand::AddTrack(fixtures::vp8_track(
+            TrackId(1),
+            1,
+            fixtures::single(0x10, Some(0x11)),
+        )),
         out,
         t0,
     );
     for sub in 2..2 + SUBSCRIBERS {
         r.command(
-            MediaCommand::Subscribe(SubscriptionConfig {
-                track: TrackId(1),
-                subscriber: sub,
-                ssrc: 0x100 * sub as u32,
-                payload_type: 100,
-                rtx: Some(RtxConfig {
-                    ssrc: 0x100 * sub as u32 + 1,
-                    payload_type: 101,
-                }),
-                exts: vec![(ForwardedExt::AbsSendTime, 3)],
-            }),
+            MediaCommand::Subscribe(fixtures::subscription(
+                TrackId(1),
+                sub,
+                0x100 * sub as u32,
+                true,
+            )),
             out,
             t0,
         );

@@ -8,6 +8,7 @@
 //! timestamp continuity across pauses and source switches), `upstream` (publisher loss to
 //! NACK), `speakers` (audio levels), `retransmit` (NACK history and budgets).
 
+pub mod fixtures;
 pub mod keyframe;
 pub mod retransmit;
 pub mod router;

@@ -9,11 +9,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use ringcast_control::codec::CodecName;
 use ringcast_datapath::TransportId;
+use ringcast_media::fixtures;
 use ringcast_media::router::{
-    Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
-    TrackConfig, TrackId,
+    Egress, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig, TrackId,
 };
 use ringcast_media::rtcp::{self, Rtcp};
 use ringcast_media::rtp::RtpPacket;
@@ -220,14 +219,7 @@ impl Subscriber {
     }
 
     fn config(&self, subscriber: TransportId) -> SubscriptionConfig {
-        SubscriptionConfig {
-            track: TRACK,
-            subscriber,
-            ssrc: self.ssrc,
-            payload_type: 100,
-            rtx: self.rtx,
-            exts: vec![],
-        }
+        fixtures::subscription(TRACK, subscriber, self.ssrc, self.rtx.is_some())
     }
 
     fn rtp(&mut self, b: &[u8], now: Duration) {
@@ -348,24 +340,11 @@ impl Sim {
         let t0 = Instant::now();
         let mut router = MediaRouter::default();
         router.command(
-            MediaCommand::AddTrack(TrackConfig {
-                id: TRACK,
-                publisher: PUB,
-                codec: CodecName::Vp8,
-                clock_rate: 90_000,
-                payload_type: 96,
-                rtx_payload_type: Some(97),
-                mid: "1".into(),
-                mid_ext: None,
-                rid_ext: None,
-                rrid_ext: None,
-                forwarded_exts: vec![(2, ForwardedExt::AbsSendTime)],
-                encodings: vec![EncodingConfig {
-                    rid: None,
-                    ssrc: Some(MEDIA_SSRC),
-                    rtx_ssrc: Some(RTX_SSRC),
-                }],
-            }),
+            MediaCommand::AddTrack(fixtures::vp8_track(
+                TRACK,
+                PUB,
+                fixtures::single(MEDIA_SSRC, Some(RTX_SSRC)),
+            )),
             &mut Outbox::default(),
             t0,
         );

@@ -6,13 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use ringcast_control::codec::CodecName;
 use ringcast_datapath::TransportId;
 use ringcast_datapath::alloc_count::{Counting, count};
-use ringcast_media::router::{
-    Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
-    TrackConfig, TrackId,
-};
+use ringcast_media::fixtures;
+use ringcast_media::router::{Egress, MediaCommand, MediaRouter, TrackId};
 use ringcast_media::rtcp;
 
 #[global_allocator]
@@ -54,40 +51,22 @@ fn per_packet_paths_do_not_allocate() {
     };
     let t0 = Instant::now();
     r.command(
-        MediaCommand::AddTrack(TrackConfig {
-            id: TrackId(1),
-            publisher: 1,
-            codec: CodecName::Vp8,
-            clock_rate: 90_000,
-            payload_type: 96,
-            rtx_payload_type: Some(97),
-            mid: "1".into(),
-            mid_ext: None,
-            rid_ext: None,
-            rrid_ext: None,
-            forwarded_exts: vec![(2, ForwardedExt::AbsSendTime)],
-            encodings: vec![EncodingConfig {
-                rid: None,
-                ssrc: Some(0x10),
-                rtx_ssrc: Some(0x11),
-            }],
-        }),
+        MediaCommand::AddTrack(fixtures::vp8_track(
+            TrackId(1),
+            1,
+            fixtures::single(0x10, Some(0x11)),
+        )),
         &mut out,
         t0,
     );
     for sub in 2..5u64 {
         r.command(
-            MediaCommand::Subscribe(SubscriptionConfig {
-                track: TrackId(1),
-                subscriber: sub,
-                ssrc: 0x100 * sub as u32,
-                payload_type: 100,
-                rtx: (sub % 2 == 0).then_some(RtxConfig {
-                    ssrc: 0x100 * sub as u32 + 1,
-                    payload_type: 101,
-                }),
-                exts: vec![(ForwardedExt::AbsSendTime, 3)],
-            }),
+            MediaCommand::Subscribe(fixtures::subscription(
+                TrackId(1),
+                sub,
+                0x100 * sub as u32,
+                sub % 2 == 0,
+            )),
             &mut out,
             t0,
         );

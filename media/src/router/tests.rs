@@ -1,6 +1,7 @@
 //! Router scenarios with a recording egress: what each subscriber receives.
 
 use super::*;
+use crate::fixtures;
 use crate::rtp::RtpPacket;
 
 #[derive(Default)]
@@ -44,31 +45,11 @@ const SUB_A: TransportId = 2;
 const SUB_B: TransportId = 3;
 
 fn video_track(encodings: Vec<EncodingConfig>) -> TrackConfig {
-    TrackConfig {
-        id: TrackId(10),
-        publisher: PUB,
-        codec: CodecName::Vp8,
-        clock_rate: 90_000,
-        payload_type: 96,
-        rtx_payload_type: Some(97),
-        mid: "1".into(),
-        mid_ext: Some(4),
-        rid_ext: Some(10),
-        rrid_ext: Some(11),
-        forwarded_exts: vec![(2, ForwardedExt::AbsSendTime)],
-        encodings,
-    }
+    fixtures::vp8_track(TrackId(10), PUB, encodings)
 }
 
 fn sub(subscriber: TransportId, ssrc: u32) -> SubscriptionConfig {
-    SubscriptionConfig {
-        track: TrackId(10),
-        subscriber,
-        ssrc,
-        payload_type: 100,
-        rtx: None,
-        exts: vec![(ForwardedExt::AbsSendTime, 7)],
-    }
+    fixtures::subscription(TrackId(10), subscriber, ssrc, false)
 }
 
 /// A VP8 packet; `key` makes it the start of a keyframe. Extensions: abs-send-time (id 2),
@@ -444,12 +425,8 @@ fn the_gate_opens_only_on_a_keyframe_that_was_sent() {
     assert_eq!(out.rtp.len(), 1);
 }
 
-fn with_rtx(mut c: SubscriptionConfig) -> SubscriptionConfig {
-    c.rtx = Some(RtxConfig {
-        ssrc: c.ssrc + 1,
-        payload_type: 101,
-    });
-    c
+fn with_rtx(c: SubscriptionConfig) -> SubscriptionConfig {
+    fixtures::subscription(c.track, c.subscriber, c.ssrc, true)
 }
 
 /// An RTX packet (payload type 97) repairing `osn`: the original sequence number, then a
