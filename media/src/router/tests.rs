@@ -77,6 +77,30 @@ fn vp8(ssrc: u32, seq: u16, ts: u32, key: bool, mid_rid: Option<(&str, &str)>) -
     p
 }
 
+/// VP8 packets `seqs` of the signalled stream 0x5000, 3000 ticks apart; 1 starts a keyframe.
+fn stream(
+    r: &mut MediaRouter,
+    out: &mut Recorder,
+    seqs: std::ops::RangeInclusive<u16>,
+    now: Instant,
+) {
+    for seq in seqs {
+        r.rtp(
+            PUB,
+            &vp8(0x5000, seq, u32::from(seq) * 3000, seq == 1, None),
+            out,
+            now,
+        );
+    }
+}
+
+/// The RTP packets sent.
+fn parsed(sent: &[(TransportId, Vec<u8>)]) -> Vec<RtpPacket<'_>> {
+    sent.iter()
+        .map(|(_, b)| RtpPacket::parse(b).unwrap())
+        .collect()
+}
+
 fn router_with(encodings: Vec<EncodingConfig>) -> (MediaRouter, Recorder, Instant) {
     let mut r = MediaRouter::default();
     let mut out = Recorder::default();
@@ -238,19 +262,8 @@ fn mute_pauses_and_unmute_resumes_contiguously_from_a_keyframe() {
 fn nacks_are_answered_from_history_once_per_rtt() {
     let (mut r, mut out, now) = router_with(single());
     r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
-    for seq in 1..=5u16 {
-        r.rtp(
-            PUB,
-            &vp8(0x5000, seq, u32::from(seq) * 3000, seq == 1, None),
-            &mut out,
-            now,
-        );
-    }
-    let sent: Vec<RtpPacket<'_>> = out
-        .rtp
-        .iter()
-        .map(|(_, b)| RtpPacket::parse(b).unwrap())
-        .collect();
+    stream(&mut r, &mut out, 1..=5, now);
+    let sent = parsed(&out.rtp);
     let lost = sent[2].sequence;
     let lost_ts = sent[2].timestamp;
     let mut nack = [0u8; 64];
@@ -485,19 +498,8 @@ fn nacks_are_answered_with_rtx_where_the_subscriber_negotiated_it() {
         &mut out,
         now,
     );
-    for seq in 1..=4u16 {
-        r.rtp(
-            PUB,
-            &vp8(0x5000, seq, u32::from(seq) * 3000, seq == 1, None),
-            &mut out,
-            now,
-        );
-    }
-    let sent: Vec<RtpPacket<'_>> = out
-        .rtp
-        .iter()
-        .map(|(_, b)| RtpPacket::parse(b).unwrap())
-        .collect();
+    stream(&mut r, &mut out, 1..=4, now);
+    let sent = parsed(&out.rtp);
     let mut out2 = Recorder::default();
     r.rtcp(
         SUB_A,
