@@ -37,6 +37,10 @@ pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
 pub const NACK_BUDGET: (f64, f64) = (200.0, 100.0);
 /// Until RTCP tells us better.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// A simulcast layer without packets for this long is paused: subscribers move down.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(500);
+/// A layer must flow this long before subscribers move up to it (no flapping).
+pub const LAYER_STABLE: Duration = Duration::from_secs(1);
 /// RTT samples above this are taken as this (a stalled peer, a stale report).
 pub const MAX_RTT: Duration = Duration::from_secs(1);
 /// Sender reports remembered per subscription, to match the LSR of its receiver reports.
@@ -156,6 +160,8 @@ pub struct RouterStats {
     pub nacked_upstream: u64,
     /// Sender reports rewritten for subscribers.
     pub sender_reports: u64,
+    /// Subscriptions moved to another simulcast layer.
+    pub layer_switches: u64,
     pub forwarded: u64,
     pub gated: u64,
     pub plis_sent: u64,
@@ -180,12 +186,36 @@ struct Layer {
     received_prior: u64,
     /// Middle 32 bits of the last SR's NTP time, and when it arrived.
     last_sr: Option<(u32, Instant)>,
+    /// The last packet, and since when packets have come without a pause: a simulcast layer
+    /// the publisher stopped (bandwidth, CPU) is not waited on.
+    last_packet: Option<Instant>,
+    active_since: Option<Instant>,
+}
+
+impl Layer {
+    fn is_active(&self, now: Instant) -> bool {
+        self.ssrc.is_some()
+            && self
+                .last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+    }
+
+    /// Active long enough to switch up to.
+    fn is_stable(&self, now: Instant) -> bool {
+        self.is_active(now)
+            && self
+                .active_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STABLE)
+    }
 }
 
 struct Subscription {
     config: SubscriptionConfig,
     rewriter: SequenceRewriter,
+    /// The simulcast layer forwarded now, and the one wanted: they differ while a switch waits
+    /// for the wanted layer's keyframe.
     layer: usize,
+    target: usize,
     waiting_keyframe: bool,
     last_out: Option<Instant>,
     budget: Budget,
@@ -206,6 +236,7 @@ impl Subscription {
     fn new(config: SubscriptionConfig, layer: usize, video: bool) -> Self {
         Subscription {
             layer,
+            target: layer,
             // Any start is valid (RFC 4588); the SSRC's low bits keep it deterministic.
             rtx_seq: config.rtx.map_or(0, |r| r.ssrc as u16),
             config,
@@ -285,6 +316,27 @@ struct Track {
 impl Track {
     fn is_video(&self) -> bool {
         self.config.codec != CodecName::Opus
+    }
+
+    /// The layer a new subscription starts on: the best one flowing steadily, else the best
+    /// one flowing at all, else the top one (nothing known yet).
+    fn initial_layer(&self, now: Instant) -> usize {
+        let top = self.layers.len().saturating_sub(1);
+        let stable = self.layers.iter().rposition(|l| l.is_stable(now));
+        let active = self.layers.iter().rposition(|l| l.is_active(now));
+        stable.or(active).unwrap_or(top)
+    }
+
+    /// The layer a subscription on `current` should move to: up only to a better layer that
+    /// flows steadily; away only when `current` stopped (then to the best one flowing).
+    fn choose_layer(&self, current: usize, now: Instant) -> usize {
+        let stable = self.layers.iter().rposition(|l| l.is_stable(now));
+        if self.layers.get(current).is_some_and(|l| l.is_active(now)) {
+            return stable.filter(|&s| s > current).unwrap_or(current);
+        }
+        stable
+            .or_else(|| self.layers.iter().rposition(|l| l.is_active(now)))
+            .unwrap_or(current)
     }
 
     /// The layer a packet belongs to by its MID and (repaired) RID extensions.
@@ -379,6 +431,8 @@ impl MediaRouter {
                         highest: None,
                         history: history_for(c.codec),
                         missing: Missing::default(),
+                        last_packet: None,
+                        active_since: None,
                         base: None,
                         received: 0,
                         expected_prior: 0,
@@ -452,8 +506,8 @@ impl MediaRouter {
                 t.subs.retain(|s| s.config.subscriber != c.subscriber);
                 self.by_sub_ssrc.insert((c.subscriber, c.ssrc), slot);
                 let video = t.is_video();
-                let top = t.layers.len().saturating_sub(1);
-                t.subs.push(Subscription::new(c.clone(), top, video));
+                let layer = t.initial_layer(now);
+                t.subs.push(Subscription::new(c.clone(), layer, video));
                 if video {
                     self.request_keyframe(slot, out, now);
                 }
@@ -602,6 +656,29 @@ impl MediaRouter {
         self.speakers_scratch = active;
     }
 
+    /// Points every subscription of a simulcast track at the best layer flowing now: down at
+    /// once when its layer pauses, up when a better one has flowed steadily; the switch itself
+    /// happens on that layer's next keyframe, which is asked for.
+    fn select_layers(&mut self, out: &mut dyn Egress, now: Instant) {
+        for t in self.tracks.values_mut() {
+            if t.layers.len() < 2 || t.muted {
+                continue;
+            }
+            let mut changed = false;
+            for i in 0..t.subs.len() {
+                let best = t.choose_layer(t.subs[i].target, now);
+                let s = &mut t.subs[i];
+                if s.target != best {
+                    s.target = best;
+                    changed = true;
+                }
+            }
+            if changed {
+                t.request_keyframe(&mut self.stats, out, now);
+            }
+        }
+    }
+
     /// When `timeout` next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = [self.next_report, self.next_levels]
@@ -637,6 +714,7 @@ impl MediaRouter {
             self.next_levels = Some(now + SPEAKER_INTERVAL);
         }
         self.request_missing(out, now);
+        self.select_layers(out, now);
         let due: Vec<Slot> = self
             .tracks
             .iter()
@@ -799,6 +877,14 @@ impl MediaRouter {
             l.base = Some(l.base.map_or(ext, |b| b.min(ext)));
             l.received += 1;
             l.history.insert(ext, packet, now);
+            if !repair {
+                if l.last_packet
+                    .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_TIMEOUT)
+                {
+                    l.active_since = Some(now);
+                }
+                l.last_packet = Some(now);
+            }
             if let Some(level) = t.audio_level_ext.and_then(|x| p.extension(x))
                 && let Some(&byte) = level.first()
             {
@@ -816,17 +902,31 @@ impl MediaRouter {
                 let clock = u64::from(t.config.clock_rate);
                 let forwarded_exts = &t.config.forwarded_exts;
                 let mut lost_keyframe = false;
-                for s in t.subs.iter_mut().filter(|s| s.layer == layer) {
-                    let opening = s.waiting_keyframe;
+                for s in t
+                    .subs
+                    .iter_mut()
+                    .filter(|s| s.layer == layer || s.target == layer)
+                {
+                    // Opening: the first packet after subscribing or unmuting, or the switch
+                    // to another layer; either must be a keyframe of the wanted layer.
+                    let opening = s.target == layer && (s.waiting_keyframe || s.layer != s.target);
                     if opening {
                         // A late repair does not open the gate: the stream would start behind
                         // packets already dropped.
                         if !keyframe || repair {
-                            self.stats.gated += 1;
+                            if s.waiting_keyframe {
+                                self.stats.gated += 1;
+                            }
                             continue;
                         }
+                        if s.layer != layer && !s.waiting_keyframe {
+                            self.stats.layer_switches += 1;
+                        }
+                        s.layer = layer;
                         s.waiting_keyframe = false;
                         s.rewriter.rebase();
+                    } else if s.layer != layer || s.waiting_keyframe {
+                        continue;
                     }
                     let elapsed = s.last_out.map_or(0, |t| {
                         (now.saturating_duration_since(t).as_micros() as u64 * clock / 1_000_000)
@@ -867,9 +967,16 @@ impl MediaRouter {
 
     /// Asks the publisher for a keyframe on every layer someone waits on (throttled).
     fn request_keyframe(&mut self, id: Slot, out: &mut dyn Egress, now: Instant) {
-        let Some(t) = self.tracks.at_mut(id) else {
-            return;
-        };
+        if let Some(t) = self.tracks.at_mut(id) {
+            t.request_keyframe(&mut self.stats, out, now);
+        }
+    }
+}
+
+impl Track {
+    /// Asks the publisher for a keyframe on every layer someone waits on (throttled).
+    fn request_keyframe(&mut self, stats: &mut RouterStats, out: &mut dyn Egress, now: Instant) {
+        let t = self;
         if t.last_pli
             .is_some_and(|l| now.saturating_duration_since(l) < PLI_INTERVAL)
         {
@@ -877,17 +984,17 @@ impl MediaRouter {
             t.pli_pending = true;
             return;
         }
-        // Layers as a bit set (a track has at most a handful): no allocation.
-        let layers_of = |waiting_only: bool| {
-            t.subs
-                .iter()
-                .filter(|s| !waiting_only || s.waiting_keyframe)
-                .fold(0u64, |m, s| m | (1u64 << s.layer.min(63)))
-        };
-        let mut waiting = layers_of(true);
+        // Layers as a bit set (a track has at most a handful): no allocation. First the
+        // layers someone waits to open or switch to.
+        let bit = |l: usize| 1u64 << l.min(63);
+        let mut waiting = t
+            .subs
+            .iter()
+            .filter(|s| s.waiting_keyframe || s.layer != s.target)
+            .fold(0u64, |m, s| m | bit(s.target));
         if waiting == 0 {
             // An explicit request (a subscriber's PLI): every layer that is sent to someone.
-            waiting = layers_of(false);
+            waiting = t.subs.iter().fold(0u64, |m, s| m | bit(s.layer));
         }
         let mut sent_any = false;
         let mut unknown = false;
@@ -901,7 +1008,7 @@ impl MediaRouter {
                 w.pli(ROUTER_SSRC, media).map_or(0, |()| w.len())
             }) {
                 sent_any = true;
-                self.stats.plis_sent += 1;
+                stats.plis_sent += 1;
             }
         }
         t.pli_pending = unknown;
@@ -909,7 +1016,9 @@ impl MediaRouter {
             t.last_pli = Some(now);
         }
     }
+}
 
+impl MediaRouter {
     pub fn rtcp(&mut self, from: TransportId, packet: &[u8], out: &mut dyn Egress, now: Instant) {
         for p in rtcp::read(packet) {
             let p = match p {

@@ -743,3 +743,76 @@ fn active_speakers_follow_the_audio_level() {
         "then quiet"
     );
 }
+
+fn three_layers() -> Vec<EncodingConfig> {
+    ["q", "h", "f"]
+        .iter()
+        .map(|rid| EncodingConfig {
+            rid: Some((*rid).into()),
+            ssrc: None,
+            rtx_ssrc: None,
+        })
+        .collect()
+}
+
+/// The SSRCs of the PLIs sent.
+fn pli_ssrcs(out: &Recorder) -> Vec<u32> {
+    out.rtcp
+        .iter()
+        .flat_map(|(_, b)| rtcp::read(b).collect::<Vec<_>>())
+        .filter_map(|p| match p {
+            Ok(Rtcp::Pli { media_ssrc, .. }) => Some(media_ssrc),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn subscribers_follow_the_simulcast_layers_that_flow() {
+    let (mut r, mut out, t0) = router_with(three_layers());
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, t0);
+    // 30 frames/s of one packet each; `layers` says which layers send, `key` on which frame.
+    let mut seq = [0u16; 3];
+    let mut frame = 0u32;
+    let mut run = |r: &mut MediaRouter, out: &mut Recorder, ms: u32, layers: &[usize], key: u32| {
+        for _ in 0..ms / 33 {
+            frame += 1;
+            let now = t0 + Duration::from_millis(u64::from(frame) * 33);
+            for &l in layers {
+                seq[l] += 1;
+                let (ssrc, rid) = [(0x10, "q"), (0x20, "h"), (0x30, "f")][l];
+                let p = vp8(
+                    ssrc,
+                    seq[l],
+                    frame * 3000,
+                    frame.is_multiple_of(key),
+                    Some(("1", rid)),
+                );
+                r.rtp(PUB, &p, out, now);
+            }
+            r.timeout(out, now);
+        }
+    };
+    // Only q and h flow (Chromium before its estimate allows f): the subscriber, pointed at f
+    // while nothing was known, moves to h at once and opens on h's keyframe.
+    run(&mut r, &mut out, 700, &[0, 1], 10);
+    assert!(pli_ssrcs(&out).contains(&0x20), "{:?}", pli_ssrcs(&out));
+    let got: Vec<RtpPacket<'_>> = parsed(&out.rtp);
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|p| p.ssrc == 0xA));
+    // f starts; after a second of it flowing the subscriber moves up on f's keyframe.
+    out.rtp.clear();
+    out.rtcp.clear();
+    run(&mut r, &mut out, 1600, &[0, 1, 2], 10);
+    assert!(pli_ssrcs(&out).contains(&0x30));
+    assert_eq!(r.stats.layer_switches, 1);
+    // f pauses: within LAYER_TIMEOUT plus a keyframe, back to h.
+    run(&mut r, &mut out, 1000, &[0, 1], 10);
+    assert_eq!(r.stats.layer_switches, 2);
+    // Through it all one contiguous stream: no gap, no repeat.
+    let seqs: Vec<u16> = parsed(&out.rtp).iter().map(|p| p.sequence).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{seqs:?}"
+    );
+}
