@@ -1276,6 +1276,10 @@ impl Router for MediaRouter {
                 "ringcast_sender_reports_sent_total",
                 s.sender_reports - p.sender_reports,
             ),
+            (
+                "ringcast_layer_switches_total",
+                s.layer_switches - p.layer_switches,
+            ),
         ];
         for (name, delta) in counters {
             metrics::counter!(name, "shard" => shard.clone()).increment(delta);
