@@ -3,8 +3,9 @@
 //! protocol logic (recvmmsg, then the same AES-GCM encrypt per egress packet, sendmmsg).
 //!
 //! `cargo bench -p ringcast-benches --bench forwarding` (env: BENCH_SECS per run, default 3;
-//! BENCH_RUNS, default 3; BENCH_BACKEND io_uring|recvmmsg, default io_uring). Prints the median
-//! egress packets/s of each and the ratio.
+//! BENCH_RUNS, default 3; BENCH_BACKEND io_uring|recvmmsg, default io_uring; BENCH_ROUTER
+//! media|fanout, default media: the server's media router with one track and 10 subscriptions,
+//! or the datapath's bare fan-out). Prints the median egress packets/s of each and the ratio.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark setup: a panic is a failure report
 
@@ -21,13 +22,16 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use ringcast_benches::rtp_packet;
+use ringcast_control::codec::CodecName;
 use ringcast_datapath::dtls::{self, Dtls, DtlsEvent, Fingerprint, Role};
 use ringcast_datapath::srtp::{Context, Profile};
 use ringcast_datapath::stun::{self, IceRole};
 use ringcast_datapath::{
-    Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, RemoteConfig,
+    Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, RemoteConfig, Router,
     TransportConfig,
 };
+use ringcast_media::fixtures;
+use ringcast_media::router::{MediaCommand, MediaRouter, TrackId};
 
 const SUBSCRIBERS: usize = 10;
 const PAYLOAD: usize = 1200;
@@ -163,8 +167,53 @@ fn publisher(
     })
 }
 
+/// Which router the shard runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    Media,
+    Fanout,
+}
+
+/// The media router's commands: the publisher's stream (SSRC 0x1234, payload type 96) as one
+/// track without keyframe gating, and a subscription for each subscriber.
+fn media_routes() -> Vec<MediaCommand> {
+    let mut track = fixtures::vp8_track(TrackId(1), 0, fixtures::single(0x1234, None));
+    track.codec = CodecName::Opus;
+    track.clock_rate = 48_000;
+    let mut cmds = vec![MediaCommand::AddTrack(track)];
+    for sub in 1..=SUBSCRIBERS as u64 {
+        cmds.push(MediaCommand::Subscribe(fixtures::subscription(
+            TrackId(1),
+            sub,
+            0x1000 + sub as u32,
+            true,
+        )));
+    }
+    cmds
+}
+
+fn run_shard(backend: Backend, secs: u64, routing: Routing) -> f64 {
+    match routing {
+        Routing::Media => run_with(backend, secs, |_| MediaRouter::default(), media_routes()),
+        Routing::Fanout => run_with(
+            backend,
+            secs,
+            |_| Fanout::default(),
+            vec![FanoutCommand::Route {
+                from: 0,
+                to: (1..=SUBSCRIBERS as u64).collect(),
+            }],
+        ),
+    }
+}
+
 /// One run of the shard: egress packets/s.
-fn run_shard(backend: Backend, secs: u64) -> f64 {
+fn run_with<R: Router>(
+    backend: Backend,
+    secs: u64,
+    router: impl Fn(u16) -> R,
+    routes: Vec<R::Command>,
+) -> f64 {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
     let mut dp = Datapath::start(
@@ -178,7 +227,7 @@ fn run_shard(backend: Backend, secs: u64) -> f64 {
             srtp_profiles: vec![Profile::AeadAes128Gcm],
             pin_threads: true,
         },
-        |_| Fanout::default(),
+        router,
         Arc::new(|_, _| {}),
     )
     .unwrap();
@@ -214,14 +263,9 @@ fn run_shard(backend: Backend, secs: u64) -> f64 {
         ));
         socks.push(s);
     }
-    dp.send(
-        0,
-        Command::Router(FanoutCommand::Route {
-            from: 0,
-            to: (1..=SUBSCRIBERS as u64).collect(),
-        }),
-    )
-    .unwrap();
+    for r in routes {
+        dp.send(0, Command::Router(r)).unwrap();
+    }
     std::thread::sleep(Duration::from_millis(100));
     let k = &keys[0];
     let tx = Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
@@ -404,10 +448,14 @@ fn main() {
         Ok("recvmmsg") => Backend::Fallback,
         _ => Backend::IoUring,
     };
+    let routing = match std::env::var("BENCH_ROUTER").as_deref() {
+        Ok("fanout") => Routing::Fanout,
+        _ => Routing::Media,
+    };
     let (mut shard, mut reference) = (Vec::new(), Vec::new());
     for i in 0..runs {
         // Alternate, so drift on a shared machine hits both alike.
-        let s = run_shard(backend, secs);
+        let s = run_shard(backend, secs, routing);
         let r = run_reference(secs);
         println!(
             "run {i}: shard {s:.0} pkt/s, reference {r:.0} pkt/s, ratio {:.3}",
@@ -418,8 +466,13 @@ fn main() {
     }
     let (s, r) = (median(&mut shard), median(&mut reference));
     println!(
-        "forwarding 1 -> {SUBSCRIBERS}, {PAYLOAD} B payload, AES-128-GCM, {} backend, {runs} runs x {secs} s:\n  shard     median egress {s:.0} pkt/s\n  reference median egress {r:.0} pkt/s\n  ratio     {:.3}",
+        "forwarding 1 -> {SUBSCRIBERS}, {PAYLOAD} B payload, AES-128-GCM, {} backend, {} router, {runs} runs x {secs} s:\n  shard     median egress {s:.0} pkt/s\n  reference median egress {r:.0} pkt/s\n  ratio     {:.3}",
         backend.name(),
+        if routing == Routing::Media {
+            "media"
+        } else {
+            "fan-out"
+        },
         s / r
     );
 }
