@@ -118,6 +118,10 @@ impl<R: Router> Shard<R> {
         while let Ok(cmd) = self.commands.try_recv() {
             self.core.handle_command(cmd, now);
         }
+        // The sweep's packets may have made router work due sooner (a gap to NACK now).
+        if let Some(wake) = self.core.router().wake_at() {
+            self.next_timer = self.next_timer.min(wake);
+        }
         if now >= self.next_timer {
             self.core.handle_timeout(now);
             self.next_timer = now + self.core.poll_timeout(now);

@@ -50,6 +50,13 @@ pub trait Router: Send + 'static {
     fn poll_timeout(&self) -> Option<Instant> {
         None
     }
+
+    /// A deadline the packets and commands just handled created (a gap to NACK, a throttled
+    /// keyframe request), checked after every sweep; must be cheap. `poll_timeout` is the full
+    /// answer, asked after each `handle_timeout`.
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// What a router may do with the shard's transports: write, encrypt and queue packets.

@@ -374,6 +374,8 @@ pub type SpeakerSink = Box<dyn FnMut(&[(TrackId, f32)]) + Send>;
 pub struct MediaRouter {
     next_report: Option<Instant>,
     next_levels: Option<Instant>,
+    /// Set by packets and commands that make timer work due before the next full poll.
+    wake: Option<Instant>,
     speaker_sink: Option<SpeakerSink>,
     last_speakers: Vec<TrackId>,
     /// Reused by every level sample.
@@ -705,6 +707,7 @@ impl MediaRouter {
     /// Keyframe requests that were held back by the throttle; NACKs for upstream loss;
     /// periodic reports; audio levels.
     pub fn timeout(&mut self, out: &mut dyn Egress, now: Instant) {
+        self.wake = None;
         if self.next_report.is_none_or(|t| now >= t) {
             self.report(out, now);
             self.next_report = Some(now + REPORT_INTERVAL);
@@ -872,7 +875,12 @@ impl MediaRouter {
                 self.stats.duplicates += 1;
                 return;
             }
+            let missing_before = l.missing.len();
             l.missing.on_packet(ext, l.highest, now);
+            if l.missing.len() > missing_before {
+                // A new gap: NACK it as soon as this sweep is done, not at the next tick.
+                self.wake = Some(self.wake.map_or(now, |w| w.min(now)));
+            }
             l.highest = Some(l.highest.map_or(ext, |h| h.max(ext)));
             l.base = Some(l.base.map_or(ext, |b| b.min(ext)));
             l.received += 1;
@@ -969,7 +977,16 @@ impl MediaRouter {
     fn request_keyframe(&mut self, id: Slot, out: &mut dyn Egress, now: Instant) {
         if let Some(t) = self.tracks.at_mut(id) {
             t.request_keyframe(&mut self.stats, out, now);
+            if t.pli_pending {
+                let at = t.last_pli.map_or(now, |l| l + PLI_INTERVAL);
+                self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+            }
         }
+    }
+
+    /// See [`Router::wake_at`].
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.wake
     }
 }
 
@@ -1304,6 +1321,10 @@ impl Router for MediaRouter {
 
     fn poll_timeout(&self) -> Option<Instant> {
         MediaRouter::poll_timeout(self)
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        MediaRouter::wake_at(self)
     }
 }
 

@@ -545,8 +545,10 @@ fn upstream_loss_is_nacked_and_the_rtx_repair_fills_the_hole() {
     }
     assert_eq!(out.rtp.len(), 3);
     let first = RtpPacket::parse(&out.rtp[0].1).unwrap().sequence;
+    assert_eq!(r.wake_at(), Some(now), "the gap wants the timer at once");
     out.rtcp.clear();
     r.timeout(&mut out, now);
+    assert_eq!(r.wake_at(), None);
     assert_eq!(nacked(&out, PUB), [3], "the publisher is asked for 3");
     // Not again within the retry interval.
     r.timeout(&mut out, now + Duration::from_millis(5));
