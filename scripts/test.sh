@@ -78,7 +78,7 @@ step "container image: build with podman, run, health, non-root, SIGTERM"
 
 # --- peers that are not ours -------------------------------------------------------------------
 export RINGCAST_BIN="$root/target/debug/ringcast"
-step "headless Chromium: publishing through gRPC-Web, three pages in a room (both IO backends), aiortc -> Chromium, one subscriber behind 5 % loss (NACK), the demo page in two tabs"
-(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs test-pubsub.mjs test-aiortc-chromium.mjs test-loss-nack.mjs test-demo.mjs)
+step "headless Chromium: publishing through gRPC-Web, three pages in a room (both IO backends), aiortc -> Chromium, one subscriber behind 5 % loss (NACK), a simulcast publisher behind 5 % loss (upstream NACK, RTX), the demo page in two tabs"
+(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs test-pubsub.mjs test-aiortc-chromium.mjs test-loss-nack.mjs test-upstream-loss.mjs test-demo.mjs)
 step "python: grpcio on every RPC, aiortc publishing (both IO backends, every SRTP profile), SIGTERM drain"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider interop/python

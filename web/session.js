@@ -92,6 +92,10 @@ export class RingcastSession extends EventTarget {
     // Optional: (sdp) => sdp, applied to every subscriber offer before
     // setRemoteDescription (tests use it to send media through a relay).
     this.offerFilter = null;
+    // Optional: (sdp) => sdp (or a Promise of it), applied to Ringcast's publish
+    // answer before setRemoteDescription (the same, for the publisher transport).
+    // publishAnswer keeps the answer as Ringcast sent it.
+    this.answerFilter = null;
   }
 
   step(what) {
@@ -160,15 +164,20 @@ export class RingcastSession extends EventTarget {
   /**
    * Publishes `stream`'s first audio and first video track on sendonly
    * transceivers and waits until the publisher transport is connected.
+   * `videoEncodings`, if given, are the video transceiver's sendEncodings
+   * (e.g. three rids for simulcast).
    * Resolves to the PublishResponse { sdpAnswer, tracks, rejected }.
    */
-  async publish(stream, { gatherTimeoutMs = 10_000, connectTimeoutMs = 20_000, names = {} } = {}) {
+  async publish(stream, { gatherTimeoutMs = 10_000, connectTimeoutMs = 20_000, names = {}, videoEncodings = null } = {}) {
     this.stream = stream;
     const pc = new RTCPeerConnection();
     this.pub = pc;
     this.watchStates(pc, 'pub');
     const sending = [stream.getAudioTracks()[0], stream.getVideoTracks()[0]].filter(Boolean)
-      .map((track) => pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] }));
+      .map((track) => pc.addTransceiver(track, {
+        direction: 'sendonly', streams: [stream],
+        ...(track.kind === 'video' && videoEncodings ? { sendEncodings: videoEncodings } : {}),
+      }));
     await pc.setLocalDescription(await pc.createOffer());
     const trackNames = {}; // by mid, which setLocalDescription has just assigned
     for (const t of sending) {
@@ -185,7 +194,8 @@ export class RingcastSession extends EventTarget {
     this.published = published.tracks;
     for (const t of published.tracks) this.noteTrack({ ...t, publisherIdentity: t.publisherIdentity || this.identity });
     this.publishAnswer = published.sdpAnswer;
-    await pc.setRemoteDescription({ type: 'answer', sdp: published.sdpAnswer });
+    const answer = this.answerFilter ? await this.answerFilter(published.sdpAnswer) : published.sdpAnswer;
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
     await waitConnected(pc, connectTimeoutMs, 'publisher');
     this.step('publisher connected');
     return published;
@@ -353,7 +363,9 @@ export class RingcastSession extends EventTarget {
 
   /**
    * A summary of getStats(): the subscriber pc's inbound-rtp per mid (with the
-   * publishing participant), the publisher pc's outbound-rtp, and both transports.
+   * publishing participant, and in `remoteOutbound` what the latest RTCP sender
+   * report about that stream said: the remote-outbound-rtp entry linked to it,
+   * or null), the publisher pc's outbound-rtp, and both transports.
    */
   async stats() {
     const out = { at: Date.now(), inbound: [], outbound: [], sub: null, pub: null };
@@ -367,7 +379,7 @@ export class RingcastSession extends EventTarget {
         const sid = this.midToTrackSid[s.mid];
         const info = (sid && this.tracks[sid]) || {};
         out.inbound.push({
-          mid: s.mid, kind: s.kind, ssrc: s.ssrc, trackSid: sid, publisher: info.publisher,
+          mid: s.mid, kind: s.kind, ssrc: s.ssrc, trackSid: sid, publisher: info.publisher, timestamp: s.timestamp,
           codec: codec ? `${codec.mimeType}/${codec.payloadType}` : undefined,
           packetsReceived: s.packetsReceived, packetsLost: s.packetsLost, bytesReceived: s.bytesReceived,
           jitter: s.jitter, jitterBufferDelay: s.jitterBufferDelay, jitterBufferEmittedCount: s.jitterBufferEmittedCount,
@@ -379,6 +391,7 @@ export class RingcastSession extends EventTarget {
           freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
           retransmittedPacketsReceived: s.retransmittedPacketsReceived, rtxSsrc: s.rtxSsrc,
           headerBytesReceived: s.headerBytesReceived, lastPacketReceivedTimestamp: s.lastPacketReceivedTimestamp,
+          remoteOutbound: remoteOutboundInfo(s, byId, report),
         });
       });
       out.sub = {
@@ -412,6 +425,24 @@ export class RingcastSession extends EventTarget {
     }
     return out;
   }
+}
+
+// The remote-outbound-rtp entry (from the sender's RTCP sender reports) of
+// inbound-rtp `s`: found by s.remoteId, else by its localId; `linked` says
+// whether both links agree (s.remoteId names it and its localId names s).
+function remoteOutboundInfo(s, byId, report) {
+  let r = s.remoteId && byId.get(s.remoteId);
+  if (!r || r.type !== 'remote-outbound-rtp') {
+    r = null;
+    report.forEach((x) => { if (x.type === 'remote-outbound-rtp' && x.localId === s.id) r = x; });
+  }
+  if (!r) return null;
+  return {
+    id: r.id, ssrc: r.ssrc, linked: s.remoteId === r.id && r.localId === s.id,
+    packetsSent: r.packetsSent, bytesSent: r.bytesSent, reportsSent: r.reportsSent,
+    remoteTimestamp: r.remoteTimestamp, timestamp: r.timestamp,
+    roundTripTimeMeasurements: r.roundTripTimeMeasurements,
+  };
 }
 
 function pairInfo(byId, transport) {

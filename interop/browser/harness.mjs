@@ -1,8 +1,9 @@
 // Shared infrastructure for the browser interop tests (test-publish.mjs,
-// test-pubsub.mjs, test-aiortc-chromium.mjs, test-loss-nack.mjs): the ringcast
-// server on ephemeral ports, a static web server for the test pages, tokens,
-// rooms, /metrics parsing, Chromium's flags, driving pubsub-page.html tabs and
-// reading their stats, and a lossy UDP relay for one subscriber transport.
+// test-pubsub.mjs, test-aiortc-chromium.mjs, test-loss-nack.mjs,
+// test-upstream-loss.mjs): the ringcast server on ephemeral ports, a static web
+// server for the test pages, tokens, rooms, /metrics parsing, Chromium's flags,
+// driving pubsub-page.html tabs and reading their stats, and a lossy UDP relay
+// for one transport.
 // Facts about Chromium on these machines: shared/PEERS.md.
 
 import assert from 'node:assert/strict';
@@ -504,7 +505,7 @@ export async function checkForwardingMetrics(server, backend, note, diagnostics)
 }
 
 // ---------------------------------------------------------------------------
-// A lossy UDP relay in front of one subscriber transport (test-loss-nack.mjs)
+// A lossy UDP relay in front of one transport (test-loss-nack.mjs, test-upstream-loss.mjs)
 
 /** mulberry32: a small PRNG in [0, 1) whose sequence depends only on `seed`. */
 export function seededRandom(seed) {
@@ -532,27 +533,70 @@ export function classifyDatagram(msg) {
  * A UDP relay on 127.0.0.1:<ephemeral port> in front of Ringcast's media port
  * (`relay.target = { address, port }`, to be set before the first client
  * datagram). A page opened with ?relayPort=<relay.port> sends its subscriber
- * transport here.
- *   - client -> server: forwarded untouched, from one upstream socket per client
- *     address, so Ringcast sees one stable address per client candidate;
- *   - server -> client: STUN, DTLS and SRTCP always pass; SRTP is dropped with
- *     probability `lossRate`, drawn from a PRNG seeded with `seed` (the same
- *     seed drops the same positions in the packet sequence).
+ * transport here, one opened with ?pubRelayPort=<relay.port> its publisher
+ * transport.
+ *   - every datagram is forwarded, client -> server from one upstream socket per
+ *     client address, so Ringcast sees one stable address per client candidate;
+ *   - but in the lossy `direction` ('toClient', the default, or 'toServer'),
+ *     SRTP is dropped with probability `lossRate`, drawn from a PRNG seeded
+ *     with `seed` (the same seed drops the same positions in the packet
+ *     sequence); STUN, DTLS and SRTCP always pass.
  * relay.stats counts datagrams per direction and kind ({ toServer: { stun: n,
  * ... }, toClient: {...}, dropped: {...} }). relay.streams maps every SSRC sent
- * to the client (RTP headers are not encrypted) to { forwarded, dropped,
- * redelivered }: redelivered counts dropped sequence numbers that came through
- * later on the same SSRC (plain retransmissions; RTX ones arrive on their own
- * SSRC, whose `forwarded` counts them).
+ * in the lossy direction (RTP headers are not encrypted) to { pt, forwarded,
+ * dropped, redelivered }: redelivered counts dropped sequence numbers that came
+ * through later on the same SSRC (plain retransmissions; RTX ones arrive on
+ * their own SSRC, whose `forwarded` counts them).
+ * relay.reactions (ms, one per drop) time the receiver's reaction to a drop:
+ * from the first packet of the same SSRC after it (when the receiver can see
+ * the gap) to the next SRTCP datagram of at most `feedbackMaxBytes` in the
+ * other direction. SRTCP is encrypted, but a lone NACK or PLI is small (a
+ * one-item NACK is 36 bytes with AES-GCM) while a receiver report with REMB is
+ * not (Ringcast sends NACKs alone: this fits its feedback to a publisher).
+ * relay.rtcpSizes counts those datagrams by size. relay.describe() summarises both.
  * Resolves once bound; relay.close() closes every socket.
  */
-export function startLossyRelay({ lossRate = 0.05, seed = 1 } = {}) {
+export function startLossyRelay({ lossRate = 0.05, seed = 1, direction = 'toClient', feedbackMaxBytes = 64 } = {}) {
+  assert.ok(direction === 'toClient' || direction === 'toServer', `relay direction ${direction}`);
   const random = seededRandom(seed);
   const relay = {
-    port: null, target: null, lossRate, seed, clients: new Map(), streams: new Map(),
+    port: null, target: null, lossRate, seed, direction, clients: new Map(), streams: new Map(),
     stats: { toServer: {}, toClient: {}, dropped: {}, noTarget: 0, errors: [] },
+    reactions: [], rtcpSizes: {},
+  };
+  const gapsSeen = []; // performance.now() of each packet that followed a drop, awaiting a reaction
+  // An RTCP datagram against the lossy direction: if feedback-sized, every gap seen so far got its reaction.
+  const react = (kind, len) => {
+    if (kind !== 'rtcp') return;
+    relay.rtcpSizes[len] = (relay.rtcpSizes[len] || 0) + 1;
+    if (len > feedbackMaxBytes || !gapsSeen.length) return;
+    const now = performance.now();
+    for (const t of gapsSeen) relay.reactions.push(now - t);
+    gapsSeen.length = 0;
   };
   const count = (bucket, kind) => { bucket[kind] = (bucket[kind] || 0) + 1; };
+  // Counts `msg` (of `kind`) in relay.streams; false if it is to be dropped.
+  const pass = (msg, kind) => {
+    if (kind !== 'rtp' || msg.length < 12) return true;
+    const ssrc = msg.readUInt32BE(8);
+    const seq = msg.readUInt16BE(2);
+    let st = relay.streams.get(ssrc);
+    if (!st) {
+      relay.streams.set(ssrc, st = { pt: msg[1] & 0x7f, forwarded: 0, dropped: 0, redelivered: 0, droppedSeqs: new Set(), gap: 0 });
+    }
+    if (random() < lossRate) {
+      count(relay.stats.dropped, kind);
+      st.dropped += 1;
+      st.droppedSeqs.add(seq);
+      st.gap += 1;
+      return false;
+    }
+    const now = performance.now();
+    for (; st.gap > 0; st.gap -= 1) gapsSeen.push(now);
+    st.forwarded += 1;
+    if (st.droppedSeqs.delete(seq)) st.redelivered += 1;
+    return true;
+  };
   const front = dgram.createSocket('udp4');
   const noteError = (e) => { if (relay.stats.errors.length < 20) relay.stats.errors.push(e.message); };
   front.on('error', noteError);
@@ -565,27 +609,18 @@ export function startLossyRelay({ lossRate = 0.05, seed = 1 } = {}) {
       up.on('error', noteError);
       up.on('message', (back) => {
         const kind = classifyDatagram(back);
-        if (kind === 'rtp' && back.length >= 12) {
-          const ssrc = back.readUInt32BE(8);
-          const seq = back.readUInt16BE(2);
-          let st = relay.streams.get(ssrc);
-          if (!st) relay.streams.set(ssrc, st = { forwarded: 0, dropped: 0, redelivered: 0, droppedSeqs: new Set() });
-          if (random() < lossRate) {
-            count(relay.stats.dropped, kind);
-            st.dropped += 1;
-            st.droppedSeqs.add(seq);
-            return;
-          }
-          st.forwarded += 1;
-          if (st.droppedSeqs.delete(seq)) st.redelivered += 1;
-        }
+        if (direction === 'toClient' && !pass(back, kind)) return;
+        if (direction === 'toServer') react(kind, back.length);
         count(relay.stats.toClient, kind);
         front.send(back, rinfo.port, rinfo.address);
       });
       up.bind(0, '127.0.0.1');
       relay.clients.set(key, up);
     }
-    count(relay.stats.toServer, classifyDatagram(msg));
+    const kind = classifyDatagram(msg);
+    if (direction === 'toServer' && !pass(msg, kind)) return;
+    if (direction === 'toClient') react(kind, msg.length);
+    count(relay.stats.toServer, kind);
     up.send(msg, relay.target.port, relay.target.address);
   });
   relay.close = () => {
@@ -593,10 +628,20 @@ export function startLossyRelay({ lossRate = 0.05, seed = 1 } = {}) {
       try { s.close(); } catch (_) { /* already closed */ }
     }
   };
+  relay.describeReactions = () => {
+    const r = [...relay.reactions].sort((a, b) => a - b);
+    const sizes = `SRTCP ${direction === 'toServer' ? 'to the client' : 'to the server'} by size (bytes: count) ` +
+      `${Object.entries(relay.rtcpSizes).map(([k, v]) => `${k}:${v}`).join(' ')}`;
+    if (!r.length) return `no reaction to a drop timed; ${sizes}`;
+    const q = (f) => r[Math.min(r.length - 1, Math.floor(f * r.length))].toFixed(1);
+    return `first SRTCP of at most ${feedbackMaxBytes} bytes (NACK/PLI) ${direction === 'toServer' ? 'to the client' : 'to the server'} ` +
+      `after a gap could be seen (${r.length} drops): median ${q(0.5)} ms, p90 ${q(0.9)} ms, max ${r.at(-1).toFixed(1)} ms; ${sizes}`;
+  };
   relay.describe = () => `relay 127.0.0.1:${relay.port} -> ${relay.target ? `${relay.target.address}:${relay.target.port}` : '(no target)'}, ` +
-    `${relay.clients.size} client address(es), loss ${lossRate} seed ${seed}: to server ${JSON.stringify(relay.stats.toServer)}, ` +
+    `${relay.clients.size} client address(es), loss ${lossRate} ${direction} seed ${seed}: to server ${JSON.stringify(relay.stats.toServer)}, ` +
     `to client ${JSON.stringify(relay.stats.toClient)}, dropped ${JSON.stringify(relay.stats.dropped)}; RTP by SSRC: ` +
-    `${[...relay.streams].map(([ssrc, x]) => `${ssrc} forwarded ${x.forwarded} dropped ${x.dropped} redelivered ${x.redelivered}`).join(', ')}` +
+    `${[...relay.streams].map(([ssrc, x]) => `${ssrc} (pt ${x.pt}) forwarded ${x.forwarded} dropped ${x.dropped} redelivered ${x.redelivered}`).join(', ')}` +
+    `; ${relay.describeReactions()}` +
     `${relay.stats.noTarget ? `, ${relay.stats.noTarget} before a target was set` : ''}` +
     `${relay.stats.errors.length ? `, errors: ${relay.stats.errors.join('; ')}` : ''}`;
   return new Promise((resolve, reject) => {

@@ -21,7 +21,16 @@
 //     and an inbound-rtp audio with packetsReceived > 0; then, 2 s later, that
 //     both are still growing; checks packetsLost and the mean jitter-buffer
 //     delay, and reports frame sizes;
-//   - checks /metrics: ringcast_rtp_forwarded_total > 0, no srtp_auth_failed;
+//   - checks that Chromium took Ringcast's rewritten RTCP sender reports (for
+//     lip sync): waits (at most 10 s: Chromium's audio senders report every
+//     ~5 s) until every inbound-rtp stream of every page has its
+//     remote-outbound-rtp entry (inbound remoteId <-> remote-outbound localId)
+//     with reportsSent > 0, whose packetsSent is close to the inbound
+//     packetsReceived: not above packetsReceived + packetsLost + 5, and not
+//     below what the stream's packet rate allows since that report arrived;
+//   - checks /metrics: ringcast_rtp_forwarded_total > 0, no srtp_auth_failed,
+//     ringcast_sender_reports_sent_total > 0, and a ringcast_subscriber_rtt_seconds
+//     summary (RTT from the subscribers' receiver reports) with a count > 0;
 //   - leaves, closes the browser and stops the server (SIGTERM, exit 0).
 // Every failure message carries each page's step log, states, stats, the
 // latest subscriber offer/answer SDPs and the server log tail.
@@ -50,7 +59,7 @@ import path from 'node:path';
 import {
   backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom, launchChromium,
   leaveAndStop, mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep, startPubsubPages,
-  startRingcast, startWebServer, streamProblems, waitForMedia, BACKGROUND_TAB_ARGS,
+  startRingcast, startWebServer, streamProblems, sumMetric, waitForMedia, BACKGROUND_TAB_ARGS,
 } from './harness.mjs';
 
 const BACKENDS = backendsFromEnv();
@@ -64,11 +73,41 @@ const MEDIA_TIMEOUT_MS = 30_000;
 const FIRST_FRAME_MAX_MS = Number(process.env.RINGCAST_PUBSUB_FIRST_FRAME_MS || 5_000);
 // How long to watch the streams grow (longer runs show bandwidth estimation, PLIs, NACKs).
 const GROWTH_INTERVAL_MS = Number(process.env.RINGCAST_PUBSUB_OBSERVE_MS || 2_000);
-const CASE_TIMEOUT_MS = 150_000 + GROWTH_INTERVAL_MS;
+// Sender reports: Chromium's publisher sends one every ~1 s (video) or ~5 s (audio,
+// randomized 0.5x..1.5x); Ringcast rewrites each for every subscriber.
+const SR_TIMEOUT_MS = 10_000;
+const CASE_TIMEOUT_MS = 150_000 + GROWTH_INTERVAL_MS + SR_TIMEOUT_MS;
 // Loopback: a handful of lost packets at start-up is tolerable, a steady loss is not
 // (streamProblems: at most max(10, 5 %) lost, mean jitter-buffer delay under 1 s).
 // The fake camera at a modest size: N pages encode one stream and decode N-1 on 2 cores.
 const VIDEO_CONSTRAINTS = { width: 640, height: 360, frameRate: 20 };
+
+/**
+ * Problems with what inbound-rtp `b` (a: the same stream, earlier) says about the
+ * latest sender report for it (session.js stats(): remoteOutbound). Also returns
+ * a one-line description.
+ */
+function senderReportCheck(key, a, b) {
+  const ro = b.remoteOutbound;
+  if (!ro) return { problems: [`${key}: no remote-outbound-rtp entry (no sender report accepted for SSRC ${b.ssrc})`], text: 'no SR' };
+  const problems = [];
+  if (!ro.linked) problems.push(`${key}: inbound-rtp and remote-outbound-rtp ${ro.id} do not name each other (remoteId/localId)`);
+  if (!(ro.reportsSent > 0)) problems.push(`${key}: remote-outbound-rtp reportsSent ${ro.reportsSent}`);
+  // The report counts what Ringcast had sent when it went out; the receiver has got more
+  // since, at about the stream's rate. `age`: the report's arrival, to this snapshot.
+  const age = (b.timestamp - ro.timestamp) / 1000;
+  const rate = (b.packetsReceived - a.packetsReceived) / ((b.timestamp - a.timestamp) / 1000);
+  const behind = b.packetsReceived - ro.packetsSent;
+  const maxBehind = Math.round(rate * (Math.min(Math.max(age, 0), 10) + 0.5) + 10);
+  const maxAhead = Math.max(b.packetsLost, 0) + 5;
+  const text = `SR x${ro.reportsSent}: packetsSent ${ro.packetsSent} vs packetsReceived ${b.packetsReceived} ` +
+    `(lost ${b.packetsLost}), latest ${fmt(age)} s old at ${fmt(rate, 0)} pkt/s`;
+  if (!Number.isFinite(ro.packetsSent) || behind > maxBehind || -behind > maxAhead) {
+    problems.push(`${key}: ${text}: packetsSent should be within [${b.packetsReceived - maxBehind}, ` +
+      `${b.packetsReceived + maxAhead}]`);
+  }
+  return { problems, text };
+}
 
 async function runCase(t, backend) {
   const began = Date.now();
@@ -170,8 +209,51 @@ async function runCase(t, backend) {
     }
     if (problems.length) assert.fail(`media problems:\n  ${problems.join('\n  ')}\n${await diagnostics()}`);
 
+    // Sender reports: every inbound stream of every page must have one, linked to it.
+    const srBegan = Date.now();
+    let srPrev = second;
+    for (;;) {
+      await sleep(500); // also past Chromium's getStats() cache
+      const cur = await pubsubSnapshot(pages);
+      const results = [];
+      pages.forEach((p, i) => {
+        for (const b of cur[i].inbound) {
+          const a = srPrev[i].inbound.find((x) => x.ssrc === b.ssrc && x.mid === b.mid);
+          const key = `${p.identity} <- ${b.publisher} ${b.kind} (ssrc ${b.ssrc})`;
+          results.push({ key, ...(a && a.timestamp < b.timestamp ? senderReportCheck(key, a, b)
+            : { problems: [`${key}: not in the previous snapshot (or no newer stats)`], text: '-' }) });
+        }
+      });
+      const problemsSr = results.flatMap((r) => r.problems);
+      const waited = Date.now() - srBegan;
+      if (!problemsSr.length || waited > SR_TIMEOUT_MS) {
+        note(`sender reports, ${waited} ms after the media checks:`);
+        for (const r of results) note(`  ${r.key}: ${r.text}`);
+        if (problemsSr.length) {
+          assert.fail(`Chromium has not taken Ringcast's sender reports:\n  ${problemsSr.join('\n  ')}\n${await diagnostics()}`);
+        }
+        break;
+      }
+      if (srPrev === second) note(`sender reports: waiting for ${problemsSr.length} stream(s): ${problemsSr.join('; ')}`);
+      srPrev = cur;
+    }
+
     // The server's view.
-    await checkForwardingMetrics(server, backend, note, diagnostics);
+    const samples = await checkForwardingMetrics(server, backend, note, diagnostics);
+    const srSent = sumMetric(samples, 'ringcast_sender_reports_sent_total');
+    const rttCount = sumMetric(samples, 'ringcast_subscriber_rtt_seconds_count');
+    const rttSum = sumMetric(samples, 'ringcast_subscriber_rtt_seconds_sum');
+    const quantiles = samples.filter((x) => x.name === 'ringcast_subscriber_rtt_seconds' && x.labels.quantile)
+      .map((x) => `p${Number(x.labels.quantile) * 100}=${fmt(x.value * 1000, 2)}ms`);
+    const lossCount = sumMetric(samples, 'ringcast_subscriber_loss_ratio_count');
+    note(`metrics: ${srSent} sender reports sent; subscriber RTT: ${rttCount} samples, mean ` +
+      `${fmt(rttCount ? (rttSum / rttCount) * 1000 : NaN, 2)} ms, ${quantiles.join(' ') || 'no quantiles'}; ` +
+      `subscriber loss ratio: ${lossCount} samples, sum ${fmt(sumMetric(samples, 'ringcast_subscriber_loss_ratio_sum'), 3)}`);
+    assert.ok(srSent > 0, `ringcast_sender_reports_sent_total is ${srSent}\n${await diagnostics()}`);
+    assert.ok(samples.some((x) => x.name === 'ringcast_subscriber_rtt_seconds_count'),
+      `/metrics has no ringcast_subscriber_rtt_seconds summary: ${samples.filter((x) => x.name.startsWith('ringcast_subscriber'))
+        .map((x) => `${x.name}${JSON.stringify(x.labels)}=${x.value}`).join(' ') || 'no ringcast_subscriber_* sample'}`);
+    assert.ok(rttCount > 0, `ringcast_subscriber_rtt_seconds_count is ${rttCount}\n${await diagnostics()}`);
     const renegs = await Promise.all(pages.map((p) => p.page.evaluate(() => window.pubsubState())));
     note(`subscriber negotiations: ${renegs.map((s) => `${s.identity} ${s.negotiations.length} ` +
       `(answered v${s.answeredVersion}${s.errors.length ? `, errors: ${s.errors.join('; ')}` : ''})`).join(', ')}`);
