@@ -28,7 +28,7 @@ use ringcast_datapath::srtp::{Context, Profile};
 use ringcast_datapath::stun::{self, IceRole};
 use ringcast_datapath::{
     Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, RemoteConfig, Router,
-    TransportConfig,
+    TransportConfig, TransportId,
 };
 use ringcast_media::fixtures;
 use ringcast_media::router::{MediaCommand, MediaRouter, TrackId};
@@ -177,14 +177,14 @@ enum Routing {
 /// The media router's commands: the publisher's stream (SSRC 0x1234, payload type 96) as one
 /// track without keyframe gating, and a subscription for each subscriber.
 fn media_routes() -> Vec<MediaCommand> {
-    let mut track = fixtures::vp8_track(TrackId(1), 0, fixtures::single(0x1234, None));
+    let mut track = fixtures::vp8_track(TrackId(1), TransportId(0), fixtures::single(0x1234, None));
     track.codec = CodecName::Opus;
     track.clock_rate = 48_000;
     let mut cmds = vec![MediaCommand::AddTrack(track)];
     for sub in 1..=SUBSCRIBERS as u64 {
         cmds.push(MediaCommand::Subscribe(fixtures::subscription(
             TrackId(1),
-            sub,
+            TransportId(sub),
             0x1000 + sub as u32,
             true,
         )));
@@ -200,8 +200,8 @@ fn run_shard(backend: Backend, secs: u64, routing: Routing) -> f64 {
             secs,
             |_| Fanout::default(),
             vec![FanoutCommand::Route {
-                from: 0,
-                to: (1..=SUBSCRIBERS as u64).collect(),
+                from: TransportId(0),
+                to: (1..=SUBSCRIBERS as u64).map(TransportId).collect(),
             }],
         ),
     }
@@ -239,7 +239,7 @@ fn run_with<R: Router>(
         dp.send(
             0,
             Command::Upsert(TransportConfig {
-                id: i,
+                id: TransportId(i),
                 local_ufrag: format!("S{i:03}"),
                 local_pwd: "benchpassword0123456789a".into(),
                 remote: Some(RemoteConfig {

@@ -26,6 +26,7 @@ impl Egress for Sink {
 }
 
 const SUBSCRIBERS: u64 = 10;
+const PUBLISHER: TransportId = TransportId(1);
 /// NACKs per fresh router in the retransmission bench.
 const ROUND: u16 = 150;
 
@@ -45,7 +46,7 @@ fn router(out: &mut Sink, t0: Instant) -> MediaRouter {
     r.command(
         MediaCommand::AddTrack(fixtures::vp8_track(
             TrackId(1),
-            1,
+            PUBLISHER,
             fixtures::single(0x10, Some(0x11)),
         )),
         out,
@@ -55,7 +56,7 @@ fn router(out: &mut Sink, t0: Instant) -> MediaRouter {
         r.command(
             MediaCommand::Subscribe(fixtures::subscription(
                 TrackId(1),
-                sub,
+                TransportId(sub),
                 0x100 * sub as u32,
                 true,
             )),
@@ -64,7 +65,7 @@ fn router(out: &mut Sink, t0: Instant) -> MediaRouter {
         );
     }
     // The keyframe opens every subscriber's gate.
-    r.rtp(1, &packet(0), out, t0);
+    r.rtp(PUBLISHER, &packet(0), out, t0);
     r
 }
 
@@ -86,7 +87,7 @@ fn route(c: &mut Criterion) {
             p[4..8].copy_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
             n += 1;
             let now = t0 + Duration::from_micros(n * 100);
-            r.rtp(1, black_box(&p), &mut out, now);
+            r.rtp(PUBLISHER, black_box(&p), &mut out, now);
         })
     });
 
@@ -112,14 +113,14 @@ fn route(c: &mut Criterion) {
             while done < iters {
                 let mut r = router(&mut out, t0);
                 for seq in 1..=ROUND {
-                    r.rtp(1, &packet(seq), &mut out, t0);
+                    r.rtp(PUBLISHER, &packet(seq), &mut out, t0);
                 }
                 let before = r.stats.retransmitted;
                 let n = (iters - done).min(u64::from(ROUND));
                 let start = Instant::now();
                 for (k, nack) in nacks.iter().take(n as usize).enumerate() {
                     let at = t0 + Duration::from_millis(5 * k as u64);
-                    r.rtcp(2, black_box(nack), &mut out, at);
+                    r.rtcp(TransportId(2), black_box(nack), &mut out, at);
                 }
                 spent += start.elapsed();
                 assert_eq!(r.stats.retransmitted - before, n, "every NACK answered");

@@ -16,8 +16,15 @@ use crate::srtp::{self, Profile};
 use crate::stats::{DropReason, ShardStats};
 use crate::stun::{self, Message};
 
-/// Control-plane id of a transport.
-pub type TransportId = u64;
+/// Control-plane id of a transport (its `TransportId` there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransportId(pub u64);
+
+impl std::fmt::Display for TransportId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "transport {}", self.0)
+    }
+}
 
 /// What the control plane tells a shard about a transport.
 #[derive(Debug, Clone, PartialEq, Eq)]

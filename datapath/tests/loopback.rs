@@ -17,6 +17,7 @@ use ringcast_datapath::srtp::{self, Profile};
 use ringcast_datapath::stun::{self, IceRole};
 use ringcast_datapath::{
     Backend, Command, Datapath, DatapathConfig, Event, Fanout, RemoteConfig, TransportConfig,
+    TransportId,
 };
 
 fn snapshotter() -> &'static Snapshotter {
@@ -112,7 +113,7 @@ fn run(backend: Backend, profile: Profile) {
     dp.send(
         0,
         Command::Upsert(TransportConfig {
-            id: 1,
+            id: TransportId(1),
             local_ufrag: "SRVR".into(),
             local_pwd: "serverpassword012345678".into(),
             remote: Some(RemoteConfig {
@@ -169,7 +170,16 @@ fn run(backend: Backend, profile: Profile) {
         }
     };
     let (shard, ev) = erx.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!((shard, ev), (0, Event::Connected { id: 1, profile }));
+    assert_eq!(
+        (shard, ev),
+        (
+            0,
+            Event::Connected {
+                id: TransportId(1),
+                profile
+            }
+        )
+    );
     // SRTP: 50 packets, one replay, one from a stranger.
     let before = counter("ringcast_srtp_packets_in_total", &[("kind", "rtp")]);
     let replays_before = counter("ringcast_drops_total", &[("reason", "srtp_replay")]);
@@ -204,7 +214,7 @@ fn run(backend: Backend, profile: Profile) {
     );
     assert!(counter("ringcast_drops_total", &[("reason", "srtp_replay")]) > replays_before);
     assert!(counter("ringcast_drops_total", &[("reason", "unknown_source")]) >= 1);
-    dp.send(0, Command::Remove(1)).unwrap();
+    dp.send(0, Command::Remove(TransportId(1))).unwrap();
     dp.stop();
 }
 

@@ -27,7 +27,7 @@ impl Egress for Checked {
             return false;
         }
         let p = RtpPacket::parse(&self.buf[..n]).expect("the router wrote bad RTP");
-        let base = 0x100 * to as u32;
+        let base = 0x100 * to.0 as u32;
         assert!(p.ssrc == base || p.ssrc == base + 1, "wrong SSRC for {to}");
         true
     }
@@ -45,7 +45,7 @@ impl Egress for Checked {
 fn track(id: TrackId, codec: CodecName, pt: u8, rids: &[&str]) -> TrackConfig {
     TrackConfig {
         id,
-        publisher: 1,
+        publisher: TransportId(1),
         codec,
         clock_rate: codec.clock_rate(),
         payload_type: pt,
@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
             r.command(
                 MediaCommand::Subscribe(SubscriptionConfig {
                     track: t,
-                    subscriber: sub,
+                    subscriber: TransportId(sub),
                     ssrc: 0x100 * sub as u32,
                     payload_type: 100,
                     rtx: (sub == 2).then_some(RtxConfig {
@@ -103,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
             r.command(MediaCommand::SetMuted { track: TrackId(1), muted: n % 2 == 0 }, &mut out, now);
             continue;
         }
-        let from = u64::from(ctl & 3).max(1);
+        let from = TransportId(u64::from(ctl & 3).max(1));
         if ctl & 4 != 0 {
             r.rtcp(from, datagram, &mut out, now);
         } else {
@@ -111,6 +111,6 @@ fuzz_target!(|data: &[u8]| {
         }
         r.timeout(&mut out, now);
     }
-    r.transport_removed(1);
+    r.transport_removed(TransportId(1));
     r.timeout(&mut out, now + Duration::from_secs(2));
 });

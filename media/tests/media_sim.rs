@@ -20,7 +20,7 @@ use ringcast_media::sequence::extend;
 
 const TICK: Duration = Duration::from_millis(5);
 const FRAME: Duration = Duration::from_micros(33_333);
-const PUB: TransportId = 1;
+const PUB: TransportId = TransportId(1);
 const TRACK: TrackId = TrackId(7);
 const MEDIA_SSRC: u32 = 0x1000;
 const RTX_SSRC: u32 = 0x1001;
@@ -490,13 +490,18 @@ impl Sim {
 fn nack_recovers_a_lossy_subscriber_and_the_others_are_unaffected() {
     for (seed, rtx) in [(1, true), (2, false), (3, true)] {
         let mut sim = Sim::new(seed);
-        sim.subscribe(2, Subscriber::new(0xA0, rtx));
-        sim.subscribe(3, Subscriber::new(0xB0, rtx));
-        sim.links
-            .insert((Node::Router, Node::Peer(2)), Link::lossy(0.05));
+        sim.subscribe(TransportId(2), Subscriber::new(0xA0, rtx));
+        sim.subscribe(TransportId(3), Subscriber::new(0xB0, rtx));
+        sim.links.insert(
+            (Node::Router, Node::Peer(TransportId(2))),
+            Link::lossy(0.05),
+        );
         sim.run(Duration::from_secs(10));
         sim.settle();
-        let (a, b) = (&sim.subscribers[&2], &sim.subscribers[&3]);
+        let (a, b) = (
+            &sim.subscribers[&TransportId(2)],
+            &sim.subscribers[&TransportId(3)],
+        );
         assert!(
             sim.dropped > 30,
             "seed {seed}: the link lost {}",
@@ -524,8 +529,8 @@ fn nack_recovers_a_lossy_subscriber_and_the_others_are_unaffected() {
 fn upstream_loss_is_repaired_by_the_publisher_for_every_subscriber() {
     for seed in [11, 12, 13] {
         let mut sim = Sim::new(seed);
-        sim.subscribe(2, Subscriber::new(0xA0, true));
-        sim.subscribe(3, Subscriber::new(0xB0, false));
+        sim.subscribe(TransportId(2), Subscriber::new(0xA0, true));
+        sim.subscribe(TransportId(3), Subscriber::new(0xB0, false));
         sim.links
             .insert((Node::Peer(PUB), Node::Router), Link::lossy(0.05));
         sim.run(Duration::from_secs(10));
@@ -546,14 +551,14 @@ fn upstream_loss_is_repaired_by_the_publisher_for_every_subscriber() {
 #[test]
 fn a_new_subscriber_starts_on_a_keyframe_asked_for_with_a_pli() {
     let mut sim = Sim::new(21);
-    sim.subscribe(2, Subscriber::new(0xA0, true));
+    sim.subscribe(TransportId(2), Subscriber::new(0xA0, true));
     sim.run(Duration::from_secs(2));
     let plis_before = sim.publisher.plis;
     let joined = sim.now;
-    sim.subscribe(3, Subscriber::new(0xB0, true));
+    sim.subscribe(TransportId(3), Subscriber::new(0xB0, true));
     sim.run(Duration::from_secs(1));
     assert_eq!(sim.publisher.plis, plis_before + 1, "one PLI for the join");
-    let (arrived, payload) = sim.subscribers[&3].first.clone().unwrap();
+    let (arrived, payload) = sim.subscribers[&TransportId(3)].first.clone().unwrap();
     assert_eq!(
         &payload[..2],
         &[0x10, 0x00],
@@ -565,32 +570,36 @@ fn a_new_subscriber_starts_on_a_keyframe_asked_for_with_a_pli() {
         "first media {:?} after subscribing",
         arrived - joined
     );
-    assert!(sim.subscribers[&3].is_contiguous());
+    assert!(sim.subscribers[&TransportId(3)].is_contiguous());
 }
 
 #[test]
 fn mute_and_unmute_keep_the_sequence_contiguous() {
     let mut sim = Sim::new(31);
-    sim.subscribe(2, Subscriber::new(0xA0, true));
+    sim.subscribe(TransportId(2), Subscriber::new(0xA0, true));
     sim.run(Duration::from_secs(1));
     sim.command(MediaCommand::SetMuted {
         track: TRACK,
         muted: true,
     });
-    let count = sim.subscribers[&2].received.len();
+    let count = sim.subscribers[&TransportId(2)].received.len();
     // Publishing goes on while muted: the router drops it.
     sim.run(Duration::from_secs(2));
     // Packets in flight at the mute still land; then nothing.
-    let muted_count = sim.subscribers[&2].received.len();
+    let muted_count = sim.subscribers[&TransportId(2)].received.len();
     assert!(muted_count - count <= 6);
-    let (&last_ext, &last_ts) = sim.subscribers[&2].timestamps.iter().last().unwrap();
+    let (&last_ext, &last_ts) = sim.subscribers[&TransportId(2)]
+        .timestamps
+        .iter()
+        .last()
+        .unwrap();
     sim.command(MediaCommand::SetMuted {
         track: TRACK,
         muted: false,
     });
     sim.run(Duration::from_secs(1));
     sim.settle();
-    let s = &sim.subscribers[&2];
+    let s = &sim.subscribers[&TransportId(2)];
     assert!(s.received.len() > muted_count + 60);
     assert!(s.is_contiguous(), "no hole where the mute was");
     assert_eq!(s.nacks_sent, 0, "so nothing to NACK");
@@ -602,20 +611,20 @@ fn mute_and_unmute_keep_the_sequence_contiguous() {
 #[test]
 fn renegotiation_moves_a_subscription_to_a_new_ssrc_from_a_keyframe() {
     let mut sim = Sim::new(41);
-    sim.subscribe(2, Subscriber::new(0xA0, true));
+    sim.subscribe(TransportId(2), Subscriber::new(0xA0, true));
     sim.run(Duration::from_secs(1));
     // The subscriber's m-line is recycled with new SSRCs (e.g. after an unsubscribe).
     sim.command(MediaCommand::Unsubscribe {
         track: TRACK,
-        subscriber: 2,
+        subscriber: TransportId(2),
     });
     sim.run(Duration::from_millis(300));
-    let old = sim.subscribers.remove(&2).unwrap();
+    let old = sim.subscribers.remove(&TransportId(2)).unwrap();
     let plis = sim.publisher.plis;
-    sim.subscribe(2, Subscriber::new(0xC0, true));
+    sim.subscribe(TransportId(2), Subscriber::new(0xC0, true));
     sim.run(Duration::from_secs(1));
     sim.settle();
-    let new = &sim.subscribers[&2];
+    let new = &sim.subscribers[&TransportId(2)];
     assert!(old.received.len() > 60);
     assert_eq!(sim.publisher.plis, plis + 1);
     assert_eq!(new.other_ssrcs, 0, "nothing more on the old SSRC");
@@ -626,26 +635,30 @@ fn renegotiation_moves_a_subscription_to_a_new_ssrc_from_a_keyframe() {
 #[test]
 fn when_the_publisher_leaves_its_track_stops_and_other_tracks_go_on() {
     let mut sim = Sim::new(51);
-    sim.subscribe(2, Subscriber::new(0xA0, false));
-    sim.subscribe(3, Subscriber::new(0xB0, false));
+    sim.subscribe(TransportId(2), Subscriber::new(0xA0, false));
+    sim.subscribe(TransportId(3), Subscriber::new(0xB0, false));
     sim.run(Duration::from_secs(1));
     // A subscriber leaves: the other one goes on.
-    sim.router.transport_removed(3);
-    let b = sim.subscribers[&3].received.len();
+    sim.router.transport_removed(TransportId(3));
+    let b = sim.subscribers[&TransportId(3)].received.len();
     sim.run(Duration::from_millis(500));
     assert!(
-        sim.subscribers[&3].received.len() <= b + 6,
+        sim.subscribers[&TransportId(3)].received.len() <= b + 6,
         "in flight only"
     );
-    let a = sim.subscribers[&2].received.len();
+    let a = sim.subscribers[&TransportId(2)].received.len();
     assert!(a > 40);
     // The publisher leaves: its packets (still in flight, or from a stale sender) go nowhere.
     sim.router.transport_removed(PUB);
     sim.run(Duration::from_millis(500));
-    let a2 = sim.subscribers[&2].received.len();
+    let a2 = sim.subscribers[&TransportId(2)].received.len();
     assert!(a2 <= a + 20, "only what was in flight");
     sim.run(Duration::from_millis(500));
-    assert_eq!(sim.subscribers[&2].received.len(), a2, "nothing more");
+    assert_eq!(
+        sim.subscribers[&TransportId(2)].received.len(),
+        a2,
+        "nothing more"
+    );
     assert!(sim.router.stats.unknown_stream > 0, "dropped and counted");
     // NACKs for the gone track get nothing.
     let before = sim.router.stats.retransmitted;
@@ -654,7 +667,7 @@ fn when_the_publisher_leaves_its_track_stops_and_other_tracks_go_on() {
     let mut w = rtcp::Writer::new(&mut b);
     w.nack(1, 0xA0, &[1, 2, 3]).unwrap();
     let n = w.len();
-    sim.router.rtcp(2, &b[..n], &mut out, sim.at());
+    sim.router.rtcp(TransportId(2), &b[..n], &mut out, sim.at());
     assert_eq!(sim.router.stats.retransmitted, before);
     assert!(out.0.is_empty());
 }

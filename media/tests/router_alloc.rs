@@ -53,7 +53,7 @@ fn per_packet_paths_do_not_allocate() {
     r.command(
         MediaCommand::AddTrack(fixtures::vp8_track(
             TrackId(1),
-            1,
+            TransportId(1),
             fixtures::single(0x10, Some(0x11)),
         )),
         &mut out,
@@ -63,7 +63,7 @@ fn per_packet_paths_do_not_allocate() {
         r.command(
             MediaCommand::Subscribe(fixtures::subscription(
                 TrackId(1),
-                sub,
+                TransportId(sub),
                 0x100 * sub as u32,
                 sub % 2 == 0,
             )),
@@ -125,22 +125,22 @@ fn per_packet_paths_do_not_allocate() {
 
     // Warm up: the first packets learn and open the keyframe gate.
     for p in &media[..10] {
-        r.rtp(1, p, &mut out, t0);
+        r.rtp(TransportId(1), p, &mut out, t0);
     }
     let mut repair = repairs.iter().skip(2);
     let allocations = count(|| {
         for (i, p) in media.iter().enumerate().skip(10) {
             let now = t0 + Duration::from_millis(i as u64);
             if i % 5 != 4 {
-                r.rtp(1, p, &mut out, now);
+                r.rtp(TransportId(1), p, &mut out, now);
             } else if let Some(x) = repair.next() {
-                r.rtp(1, x, &mut out, now);
+                r.rtp(TransportId(1), x, &mut out, now);
             }
             if i % 50 == 0 {
-                r.rtcp(2, &nack, &mut out, now);
-                r.rtcp(3, &plain_nack, &mut out, now);
-                r.rtcp(1, &sr, &mut out, now);
-                r.rtcp(2, &rr, &mut out, now);
+                r.rtcp(TransportId(2), &nack, &mut out, now);
+                r.rtcp(TransportId(3), &plain_nack, &mut out, now);
+                r.rtcp(TransportId(1), &sr, &mut out, now);
+                r.rtcp(TransportId(2), &rr, &mut out, now);
             }
         }
     });

@@ -63,28 +63,28 @@ impl DatapathPlane {
                         .increment(1);
                     tracing::debug!(
                         shard,
-                        transport = id,
+                        transport = id.0,
                         profile = profile_name(profile),
                         "transport connected"
                     );
                     ShardEvent::TransportState {
-                        id: TransportId(id),
+                        id: TransportId(id.0),
                         state: TransportState::Connected,
                     }
                 }
                 Event::Failed { id, reason } => {
-                    tracing::info!(shard, transport = id, %reason, "transport failed");
+                    tracing::info!(shard, transport = id.0, %reason, "transport failed");
                     ShardEvent::TransportState {
-                        id: TransportId(id),
+                        id: TransportId(id.0),
                         state: TransportState::Failed(reason),
                     }
                 }
                 Event::ConsentLost { id } => ShardEvent::TransportState {
-                    id: TransportId(id),
+                    id: TransportId(id.0),
                     state: TransportState::ConsentLost,
                 },
                 Event::Closed { id } => ShardEvent::TransportState {
-                    id: TransportId(id),
+                    id: TransportId(id.0),
                     state: TransportState::Closed,
                 },
             };
@@ -136,6 +136,11 @@ impl DatapathPlane {
     }
 }
 
+/// The shards' copy of the control plane's transport id (the crates don't know each other).
+fn shard_id(id: TransportId) -> ringcast_datapath::TransportId {
+    ringcast_datapath::TransportId(id.0)
+}
+
 fn forwarded(uri: &str) -> Option<ForwardedExt> {
     match uri {
         ext::AUDIO_LEVEL => Some(ForwardedExt::AudioLevel),
@@ -151,7 +156,7 @@ fn track_config(spec: TrackSpec) -> Option<TrackConfig> {
     let id_of = |uri: &str| m.extensions.iter().find(|e| e.uri == uri).map(|e| e.id);
     Some(TrackConfig {
         id: TrackId(spec.track.0),
-        publisher: spec.publisher.0,
+        publisher: shard_id(spec.publisher),
         codec: codec.name(),
         clock_rate: codec.name().clock_rate(),
         payload_type: codec.pt,
@@ -180,7 +185,7 @@ fn track_config(spec: TrackSpec) -> Option<TrackConfig> {
 fn subscription_config(spec: SubscriptionSpec) -> SubscriptionConfig {
     SubscriptionConfig {
         track: TrackId(spec.track.0),
-        subscriber: spec.subscriber.0,
+        subscriber: shard_id(spec.subscriber),
         ssrc: spec.ssrc,
         payload_type: spec.payload_type,
         rtx: spec
@@ -197,7 +202,7 @@ fn subscription_config(spec: SubscriptionSpec) -> SubscriptionConfig {
 
 fn transport_config(spec: TransportSpec) -> TransportConfig {
     TransportConfig {
-        id: spec.id.0,
+        id: shard_id(spec.id),
         local_ufrag: spec.local_ice.ufrag,
         local_pwd: spec.local_ice.pwd,
         remote: spec.remote.map(|r| RemoteConfig {
@@ -228,7 +233,7 @@ impl MediaPlane for DatapathPlane {
             ShardCommand::AddTransport(spec) | ShardCommand::UpdateTransport(spec) => {
                 Command::Upsert(transport_config(spec))
             }
-            ShardCommand::RemoveTransport(id) => Command::Remove(id.0),
+            ShardCommand::RemoveTransport(id) => Command::Remove(shard_id(id)),
             ShardCommand::PublishTrack(spec) => match track_config(spec) {
                 Some(c) => Command::Router(MediaCommand::AddTrack(c)),
                 None => return Ok(()),
@@ -246,7 +251,7 @@ impl MediaPlane for DatapathPlane {
             ShardCommand::Unsubscribe { track, subscriber } => {
                 Command::Router(MediaCommand::Unsubscribe {
                     track: TrackId(track.0),
-                    subscriber: subscriber.0,
+                    subscriber: shard_id(subscriber),
                 })
             }
             // A command this build doesn't know is a programming error, not input: say so.

@@ -51,7 +51,7 @@ fn setup_n(n: u16) -> (ShardCore<Fanout>, Vec<Peer>, Instant) {
             } else {
                 (format!("SRV{i}"), format!("CLN{i}"))
             };
-            let id = 7 + u64::from(i);
+            let id = TransportId(7 + u64::from(i));
             core.handle_command(
                 Command::Upsert(TransportConfig {
                     id,
@@ -231,9 +231,9 @@ fn consent_loss_and_removal() {
     core.handle_timeout(now + Duration::from_secs(31));
     assert_eq!(
         core.take_events().collect::<Vec<_>>(),
-        [Event::ConsentLost { id: 7 }]
+        [Event::ConsentLost { id: TransportId(7) }]
     );
-    core.handle_command(Command::Remove(7), Instant::now());
+    core.handle_command(Command::Remove(TransportId(7)), Instant::now());
     assert_eq!(core.transport_count(), 0);
     let mut c = check(true, b"serverpassword012345678");
     core.handle_datagram(peer.addr, &mut c, now);
@@ -419,7 +419,7 @@ fn an_early_dtls_flight_waits_for_the_peer_parameters() {
     );
     let now = Instant::now();
     let mut config = TransportConfig {
-        id: 7,
+        id: TransportId(7),
         local_ufrag: "SRVR".into(),
         local_pwd: "serverpassword012345678".into(),
         remote: None,

@@ -40,9 +40,9 @@ fn plis(out: &Recorder) -> usize {
         .count()
 }
 
-const PUB: TransportId = 1;
-const SUB_A: TransportId = 2;
-const SUB_B: TransportId = 3;
+const PUB: TransportId = TransportId(1);
+const SUB_A: TransportId = TransportId(2);
+const SUB_B: TransportId = TransportId(3);
 
 fn video_track(encodings: Vec<EncodingConfig>) -> TrackConfig {
     fixtures::vp8_track(TrackId(10), PUB, encodings)
