@@ -96,6 +96,9 @@ export class RingcastSession extends EventTarget {
     // answer before setRemoteDescription (the same, for the publisher transport).
     // publishAnswer keeps the answer as Ringcast sent it.
     this.answerFilter = null;
+    // The RTCConfiguration of both peer connections (e.g. { bundlePolicy: 'max-bundle' }),
+    // read when each is created: set it before join() and publish().
+    this.rtcConfig = {};
   }
 
   step(what) {
@@ -147,7 +150,7 @@ export class RingcastSession extends EventTarget {
     for (const o of joined.others) for (const t of o.tracks || []) this.noteTrack(t);
     this.consumeEvents();
 
-    const sub = new RTCPeerConnection();
+    const sub = new RTCPeerConnection(this.rtcConfig);
     this.sub = sub;
     this.watchStates(sub, 'sub');
     sub.addEventListener('track', (ev) => {
@@ -170,7 +173,7 @@ export class RingcastSession extends EventTarget {
    */
   async publish(stream, { gatherTimeoutMs = 10_000, connectTimeoutMs = 20_000, names = {}, videoEncodings = null } = {}) {
     this.stream = stream;
-    const pc = new RTCPeerConnection();
+    const pc = new RTCPeerConnection(this.rtcConfig);
     this.pub = pc;
     this.watchStates(pc, 'pub');
     const sending = [stream.getAudioTracks()[0], stream.getVideoTracks()[0]].filter(Boolean)

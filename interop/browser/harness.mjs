@@ -1,10 +1,10 @@
 // Shared infrastructure for the browser interop tests (test-publish.mjs,
 // test-pubsub.mjs, test-aiortc-chromium.mjs, test-loss-nack.mjs,
-// test-upstream-loss.mjs): the ringcast server on ephemeral ports, a static web
-// server for the test pages, tokens, rooms, /metrics parsing, Chromium's flags,
-// driving pubsub-page.html tabs and reading their stats, and a lossy UDP relay
-// for one transport.
-// Facts about Chromium on these machines: shared/PEERS.md.
+// test-upstream-loss.mjs, test-firefox.mjs): the ringcast server on ephemeral
+// ports, a static web server for the test pages, tokens, rooms, /metrics
+// parsing, Chromium's flags and Firefox ESR's prefs, driving pubsub-page.html
+// tabs and reading their stats, and a lossy UDP relay for one transport.
+// Facts about Chromium and Firefox on these machines: shared/PEERS.md.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -23,6 +23,7 @@ const require = createRequire(import.meta.url);
 
 export const RINGCAST_BIN = path.resolve(HERE, process.env.RINGCAST_BIN || '../../target/debug/ringcast');
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const FIREFOX_PATH = process.env.FIREFOX_PATH || '/usr/bin/firefox-esr';
 
 export const API_KEY = 'devkey';
 export const API_SECRET = 'devsecret-for-local-testing-only';
@@ -97,6 +98,20 @@ export async function fetchMetrics(httpUrl) {
   const res = await fetch(`${httpUrl}/metrics`, { signal: AbortSignal.timeout(3000) });
   assert.equal(res.status, 200, `GET /metrics answered ${res.status}`);
   return parseMetrics(await res.text());
+}
+
+/** Counters of the media router (upstream repair, retransmits, PLIs, layers, gating). */
+export const MEDIA_COUNTERS = [
+  'ringcast_nacks_sent_total', 'ringcast_packets_nacked_upstream_total', 'ringcast_rtx_unwrapped_total',
+  'ringcast_rtx_padding_total', 'ringcast_rtp_duplicates_total', 'ringcast_rtp_unknown_stream_total',
+  'ringcast_nacks_received_total', 'ringcast_retransmits_total', 'ringcast_retransmits_refused_total',
+  'ringcast_plis_sent_total', 'ringcast_layer_switches_total', 'ringcast_rtp_gated_total',
+];
+
+/** `name=value` for each of `names` (without ringcast_ and _total), from /metrics now; '' if unreachable. */
+export async function mediaCountersLine(httpUrl, names = MEDIA_COUNTERS) {
+  const m = await fetchMetrics(httpUrl).catch(() => []);
+  return names.map((n) => `${n.replace(/^ringcast_|_total$/g, '')}=${sumMetric(m, n)}`).join(' ');
 }
 
 // ---------------------------------------------------------------------------
@@ -228,7 +243,8 @@ export function startWebServer(pages) {
 
 /**
  * Launches Chromium with a fresh profile (playwright's persistent context).
- * Returns { context, close() }; close() also removes the profile.
+ * Returns { name: 'chromium', context, newPage(), close() }; newPage() hands
+ * out the initial tab first; close() also removes the profile.
  */
 export async function launchChromium({ extraArgs = [] } = {}) {
   const { chromium } = await import('playwright-core');
@@ -243,8 +259,15 @@ export async function launchChromium({ extraArgs = [] } = {}) {
     throw e;
   }
   let closed = false;
+  let initialTaken = false;
   return {
+    name: 'chromium',
     context,
+    async newPage() {
+      const initial = !initialTaken && context.pages()[0];
+      initialTaken = true;
+      return initial || context.newPage();
+    },
     async close() {
       if (closed) return;
       closed = true;
@@ -259,6 +282,49 @@ export const BACKGROUND_TAB_ARGS = [
   '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
   '--disable-backgrounding-occluded-windows', '--autoplay-policy=no-user-gesture-required',
 ];
+
+// ---------------------------------------------------------------------------
+// Firefox ESR
+
+/**
+ * Firefox's prefs for WebRTC on loopback with fake devices (shared/PEERS.md):
+ * without media.navigator.permission.fake it offers only default-route
+ * candidates (none on loopback).
+ */
+export const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'media.navigator.permission.fake': true,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+};
+
+/**
+ * Launches Debian's Firefox ESR headless, driven by puppeteer-core over WebDriver
+ * BiDi, with a fresh profile (a temporary one puppeteer fills with FIREFOX_PREFS
+ * plus `prefs`, and removes on close). Returns { name: 'firefox', browser,
+ * newPage(), close() }, like launchChromium.
+ */
+export async function launchFirefox({ prefs = {} } = {}) {
+  const { default: puppeteer } = await import('puppeteer-core');
+  const browser = await withTimeout(puppeteer.launch({
+    browser: 'firefox', executablePath: FIREFOX_PATH, headless: true, timeout: 30_000,
+    extraPrefsFirefox: { ...FIREFOX_PREFS, ...prefs },
+  }), 35_000, 'launching firefox');
+  let closed = false;
+  return {
+    name: 'firefox',
+    browser,
+    newPage: () => browser.newPage(),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await withTimeout(browser.close(), 15_000, 'closing firefox').catch(() => {
+        try { browser.process()?.kill('SIGKILL'); } catch (_) { /* gone */ }
+      });
+    },
+  };
+}
 
 // ---------------------------------------------------------------------------
 // Rooms, over gRPC-Web from node
@@ -317,23 +383,27 @@ export function describeInbound(s) {
   return `${common} samples=${s.totalSamplesReceived} concealed=${s.concealedSamples}`;
 }
 
-const claimedTabs = new WeakSet();
-
 /**
  * Opens pubsub-page.html at `url` (plus `query`, e.g. '?relayPort=40001') in a
- * tab of `browser` (launchChromium) for participant `identity`; the first call
- * takes the browser's initial tab. Returns { identity, page, console } where
- * console collects the page's console lines and errors.
+ * new tab of `browser` (launchChromium or launchFirefox: playwright and
+ * puppeteer pages share evaluate, goto, and the console and pageerror events)
+ * for participant `identity`. Returns { identity, browser: its name, page,
+ * console } where console collects the page's console lines and errors.
  */
 export async function openPubsubPage(browser, url, identity, query = '') {
-  const initial = browser.context.pages()[0];
-  const page = initial && !claimedTabs.has(initial) ? initial : await browser.context.newPage();
-  claimedTabs.add(page);
-  const p = { identity, page, console: [] };
+  const page = await browser.newPage();
+  const p = { identity, browser: browser.name, page, console: [] };
   page.on('console', (m) => p.console.push(`console.${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => p.console.push(`pageerror: ${e.message}`));
   await page.goto(`${url}${query}`, { timeout: PAGE_LOAD_TIMEOUT_MS });
-  await page.waitForFunction(() => window.ringcastReady === true, null, { timeout: PAGE_LOAD_TIMEOUT_MS });
+  // Polled with evaluate: waitForFunction takes its arguments in a different order in each library.
+  const deadline = Date.now() + PAGE_LOAD_TIMEOUT_MS;
+  while (!(await page.evaluate(() => window.ringcastReady === true))) {
+    if (Date.now() > deadline) {
+      throw new Error(`${identity}: pubsub-page.html not ready after ${PAGE_LOAD_TIMEOUT_MS} ms\n  ${p.console.join('\n  ')}`);
+    }
+    await sleep(50);
+  }
   return p;
 }
 
@@ -360,24 +430,31 @@ export function pubsubSnapshot(pages) {
 
 /**
  * Everything a failure message needs: per page its steps, states, stats,
- * console and (with sdps) the latest subscriber offer and answer; then the
- * relevant /metrics samples and the server log tail.
+ * console, (with sdps) the latest subscriber offer and answer and (with
+ * publisherSdps) the publish offer and answer; then the relevant /metrics
+ * samples and the server log tail.
  */
-export async function pubsubDiagnostics(pages, server, { sdps = true } = {}) {
+export async function pubsubDiagnostics(pages, server, { sdps = true, publisherSdps = false } = {}) {
   let out = '';
   for (const p of pages) {
+    const who = p.browser === 'firefox' ? 'Firefox' : 'Chromium';
     const st = await withTimeout(p.page.evaluate(() => window.pubsubState()), 5000, 'state')
       .catch((e) => ({ error: e.message }));
     const stats = await withTimeout(p.page.evaluate(() => window.pubsubStats()), 5000, 'stats')
       .catch((e) => ({ error: e.message }));
-    out += `\n===== ${p.identity}\nsteps:\n  ${(st.log || []).join('\n  ')}\n`;
+    out += `\n===== ${p.identity} (${who})\nsteps:\n  ${(st.log || []).join('\n  ')}\n`;
     const { log, ...rest } = st;
     out += `state: ${JSON.stringify(rest)}\nstats: ${JSON.stringify(stats)}\n`;
     if (p.console.length) out += `console:\n  ${p.console.slice(-20).join('\n  ')}\n`;
+    if (publisherSdps) {
+      const x = await withTimeout(p.page.evaluate(() => window.pubsubPublisherSdps()), 5000, 'publisher sdps')
+        .catch(() => ({}));
+      if (x.offer) out += `publish offer (${who}):\n${x.offer}\npublish answer (Ringcast):\n${x.answer}\n`;
+    }
     if (sdps) {
       const s = await withTimeout(p.page.evaluate(() => window.pubsubSdps(1)), 5000, 'sdps').catch(() => []);
       for (const x of s) {
-        out += `subscriber offer v${x.version} (Ringcast):\n${x.offer}\nanswer (Chromium):\n${x.answer}\n` +
+        out += `subscriber offer v${x.version} (Ringcast):\n${x.offer}\nanswer (${who}):\n${x.answer}\n` +
           `${x.error ? `error: ${x.error}\n` : ''}`;
       }
     }
@@ -387,6 +464,29 @@ export async function pubsubDiagnostics(pages, server, { sdps = true } = {}) {
     /forwarded|srtp|drops|transports|dtls_handshakes|packets_(in|out)|nacks|retransmits|plis/.test(s.name))
     .map((s) => `${s.name}${Object.keys(s.labels).length ? JSON.stringify(s.labels) : ''}=${s.value}`);
   return `${out}\nmetrics: ${relevant.join(' ')}\nserver log tail (${server.logPath}):\n${server.tail(80)}`;
+}
+
+/**
+ * Writes every page's SDPs (the publish offer and answer, every subscriber
+ * offer and answer), its pubsubState() and its entry of `stats` (a
+ * pubsubSnapshot) into `dir` as <identity>-*.sdp/.json. Returns `dir`.
+ */
+export async function dumpPubsubPages(pages, stats, dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const [i, p] of pages.entries()) {
+    const sdps = await p.page.evaluate(() => window.pubsubSdps(1000));
+    const st = await p.page.evaluate(() => window.pubsubState());
+    for (const x of sdps) {
+      fs.writeFileSync(path.join(dir, `${p.identity}-v${x.version}-offer.sdp`), x.offer || '');
+      fs.writeFileSync(path.join(dir, `${p.identity}-v${x.version}-answer.sdp`), x.answer || '');
+    }
+    const pub = await p.page.evaluate(() => window.pubsubPublisherSdps());
+    fs.writeFileSync(path.join(dir, `${p.identity}-publish-offer.sdp`), pub.offer || '');
+    fs.writeFileSync(path.join(dir, `${p.identity}-publish-answer.sdp`), pub.answer || '');
+    fs.writeFileSync(path.join(dir, `${p.identity}-state.json`), JSON.stringify(st, null, 1));
+    fs.writeFileSync(path.join(dir, `${p.identity}-stats.json`), JSON.stringify(stats[i], null, 1));
+  }
+  return dir;
 }
 
 /**
@@ -458,19 +558,23 @@ export async function stopServerChecked(server, note) {
   if (warnings.length) note(`server warnings/errors:\n${warnings.slice(-20).join('\n')}`);
 }
 
-/** The end of a passing case: every page leaves, the browser closes, the server stops (stopServerChecked). */
+/**
+ * The end of a passing case: every page leaves, the browser (or each of an
+ * array of browsers) closes, the server stops (stopServerChecked).
+ */
 export async function leaveAndStop(pages, browser, server, note) {
   for (const p of pages) await withTimeout(p.page.evaluate(() => window.pubsubLeave()), 10_000, `${p.identity}: leave`);
-  await browser.close();
+  for (const b of [browser].flat()) await b.close();
   await stopServerChecked(server, note);
 }
 
 /**
- * A case's `finally`: closes whatever it opened (each may be undefined) and
- * removes the server log if the case passed (unless $RINGCAST_TEST_KEEP_LOGS).
+ * A case's `finally`: closes whatever it opened (each may be undefined;
+ * `browser` may be an array) and removes the server log if the case passed
+ * (unless $RINGCAST_TEST_KEEP_LOGS).
  */
 export async function closeCase({ browser, web, server, passed }) {
-  if (browser) await browser.close();
+  for (const b of [browser].flat()) if (b) await b.close();
   if (web) await web.close();
   if (server) {
     await server.stop();

@@ -54,11 +54,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
 import {
-  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom, launchChromium,
-  leaveAndStop, mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep, startPubsubPages,
+  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, dumpPubsubPages, fmt, inboundFrom,
+  launchChromium, leaveAndStop, mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep, startPubsubPages,
   startRingcast, startWebServer, streamProblems, sumMetric, waitForMedia, BACKGROUND_TAB_ARGS,
 } from './harness.mjs';
 
@@ -190,22 +189,8 @@ async function runCase(t, backend) {
       }
     });
     if (process.env.RINGCAST_PUBSUB_DUMP_DIR) {
-      const dir = path.join(process.env.RINGCAST_PUBSUB_DUMP_DIR, backend);
-      fs.mkdirSync(dir, { recursive: true });
-      for (const [i, p] of pages.entries()) {
-        const sdps = await p.page.evaluate(() => window.pubsubSdps(1000));
-        const st = await p.page.evaluate(() => window.pubsubState());
-        for (const x of sdps) {
-          fs.writeFileSync(path.join(dir, `${p.identity}-v${x.version}-offer.sdp`), x.offer || '');
-          fs.writeFileSync(path.join(dir, `${p.identity}-v${x.version}-answer.sdp`), x.answer || '');
-        }
-        const pub = await p.page.evaluate(() => window.pubsubPublisherSdps());
-        fs.writeFileSync(path.join(dir, `${p.identity}-publish-offer.sdp`), pub.offer || '');
-        fs.writeFileSync(path.join(dir, `${p.identity}-publish-answer.sdp`), pub.answer || '');
-        fs.writeFileSync(path.join(dir, `${p.identity}-state.json`), JSON.stringify(st, null, 1));
-        fs.writeFileSync(path.join(dir, `${p.identity}-stats.json`), JSON.stringify(second[i], null, 1));
-      }
-      note(`SDPs, states and stats written to ${dir}`);
+      note(`SDPs, states and stats written to ${await dumpPubsubPages(pages, second,
+        path.join(process.env.RINGCAST_PUBSUB_DUMP_DIR, backend))}`);
     }
     if (problems.length) assert.fail(`media problems:\n  ${problems.join('\n  ')}\n${await diagnostics()}`);
 

@@ -57,9 +57,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import {
-  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fetchMetrics, fmt, inboundFrom,
-  launchChromium, leaveAndStop, mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep,
-  startLossyRelay, startPubsubPages, startRingcast, startWebServer, streamProblems, sumMetric, waitForMedia,
+  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom,
+  launchChromium, leaveAndStop, mediaCountersLine, mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot,
+  sleep, startLossyRelay, startPubsubPages, startRingcast, startWebServer, streamProblems, sumMetric, waitForMedia,
   BACKGROUND_TAB_ARGS,
 } from './harness.mjs';
 
@@ -145,20 +145,8 @@ async function runCase(t, backend) {
     for (const id of SUBSCRIBERS) subs.push(await openPubsubPage(browser, web.url, id));
     pages.push(pub, ...subs);
 
-    const metricsLine = async () => {
-      const m = await fetchMetrics(server.httpUrl).catch(() => []);
-      return ['ringcast_nacks_sent_total', 'ringcast_packets_nacked_upstream_total', 'ringcast_rtx_unwrapped_total',
-        'ringcast_rtx_padding_total', 'ringcast_rtp_duplicates_total', 'ringcast_rtp_unknown_stream_total',
-        'ringcast_nacks_received_total', 'ringcast_retransmits_total', 'ringcast_retransmits_refused_total',
-        'ringcast_plis_sent_total', 'ringcast_layer_switches_total', 'ringcast_rtp_gated_total']
-        .map((n) => `${n.replace(/^ringcast_|_total$/g, '')}=${sumMetric(m, n)}`).join(' ');
-    };
-    const diagnostics = async (opts) => {
-      const sdp = await pub.page.evaluate(() => window.pubsubPublisherSdps()).catch(() => ({}));
-      return `${await pubsubDiagnostics(pages, server, opts)}\n\npublish offer (Chromium):\n${sdp.offer}\n` +
-        `publish answer (Ringcast, before the page rewrote its candidates):\n${sdp.answer}\n` +
-        `upstream metrics: ${await metricsLine()}\n${relay.describe()}`;
-    };
+    const diagnostics = async (opts) => `${await pubsubDiagnostics(pages, server, { publisherSdps: true, ...opts })}\n\n` +
+      `media counters: ${await mediaCountersLine(server.httpUrl)}\n${relay.describe()}`;
     const timeouts = { gatherTimeoutMs: GATHER_TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS, diagnostics };
 
     const [published] = await startPubsubPages([pub], server.grpcUrl, () => ({
