@@ -369,6 +369,29 @@ export function inboundFrom(stats, publisher, kind) {
   return (stats?.inbound || []).filter((s) => s.publisher === publisher && s.kind === kind);
 }
 
+/**
+ * For each of `subscribers` (pages, as startPubsubPages returns them, indexed like
+ * `first`/`last` by their place in `pages`) and each kind: the inbound-rtp entry from
+ * `publisher` at the start (`a`) and end (`b`) of a window, with a `key` naming it. An entry
+ * that disappeared is a problem pushed to `problems`, and is skipped.
+ */
+export function inboundWindows({ pages, subscribers, first, last, publisher, problems }) {
+  const out = [];
+  for (const p of subscribers) {
+    const i = pages.indexOf(p);
+    for (const kind of ['video', 'audio']) {
+      const [a] = inboundFrom(first[i], publisher, kind);
+      const [b] = inboundFrom(last[i], publisher, kind);
+      if (!a || !b) {
+        problems.push(`${p.identity} ${kind}: the inbound-rtp entry disappeared`);
+        continue;
+      }
+      out.push({ p, kind, a, b, key: `${p.identity} <- ${publisher} ${kind}` });
+    }
+  }
+  return out;
+}
+
 /** One inbound-rtp entry of pubsubStats(), on one line. */
 export function describeInbound(s) {
   const jb = s.jitterBufferEmittedCount ? s.jitterBufferDelay / s.jitterBufferEmittedCount : NaN;

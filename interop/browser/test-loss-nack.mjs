@@ -52,7 +52,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import {
-  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom, launchChromium,
+  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom, inboundWindows, launchChromium,
   leaveAndStop, mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep, startLossyRelay,
   startPubsubPages, startRingcast, startWebServer, streamProblems, sumMetric, waitForMedia,
   BACKGROUND_TAB_ARGS,
@@ -172,30 +172,20 @@ async function runCase(t, backend) {
       `@${fmt(pubVideo.framesPerSecond, 0)}fps encoded=${pubVideo.framesEncoded} nack=${pubVideo.nackCount} ` +
       `pli=${pubVideo.pliCount} retransmitted=${pubVideo.retransmittedPacketsSent}`);
     const results = {};
-    for (const p of subscribers) {
-      const i = pages.indexOf(p);
-      for (const kind of ['video', 'audio']) {
-        const [a] = inboundFrom(first[i], PUBLISHER, kind);
-        const [b] = inboundFrom(last[i], PUBLISHER, kind);
-        if (!a || !b) {
-          problems.push(`${p.identity} ${kind}: the inbound-rtp entry disappeared`);
-          continue;
-        }
-        const key = `${p.identity} <- ${PUBLISHER} ${kind}`;
-        const dropped = relay.streams.get(b.ssrc)?.dropped || 0;
-        const fps = kind === 'video' ? (b.framesDecoded - a.framesDecoded) / seconds : NaN;
-        results[`${p.identity} ${kind}`] = { b, dropped, fps };
-        note(`  ${key}: ${describeInbound(b)}${p === lossy ? `; relay dropped ${dropped}` : ''}` +
-          `${kind === 'video' ? `; ${fmt(fps)} frames/s decoded over the last ${fmt(seconds)} s` : ''}`);
-        if (p === lossy) {
-          // Loss is checked below, for video (audio is reported: Chromium NACKs Opus too, but
-          // NetEq may give up on a late repair).
-          problems.push(...streamProblems(key, a, b, { maxLostFraction: null }));
-        } else {
-          problems.push(...streamProblems(key, a, b, CLEAN_LIMITS));
-          if (kind === 'video' && b.freezeCount > MAX_FREEZES_CLEAN) {
-            problems.push(`${key}: ${b.freezeCount} freezes (max ${MAX_FREEZES_CLEAN})`);
-          }
+    for (const { p, kind, a, b, key } of inboundWindows({ pages, subscribers, first, last, publisher: PUBLISHER, problems })) {
+      const dropped = relay.streams.get(b.ssrc)?.dropped || 0;
+      const fps = kind === 'video' ? (b.framesDecoded - a.framesDecoded) / seconds : NaN;
+      results[`${p.identity} ${kind}`] = { b, dropped, fps };
+      note(`  ${key}: ${describeInbound(b)}${p === lossy ? `; relay dropped ${dropped}` : ''}` +
+        `${kind === 'video' ? `; ${fmt(fps)} frames/s decoded over the last ${fmt(seconds)} s` : ''}`);
+      if (p === lossy) {
+        // Loss is checked below, for video (audio is reported: Chromium NACKs Opus too, but
+        // NetEq may give up on a late repair).
+        problems.push(...streamProblems(key, a, b, { maxLostFraction: null }));
+      } else {
+        problems.push(...streamProblems(key, a, b, CLEAN_LIMITS));
+        if (kind === 'video' && b.freezeCount > MAX_FREEZES_CLEAN) {
+          problems.push(`${key}: ${b.freezeCount} freezes (max ${MAX_FREEZES_CLEAN})`);
         }
       }
     }

@@ -57,7 +57,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import {
-  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom,
+  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom, inboundWindows,
   launchChromium, leaveAndStop, mediaCountersLine, mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot,
   sleep, startLossyRelay, startPubsubPages, startRingcast, startWebServer, streamProblems, sumMetric, waitForMedia,
   BACKGROUND_TAB_ARGS,
@@ -255,35 +255,25 @@ async function runCase(t, backend) {
       `bwe ${fmt((last[0].pub?.availableOutgoingBitrate || 0) / 1000, 0)}kbps; Ringcast's reaction: ${relay.describeReactions()}`);
 
     const results = {};
-    for (const p of subs) {
-      const i = pages.indexOf(p);
-      for (const kind of ['video', 'audio']) {
-        const [a] = inboundFrom(first[i], PUBLISHER, kind);
-        const [b] = inboundFrom(last[i], PUBLISHER, kind);
-        if (!a || !b) {
-          problems.push(`${p.identity} ${kind}: the inbound-rtp entry disappeared`);
-          continue;
-        }
-        const key = `${p.identity} <- ${PUBLISHER} ${kind}`;
-        results[`${p.identity} ${kind}`] = b;
-        // Loss is checked below for video; audio is reported (Opus is not NACKed here).
-        problems.push(...streamProblems(key, a, b, { maxLostFraction: null }));
-        note(`  ${key}: ${describeInbound(b)}${kind === 'video' ? `; ${fmt((b.framesDecoded - a.framesDecoded) / seconds)} ` +
-          `frames/s over the last ${fmt(seconds)} s (per step: ${stepFps[p.identity].map((x) => fmt(x)).join(', ')})` : ''}`);
-        if (kind !== 'video') continue;
-        const maxLost = MAX_UNRECOVERED_ABSOLUTE + MAX_UNRECOVERED_FRACTION * video.dropped;
-        if (b.packetsLost > maxLost) {
-          problems.push(`${key}: packetsLost ${b.packetsLost} (max ${fmt(maxLost, 0)}) while the relay dropped ` +
-            `${video.dropped} video packets upstream: Ringcast did not repair them`);
-        }
-        const freezes = b.freezeCount - a.freezeCount;
-        if (freezes > MAX_FREEZES) {
-          problems.push(`${key}: ${freezes} freezes in ${fmt(seconds)} s (max ${MAX_FREEZES}), ` +
-            `${fmt((b.totalFreezesDuration - a.totalFreezesDuration) * 1000, 0)} ms in all`);
-        }
-        const fps = (b.framesDecoded - a.framesDecoded) / seconds;
-        if (!(fps >= MIN_MEAN_FPS)) problems.push(`${key}: ${fmt(fps)} frames/s decoded over ${fmt(seconds)} s (min ${MIN_MEAN_FPS})`);
+    for (const { p, kind, a, b, key } of inboundWindows({ pages, subscribers: subs, first, last, publisher: PUBLISHER, problems })) {
+      results[`${p.identity} ${kind}`] = b;
+      // Loss is checked below for video; audio is reported (Opus is not NACKed here).
+      problems.push(...streamProblems(key, a, b, { maxLostFraction: null }));
+      note(`  ${key}: ${describeInbound(b)}${kind === 'video' ? `; ${fmt((b.framesDecoded - a.framesDecoded) / seconds)} ` +
+        `frames/s over the last ${fmt(seconds)} s (per step: ${stepFps[p.identity].map((x) => fmt(x)).join(', ')})` : ''}`);
+      if (kind !== 'video') continue;
+      const maxLost = MAX_UNRECOVERED_ABSOLUTE + MAX_UNRECOVERED_FRACTION * video.dropped;
+      if (b.packetsLost > maxLost) {
+        problems.push(`${key}: packetsLost ${b.packetsLost} (max ${fmt(maxLost, 0)}) while the relay dropped ` +
+          `${video.dropped} video packets upstream: Ringcast did not repair them`);
       }
+      const freezes = b.freezeCount - a.freezeCount;
+      if (freezes > MAX_FREEZES) {
+        problems.push(`${key}: ${freezes} freezes in ${fmt(seconds)} s (max ${MAX_FREEZES}), ` +
+          `${fmt((b.totalFreezesDuration - a.totalFreezesDuration) * 1000, 0)} ms in all`);
+      }
+      const fps = (b.framesDecoded - a.framesDecoded) / seconds;
+      if (!(fps >= MIN_MEAN_FPS)) problems.push(`${key}: ${fmt(fps)} frames/s decoded over ${fmt(seconds)} s (min ${MIN_MEAN_FPS})`);
     }
     if (!(video.dropped > 0)) problems.push(`the relay dropped no video packet (${relay.describe()})`);
     if (problems.length) assert.fail(`media problems:\n  ${problems.join('\n  ')}\n${await diagnostics()}`);
