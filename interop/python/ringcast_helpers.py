@@ -7,6 +7,7 @@ the test modules. Environment: RINGCAST_BIN overrides the server binary
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import random
@@ -315,3 +316,24 @@ def prefer_codecs(transceiver, *mime_types: str) -> None:
     chosen = [c for m in mime_types for c in caps if c.mimeType.lower() == m]
     assert chosen, f"aiortc has none of {mime_types}: {[c.mimeType for c in caps]}"
     transceiver.setCodecPreferences(chosen)
+
+
+async def close_quietly(pc, timeout: float) -> None:
+    """Closes an aiortc peer connection after a case, best effort: the case's own result (or
+    failure) is what counts, not how the teardown went."""
+    if pc is not None and pc.connectionState != "closed":
+        try:
+            await asyncio.wait_for(pc.close(), timeout)
+        except Exception:  # noqa: BLE001 - best effort after a failure
+            pass
+
+
+async def run_bounded(case, timeout: float) -> dict:
+    """Runs `case.run()` within `timeout` s, failing with `case.explain(...)` if it doesn't
+    finish, and always ends with `case.close()`."""
+    try:
+        return await asyncio.wait_for(case.run(), timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(case.explain(f"the case did not finish within {timeout} s"))
+    finally:
+        await case.close()

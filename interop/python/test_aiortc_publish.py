@@ -32,12 +32,14 @@ from aiortc import (
 from ringcast_helpers import (
     admin_token,
     call,
+    close_quietly,
     loopback_host_addresses,
     metric_lines,
     metric_sum,
     mint,
     parse_metrics,
     prefer_codecs,
+    run_bounded,
     start_server,
     unique,
 )
@@ -307,20 +309,7 @@ class Case:
         }
 
     async def close(self) -> None:
-        if self.pc is not None and self.pc.connectionState != "closed":
-            try:
-                await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
-            except Exception:  # noqa: BLE001 - best effort after a failure
-                pass
-
-
-async def _run_case(case: Case) -> dict:
-    try:
-        return await asyncio.wait_for(case.run(), CASE_TIMEOUT)
-    except asyncio.TimeoutError:
-        pytest.fail(case.explain(f"the case did not finish within {CASE_TIMEOUT} s"))
-    finally:
-        await case.close()
+        await close_quietly(self.pc, CLOSE_TIMEOUT)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -341,7 +330,7 @@ def test_aiortc_publish(backend, profile, pb, tmp_path, loopback_ice):
     )
     try:
         case = Case(server, pb, backend, profile)
-        result = asyncio.run(_run_case(case))
+        result = asyncio.run(run_bounded(case, CASE_TIMEOUT))
     finally:
         code = server.stop()
     print(f"{backend} {profile}: {result}")  # shown with -rP

@@ -45,11 +45,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ringcast_helpers import (
     RPC_TIMEOUT,
     admin_token,
+    close_quietly,
     md,
     metric_lines,
     metric_sum,
     mint,
     parse_metrics,
+    run_bounded,
     start_server,
     unique,
 )
@@ -501,20 +503,7 @@ class Drain:
         }
 
     async def close(self) -> None:
-        if self.pc is not None and self.pc.connectionState != "closed":
-            try:
-                await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
-            except Exception:  # noqa: BLE001 - best effort after a failure
-                pass
-
-
-async def _run(case: Drain) -> dict:
-    try:
-        return await asyncio.wait_for(case.run(), CASE_TIMEOUT)
-    except asyncio.TimeoutError:
-        pytest.fail(case.explain(f"the case did not finish within {CASE_TIMEOUT} s"))
-    finally:
-        await case.close()
+        await close_quietly(self.pc, CLOSE_TIMEOUT)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -542,7 +531,7 @@ def test_sigterm_drains_live_session(backend, pb, tmp_path, loopback_ice):
         lg.addHandler(case.logs)
         lg.setLevel(level)
     try:
-        result = asyncio.run(_run(case))
+        result = asyncio.run(run_bounded(case, CASE_TIMEOUT))
     finally:
         for (lg, _), level in zip(loggers, levels):
             lg.removeHandler(case.logs)
