@@ -58,6 +58,13 @@ impl Fixture {
             .unwrap()
     }
 
+    /// `who` publishes `sdp` in `room`; it must succeed.
+    fn publish(&mut self, room: &str, who: &str, sdp: &str) -> PublishResult {
+        self.reg
+            .publish(&rn(room), &id(who), sdp, &HashMap::new())
+            .unwrap()
+    }
+
     fn events(&mut self, room: &str, who: &str) -> mpsc::Receiver<ParticipantEvent> {
         self.reg.events(&rn(room), &id(who)).unwrap()
     }
@@ -113,9 +120,7 @@ fn rooms_are_placed_on_the_least_loaded_shard() {
     // after it has more rooms.
     f.join("a", "p1");
     f.join("a", "p2");
-    f.reg
-        .publish(&rn("a"), &id("p1"), CHROMIUM_PUBLISH, &HashMap::new())
-        .unwrap();
+    f.publish("a", "p1", CHROMIUM_PUBLISH);
     let c = f.room("c");
     assert_eq!(c.shard, b.shard);
     let d = f.room("d");
@@ -255,9 +260,7 @@ fn join_publish_subscribe_flow() {
 
     // Carol publishes from Firefox: bob's idle m-lines are reused.
     f.join("r", "carol");
-    f.reg
-        .publish(&rn("r"), &id("carol"), FIREFOX_PUBLISH, &HashMap::new())
-        .unwrap();
+    f.publish("r", "carol", FIREFOX_PUBLISH);
     let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
     let sd = sdp::parse(&offer.offer).unwrap();
     assert_eq!(sd.media.len(), 2);
@@ -360,10 +363,7 @@ fn mute_and_unsubscribe_notify() {
     f.room("r");
     f.join("r", "a");
     f.join("r", "b");
-    let res = f
-        .reg
-        .publish(&rn("r"), &id("a"), CHROMIUM_PUBLISH, &HashMap::new())
-        .unwrap();
+    let res = f.publish("r", "a", CHROMIUM_PUBLISH);
     let mut ev = f.events("r", "b");
     drain(&mut ev);
     let video = res.tracks[1].sid.to_string();
@@ -442,10 +442,7 @@ fn ice_restart_rotates_credentials() {
         ),
         Err(ControlError::FailedPrecondition(_))
     ));
-    let first = f
-        .reg
-        .publish(&rn("r"), &id("a"), CHROMIUM_PUBLISH, &HashMap::new())
-        .unwrap();
+    let first = f.publish("r", "a", CHROMIUM_PUBLISH);
     let ufrag = |s: &str| {
         sdp::parse(s).unwrap().media[0]
             .attributes
@@ -465,20 +462,14 @@ fn ice_restart_rotates_credentials() {
     assert_ne!(ufrag(&first.answer), ufrag(&answer));
     // A renegotiation with new peer credentials is an ICE restart too.
     let restarted = CHROMIUM_PUBLISH.replace("a=ice-ufrag:cJ59", "a=ice-ufrag:NEWU");
-    let again = f
-        .reg
-        .publish(&rn("r"), &id("a"), &restarted, &HashMap::new())
-        .unwrap();
+    let again = f.publish("r", "a", &restarted);
     assert_ne!(ufrag(&again.answer), ufrag(&answer));
     assert_eq!(
         f.plane.transports()[0].1.remote.as_ref().unwrap().ice_ufrag,
         "NEWU"
     );
     // Same offer again: nothing changes.
-    let same = f
-        .reg
-        .publish(&rn("r"), &id("a"), &restarted, &HashMap::new())
-        .unwrap();
+    let same = f.publish("r", "a", &restarted);
     assert_eq!(ufrag(&same.answer), ufrag(&again.answer));
     assert_eq!(
         same.tracks.iter().map(|t| &t.sid).collect::<Vec<_>>(),
@@ -502,9 +493,7 @@ fn shard_events_reach_the_participant() {
     let mut f = fixture(1);
     f.room("r");
     f.join("r", "a");
-    f.reg
-        .publish(&rn("r"), &id("a"), CHROMIUM_PUBLISH, &HashMap::new())
-        .unwrap();
+    f.publish("r", "a", CHROMIUM_PUBLISH);
     let mut ev = f.events("r", "a");
     let tid = f.plane.transports()[0].1.id;
     f.reg.handle_shard_event(ShardEvent::TransportState {
@@ -531,10 +520,7 @@ fn the_shard_hears_of_tracks_and_subscriptions() {
     f.room("r");
     f.join("r", "alice");
     f.join("r", "bob");
-    let res = f
-        .reg
-        .publish(&rn("r"), &id("alice"), CHROMIUM_PUBLISH, &HashMap::new())
-        .unwrap();
+    let res = f.publish("r", "alice", CHROMIUM_PUBLISH);
     let media = f.plane.media_commands();
     let published: Vec<&TrackSpec> = media
         .iter()
@@ -627,10 +613,7 @@ fn active_speakers_reach_their_room_only_when_they_change() {
     f.join("r", "alice");
     f.join("r", "bob");
     f.join("other", "carol");
-    let res = f
-        .reg
-        .publish(&rn("r"), &id("alice"), CHROMIUM_PUBLISH, &HashMap::new())
-        .unwrap();
+    let res = f.publish("r", "alice", CHROMIUM_PUBLISH);
     let audio = f
         .plane
         .media_commands()
@@ -671,9 +654,7 @@ fn a_subscriber_that_declines_rtx_gets_plain_retransmissions() {
     f.room("r");
     f.join("r", "alice");
     f.join("r", "bob");
-    f.reg
-        .publish(&rn("r"), &id("alice"), CHROMIUM_PUBLISH, &HashMap::new())
-        .unwrap();
+    f.publish("r", "alice", CHROMIUM_PUBLISH);
     // Chromium's answer with RTX taken out, as a browser that doesn't do RTX answers.
     let answer: String = CHROMIUM_SUBSCRIBE_ANSWER
         .replace(
