@@ -354,6 +354,49 @@ impl Track {
             None => None,
         }
     }
+
+    /// Asks the publisher for a keyframe on every layer someone waits on (throttled).
+    fn request_keyframe(&mut self, stats: &mut RouterStats, out: &mut dyn Egress, now: Instant) {
+        if self
+            .last_pli
+            .is_some_and(|l| now.saturating_duration_since(l) < PLI_INTERVAL)
+        {
+            // Asked too recently: ask again when the interval is over (timeout or next packet).
+            self.pli_pending = true;
+            return;
+        }
+        // Layers as a bit set (a track has at most a handful): no allocation. First the
+        // layers someone waits to open or switch to.
+        let bit = |l: usize| 1u64 << l.min(63);
+        let mut waiting = self
+            .subs
+            .iter()
+            .filter(|s| s.waiting_keyframe || s.layer != s.target)
+            .fold(0u64, |m, s| m | bit(s.target));
+        if waiting == 0 {
+            // An explicit request (a subscriber's PLI): every layer that is sent to someone.
+            waiting = self.subs.iter().fold(0u64, |m, s| m | bit(s.layer));
+        }
+        let mut sent_any = false;
+        let mut unknown = false;
+        for layer in (0..64).filter(|i| waiting & (1 << i) != 0) {
+            let Some(media) = self.layers.get(layer).and_then(|l| l.ssrc) else {
+                unknown = true;
+                continue;
+            };
+            if out.send_rtcp(self.config.publisher, &mut |buf| {
+                let mut w = rtcp::Writer::new(buf);
+                w.pli(ROUTER_SSRC, media).map_or(0, |()| w.len())
+            }) {
+                sent_any = true;
+                stats.plis_sent += 1;
+            }
+        }
+        self.pli_pending = unknown;
+        if sent_any {
+            self.last_pli = Some(now);
+        }
+    }
 }
 
 /// Receiver-report samples awaiting publication, preallocated so reports never allocate.
@@ -988,54 +1031,6 @@ impl MediaRouter {
     pub fn wake_at(&self) -> Option<Instant> {
         self.wake
     }
-}
-
-impl Track {
-    /// Asks the publisher for a keyframe on every layer someone waits on (throttled).
-    fn request_keyframe(&mut self, stats: &mut RouterStats, out: &mut dyn Egress, now: Instant) {
-        let t = self;
-        if t.last_pli
-            .is_some_and(|l| now.saturating_duration_since(l) < PLI_INTERVAL)
-        {
-            // Asked too recently: ask again when the interval is over (timeout or next packet).
-            t.pli_pending = true;
-            return;
-        }
-        // Layers as a bit set (a track has at most a handful): no allocation. First the
-        // layers someone waits to open or switch to.
-        let bit = |l: usize| 1u64 << l.min(63);
-        let mut waiting = t
-            .subs
-            .iter()
-            .filter(|s| s.waiting_keyframe || s.layer != s.target)
-            .fold(0u64, |m, s| m | bit(s.target));
-        if waiting == 0 {
-            // An explicit request (a subscriber's PLI): every layer that is sent to someone.
-            waiting = t.subs.iter().fold(0u64, |m, s| m | bit(s.layer));
-        }
-        let mut sent_any = false;
-        let mut unknown = false;
-        for layer in (0..64).filter(|i| waiting & (1 << i) != 0) {
-            let Some(media) = t.layers.get(layer).and_then(|l| l.ssrc) else {
-                unknown = true;
-                continue;
-            };
-            if out.send_rtcp(t.config.publisher, &mut |buf| {
-                let mut w = rtcp::Writer::new(buf);
-                w.pli(ROUTER_SSRC, media).map_or(0, |()| w.len())
-            }) {
-                sent_any = true;
-                stats.plis_sent += 1;
-            }
-        }
-        t.pli_pending = unknown;
-        if sent_any {
-            t.last_pli = Some(now);
-        }
-    }
-}
-
-impl MediaRouter {
     pub fn rtcp(&mut self, from: TransportId, packet: &[u8], out: &mut dyn Egress, now: Instant) {
         for p in rtcp::read(packet) {
             let p = match p {
