@@ -68,23 +68,23 @@ impl DatapathPlane {
                         "transport connected"
                     );
                     ShardEvent::TransportState {
-                        id: TransportId(id.0),
+                        id: control_id(id),
                         state: TransportState::Connected,
                     }
                 }
                 Event::Failed { id, reason } => {
                     tracing::info!(shard, transport = id.0, %reason, "transport failed");
                     ShardEvent::TransportState {
-                        id: TransportId(id.0),
+                        id: control_id(id),
                         state: TransportState::Failed(reason),
                     }
                 }
                 Event::ConsentLost { id } => ShardEvent::TransportState {
-                    id: TransportId(id.0),
+                    id: control_id(id),
                     state: TransportState::ConsentLost,
                 },
                 Event::Closed { id } => ShardEvent::TransportState {
-                    id: TransportId(id.0),
+                    id: control_id(id),
                     state: TransportState::Closed,
                 },
             };
@@ -139,6 +139,11 @@ impl DatapathPlane {
 /// The shards' copy of the control plane's transport id (the crates don't know each other).
 fn shard_id(id: TransportId) -> ringcast_datapath::TransportId {
     ringcast_datapath::TransportId(id.0)
+}
+
+/// The control plane's id of a transport a shard reports on.
+fn control_id(id: ringcast_datapath::TransportId) -> TransportId {
+    TransportId(id.0)
 }
 
 fn forwarded(uri: &str) -> Option<ForwardedExt> {
