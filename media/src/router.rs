@@ -19,7 +19,7 @@ use ringcast_control::codec::CodecName;
 use ringcast_datapath::{RouteIo, Router, TransportId};
 
 use super::keyframe::starts_keyframe;
-use super::retransmit::{Budget, History, MAX_PACKET};
+use super::retransmit::{Budget, History, MAX_PACKET, Refusal, Resent};
 use super::rtcp::{self, Rtcp};
 use super::rtp::{Rewrite, RtpPacket, write_rewritten};
 use super::sequence::{SequenceRewriter, extend};
@@ -33,8 +33,11 @@ pub use super::table::TrackId;
 pub const ROUTER_SSRC: u32 = 1;
 /// Keyframe requests to one publisher's track: at most one per this period.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
-/// Retransmissions one subscriber may ask for: per second, and in a burst.
-pub const NACK_BUDGET: (f64, f64) = (200.0, 100.0);
+/// A new subscriber starts from the layer's latest keyframe in the history when it began at
+/// most this long ago (and at most `REPLAY_MAX_PACKETS` back), instead of asking for a new one:
+/// a join storm costs the publisher no keyframes, and the newcomer starts at once.
+pub const KEYFRAME_REPLAY_AGE: Duration = Duration::from_millis(500);
+pub const REPLAY_MAX_PACKETS: u64 = 256;
 /// Until RTCP tells us better.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
 /// A simulcast layer without packets for this long is paused: subscribers move down.
@@ -165,9 +168,14 @@ pub struct RouterStats {
     pub forwarded: u64,
     pub gated: u64,
     pub plis_sent: u64,
+    /// Keyframe requests absorbed by the per-track throttle (answered by one PLI).
+    pub plis_coalesced: u64,
+    /// New subscriptions started from a keyframe in the history (no PLI).
+    pub keyframe_replays: u64,
     pub nacks_in: u64,
     pub retransmitted: u64,
-    pub retransmits_refused: u64,
+    /// NACKed packets not resent, by [`Refusal::index`].
+    pub retransmits_refused: [u64; Refusal::ALL.len()],
     pub malformed_rtcp: u64,
 }
 
@@ -190,6 +198,8 @@ struct Layer {
     /// the publisher stopped (bandwidth, CPU) is not waited on.
     last_packet: Option<Instant>,
     active_since: Option<Instant>,
+    /// The latest keyframe's first packet (extended sequence) and when it arrived.
+    last_keyframe: Option<(u64, Instant)>,
 }
 
 impl Layer {
@@ -219,6 +229,9 @@ struct Subscription {
     waiting_keyframe: bool,
     last_out: Option<Instant>,
     budget: Budget,
+    /// `packets` when the budget last followed the send rate.
+    packets_at_rate: u32,
+    resent: Resent,
     /// Next RTX sequence number.
     rtx_seq: u16,
     /// Packets and payload octets sent, for sender reports.
@@ -243,7 +256,9 @@ impl Subscription {
             rewriter: SequenceRewriter::default(),
             waiting_keyframe: video,
             last_out: None,
-            budget: Budget::new(NACK_BUDGET.0, NACK_BUDGET.1),
+            budget: Budget::default(),
+            packets_at_rate: 0,
+            resent: Resent::default(),
             packets: 0,
             octets: 0,
             sent_reports: [None; SR_MEMORY],
@@ -275,6 +290,35 @@ impl Subscription {
             Some(r) => (r * 7 + sample) / 8,
         });
         Some(sample)
+    }
+
+    /// Writes this subscriber's copy of `p` into a send slot. `None`: the rewriter dropped it
+    /// (older than the current segment); else whether it was sent.
+    fn forward(
+        &mut self,
+        p: &RtpPacket<'_>,
+        forwarded_exts: &[(u8, ForwardedExt)],
+        clock: u64,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) -> Option<bool> {
+        let elapsed = self.last_out.map_or(0, |t| {
+            (now.saturating_duration_since(t).as_micros() as u64 * clock / 1_000_000) as u32
+        });
+        let (seq, ts) = self
+            .rewriter
+            .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)?;
+        let rw = self.rewrite(seq, ts, p.marker);
+        let map = ext_map(forwarded_exts, &self.config.exts);
+        let sent = out.send_rtp(self.config.subscriber, &mut |buf| {
+            write_rewritten(p, &rw, &map, None, buf).unwrap_or(0)
+        });
+        if sent {
+            self.last_out = Some(now);
+            self.packets = self.packets.wrapping_add(1);
+            self.octets = self.octets.wrapping_add(p.payload.len() as u32);
+        }
+        Some(sent)
     }
 
     /// The header of this subscriber's copy of a packet.
@@ -355,6 +399,73 @@ impl Track {
         }
     }
 
+    /// The latest keyframe of `layer` is recent and near enough to start a subscriber from.
+    fn replayable(&self, layer: usize, now: Instant) -> Option<(u64, u64)> {
+        let l = self.layers.get(layer)?;
+        let (key, at) = l.last_keyframe?;
+        let high = l.highest?;
+        (now.saturating_duration_since(at) <= KEYFRAME_REPLAY_AGE
+            && high.saturating_sub(key) < REPLAY_MAX_PACKETS
+            && l.history.contains(key))
+        .then_some((key, high))
+    }
+
+    /// Starts subscription `i`, new and waiting for a keyframe, from its layer's latest keyframe
+    /// in the history: the keyframe and every packet since, at once. True if it started; if
+    /// the keyframe could not be sent (no keys yet) nothing changed.
+    fn start_from_history(
+        &mut self,
+        i: usize,
+        stats: &mut RouterStats,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) -> bool {
+        if self.muted {
+            return false;
+        }
+        let Some(s) = self.subs.get(i) else {
+            return false;
+        };
+        // Only a subscription that has sent nothing: a resumed or switched one continues its
+        // timeline and is better served by a fresh keyframe.
+        if !s.waiting_keyframe || s.packets > 0 {
+            return false;
+        }
+        let target = s.target;
+        let Some((key, high)) = self.replayable(target, now) else {
+            return false;
+        };
+        let Track {
+            layers,
+            subs,
+            config,
+            ..
+        } = self;
+        let (s, l) = (&mut subs[i], &layers[target]);
+        let clock = u64::from(config.clock_rate);
+        s.rewriter.rebase();
+        for ext in key..=high {
+            let Ok(stored) = l.history.get(ext, now) else {
+                continue;
+            };
+            let Ok(p) = RtpPacket::parse(stored) else {
+                continue;
+            };
+            let sent = s.forward(&p, &config.forwarded_exts, clock, out, now) == Some(true);
+            if ext == key && !sent {
+                s.rewriter.rebase();
+                return false;
+            }
+            if sent {
+                stats.forwarded += 1;
+            }
+        }
+        s.layer = s.target;
+        s.waiting_keyframe = false;
+        stats.keyframe_replays += 1;
+        true
+    }
+
     /// Asks the publisher for a keyframe on every layer someone waits on (throttled).
     fn request_keyframe(&mut self, stats: &mut RouterStats, out: &mut dyn Egress, now: Instant) {
         if self
@@ -363,6 +474,7 @@ impl Track {
         {
             // Asked too recently: ask again when the interval is over (timeout or next packet).
             self.pli_pending = true;
+            stats.plis_coalesced += 1;
             return;
         }
         // Layers as a bit set (a track has at most a handful): no allocation. First the
@@ -416,6 +528,8 @@ pub type SpeakerSink = Box<dyn FnMut(&[(TrackId, f32)]) + Send>;
 #[derive(Default)]
 pub struct MediaRouter {
     next_report: Option<Instant>,
+    /// When the budgets last followed the send rates.
+    rates_at: Option<Instant>,
     next_levels: Option<Instant>,
     /// Set by packets and commands that make timer work due before the next full poll.
     wake: Option<Instant>,
@@ -478,6 +592,7 @@ impl MediaRouter {
                         missing: Missing::default(),
                         last_packet: None,
                         active_since: None,
+                        last_keyframe: None,
                         base: None,
                         received: 0,
                         expected_prior: 0,
@@ -553,7 +668,13 @@ impl MediaRouter {
                 let video = t.is_video();
                 let layer = t.initial_layer(now);
                 t.subs.push(Subscription::new(c.clone(), layer, video));
-                if video {
+                let i = t.subs.len() - 1;
+                // A recent keyframe in the history starts the newcomer now, or once its
+                // transport connects; only without one is the publisher asked for a keyframe.
+                if video
+                    && !t.start_from_history(i, &mut self.stats, out, now)
+                    && t.replayable(layer, now).is_none()
+                {
                     self.request_keyframe(slot, out, now);
                 }
             }
@@ -578,19 +699,23 @@ impl MediaRouter {
         }
     }
 
-    /// A subscriber transport finished DTLS: subscriptions waiting for a keyframe ask for one now
-    /// (the one asked for at subscribe time may have arrived before the keys).
+    /// A subscriber transport finished DTLS: subscriptions waiting for a keyframe start from a
+    /// recent one in the history, or ask for one now (the one asked for at subscribe time may
+    /// have arrived before the keys).
     pub fn transport_connected(&mut self, id: TransportId, out: &mut dyn Egress, now: Instant) {
-        let waiting: Vec<Slot> = self
-            .tracks
-            .iter()
-            .filter(|(_, t)| {
-                t.subs
-                    .iter()
-                    .any(|s| s.config.subscriber == id && s.waiting_keyframe)
-            })
-            .map(|(slot, _)| slot)
-            .collect();
+        let mut waiting = Vec::new();
+        for (slot, t) in self.tracks.iter_mut() {
+            let Some(i) = t
+                .subs
+                .iter()
+                .position(|s| s.config.subscriber == id && s.waiting_keyframe)
+            else {
+                continue;
+            };
+            if !t.start_from_history(i, &mut self.stats, out, now) {
+                waiting.push(slot);
+            }
+        }
         for t in waiting {
             self.request_keyframe(t, out, now);
         }
@@ -645,6 +770,24 @@ impl MediaRouter {
                     && w.remb(ROUTER_SSRC, PUBLISHER_MAX_BITRATE, &ssrcs).is_ok();
                 if ok { w.len() } else { 0 }
             });
+        }
+    }
+
+    /// Each subscription's retransmission budget follows the rate it is sent packets at.
+    fn follow_send_rates(&mut self, now: Instant) {
+        let since = self.rates_at.replace(now);
+        let Some(dt) = since
+            .map(|t| now.saturating_duration_since(t).as_secs_f64())
+            .filter(|dt| *dt > 0.0)
+        else {
+            return;
+        };
+        for t in self.tracks.values_mut() {
+            for s in &mut t.subs {
+                let sent = s.packets.wrapping_sub(s.packets_at_rate);
+                s.packets_at_rate = s.packets;
+                s.budget.set_rate(f64::from(sent) / dt);
+            }
         }
     }
 
@@ -753,6 +896,7 @@ impl MediaRouter {
         self.wake = None;
         if self.next_report.is_none_or(|t| now >= t) {
             self.report(out, now);
+            self.follow_send_rates(now);
             self.next_report = Some(now + REPORT_INTERVAL);
         }
         if self.next_levels.is_none_or(|t| now >= t) {
@@ -909,6 +1053,8 @@ impl MediaRouter {
                 self.stats.unknown_stream += 1;
                 return;
             }
+            let keyframe =
+                t.config.codec != CodecName::Opus && starts_keyframe(t.config.codec, p.payload);
             let l = &mut t.layers[layer];
             let ext = match l.highest {
                 Some(h) => extend(h, p.sequence),
@@ -928,6 +1074,9 @@ impl MediaRouter {
             l.base = Some(l.base.map_or(ext, |b| b.min(ext)));
             l.received += 1;
             l.history.insert(ext, packet, now);
+            if keyframe && l.last_keyframe.is_none_or(|(k, _)| ext > k) {
+                l.last_keyframe = Some((ext, now));
+            }
             if !repair {
                 if l.last_packet
                     .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_TIMEOUT)
@@ -948,8 +1097,6 @@ impl MediaRouter {
                 pli_now = true;
             }
             if !t.muted {
-                let video = t.is_video();
-                let keyframe = video && starts_keyframe(t.config.codec, p.payload);
                 let clock = u64::from(t.config.clock_rate);
                 let forwarded_exts = &t.config.forwarded_exts;
                 let mut lost_keyframe = false;
@@ -979,24 +1126,10 @@ impl MediaRouter {
                     } else if s.layer != layer || s.waiting_keyframe {
                         continue;
                     }
-                    let elapsed = s.last_out.map_or(0, |t| {
-                        (now.saturating_duration_since(t).as_micros() as u64 * clock / 1_000_000)
-                            as u32
-                    });
-                    let Some((seq, ts)) =
-                        s.rewriter.rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)
-                    else {
+                    let Some(sent) = s.forward(p, forwarded_exts, clock, out, now) else {
                         continue;
                     };
-                    let rw = s.rewrite(seq, ts, p.marker);
-                    let map = ext_map(forwarded_exts, &s.config.exts);
-                    let sent = out.send_rtp(s.config.subscriber, &mut |buf| {
-                        write_rewritten(p, &rw, &map, None, buf).unwrap_or(0)
-                    });
                     if sent {
-                        s.last_out = Some(now);
-                        s.packets = s.packets.wrapping_add(1);
-                        s.octets = s.octets.wrapping_add(p.payload.len() as u32);
                         self.stats.forwarded += 1;
                     } else if opening {
                         // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
@@ -1175,22 +1308,28 @@ impl MediaRouter {
         else {
             return;
         };
+        let refuse = |stats: &mut RouterStats, why: Refusal| {
+            stats.retransmits_refused[why.index()] += 1;
+        };
         let Some((ssrc, in_ext)) = s.rewriter.source_of(out_seq) else {
-            self.stats.retransmits_refused += 1;
-            return;
+            return refuse(&mut self.stats, Refusal::UnknownSequence);
         };
-        let Some(layer) = t.layers.iter_mut().find(|l| l.ssrc == Some(ssrc)) else {
-            return;
+        let Some(layer) = t.layers.iter().find(|l| l.ssrc == Some(ssrc)) else {
+            return refuse(&mut self.stats, Refusal::UnknownSequence);
         };
-        if !s.budget.take(now) {
-            self.stats.retransmits_refused += 1;
-            return;
-        }
+        // Checked before the budget: a NACK that can't be answered costs the subscriber nothing.
+        let stored = match layer.history.get(in_ext, now) {
+            Ok(p) => p,
+            Err(why) => return refuse(&mut self.stats, why),
+        };
         let rtt = s.rtt.unwrap_or(DEFAULT_RTT);
-        let Ok(stored) = layer.history.resend(in_ext, now, rtt) else {
-            self.stats.retransmits_refused += 1;
-            return;
-        };
+        if s.resent.within_rtt(in_ext, now, rtt) {
+            return refuse(&mut self.stats, Refusal::ResentWithinRtt);
+        }
+        if !s.budget.take(now) {
+            return refuse(&mut self.stats, Refusal::Budget);
+        }
+        s.resent.record(in_ext, now);
         let Ok(p) = RtpPacket::parse(stored) else {
             return;
         };
@@ -1259,14 +1398,18 @@ impl Router for MediaRouter {
         let counters = [
             ("ringcast_rtp_gated_total", s.gated - p.gated),
             ("ringcast_plis_sent_total", s.plis_sent - p.plis_sent),
+            (
+                "ringcast_plis_coalesced_total",
+                s.plis_coalesced - p.plis_coalesced,
+            ),
+            (
+                "ringcast_keyframe_replays_total",
+                s.keyframe_replays - p.keyframe_replays,
+            ),
             ("ringcast_nacks_received_total", s.nacks_in - p.nacks_in),
             (
                 "ringcast_retransmits_total",
                 s.retransmitted - p.retransmitted,
-            ),
-            (
-                "ringcast_retransmits_refused_total",
-                s.retransmits_refused - p.retransmits_refused,
             ),
             (
                 "ringcast_rtp_unknown_stream_total",
@@ -1295,6 +1438,11 @@ impl Router for MediaRouter {
         ];
         for (name, delta) in counters {
             metrics::counter!(name, "shard" => shard.clone()).increment(delta);
+        }
+        for why in Refusal::ALL {
+            let i = why.index();
+            metrics::counter!("ringcast_retransmits_refused_total", "shard" => shard.clone(), "reason" => why.as_str())
+                .increment(s.retransmits_refused[i] - p.retransmits_refused[i]);
         }
         if !self.report_samples.0.is_empty() {
             let rtt =

@@ -71,6 +71,10 @@ impl<T> Table<T> {
         self.slab.iter().map(|(k, v)| (Slot(k), v))
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Slot, &mut T)> {
+        self.slab.iter_mut().map(|(k, v)| (Slot(k), v))
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.slab.iter().map(|(_, v)| v)
     }

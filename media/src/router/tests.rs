@@ -287,7 +287,10 @@ fn nacks_are_answered_from_history_once_per_rtt() {
         now + Duration::from_millis(10),
     );
     assert_eq!(out2.rtp.len(), 1);
-    assert_eq!(r.stats.retransmits_refused, 1);
+    assert_eq!(
+        r.stats.retransmits_refused[Refusal::ResentWithinRtt.index()],
+        1
+    );
     // A NACK storm is capped by the budget: 300 packets in history, all NACKed at once.
     out.rtp.clear();
     for seq in 6..306u16 {
@@ -317,9 +320,75 @@ fn nacks_are_answered_from_history_once_per_rtt() {
     );
     assert_eq!(
         out3.rtp.len(),
-        NACK_BUDGET.1 as usize,
+        crate::retransmit::BUDGET_MIN_BURST as usize,
         "bounded by the burst"
     );
+    assert_eq!(
+        r.stats.retransmits_refused[Refusal::Budget.index()],
+        300 - crate::retransmit::BUDGET_MIN_BURST as u64
+    );
+}
+
+#[test]
+fn every_subscriber_that_lost_a_packet_gets_it_resent() {
+    // One keyframe packet lost to many subscribers at once (a burst on the shared egress):
+    // each one's NACK is answered, not only the first one's.
+    let (mut r, mut out, now) = router_with(single());
+    let subs: Vec<TransportId> = (0..50).map(|i| TransportId(100 + i)).collect();
+    for (i, s) in subs.iter().enumerate() {
+        r.command(
+            MediaCommand::Subscribe(sub(*s, 0xA000 + i as u32)),
+            &mut out,
+            now,
+        );
+    }
+    stream(&mut r, &mut out, 1..=5, now);
+    let mut resent = Recorder::default();
+    for (i, s) in subs.iter().enumerate() {
+        let first = out
+            .rtp
+            .iter()
+            .find(|(to, _)| to == s)
+            .map(|(_, b)| RtpPacket::parse(b).unwrap().sequence)
+            .unwrap();
+        let mut nack = [0u8; 64];
+        let mut w = rtcp::Writer::new(&mut nack);
+        w.nack(99, 0xA000 + i as u32, &[first.wrapping_add(2)])
+            .unwrap();
+        let n = w.len();
+        r.rtcp(*s, &nack[..n], &mut resent, now + Duration::from_millis(5));
+    }
+    assert_eq!(resent.rtp.len(), subs.len(), "one repair per subscriber");
+    assert_eq!(r.stats.retransmits_refused, [0; Refusal::ALL.len()]);
+}
+
+#[test]
+fn refusals_say_why() {
+    let (mut r, mut out, now) = router_with(single());
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
+    stream(&mut r, &mut out, 1..=5, now);
+    let first = RtpPacket::parse(&out.rtp[0].1).unwrap().sequence;
+    let nack = |seq: u16| {
+        let mut b = [0u8; 64];
+        let mut w = rtcp::Writer::new(&mut b);
+        w.nack(99, 0xA, &[seq]).unwrap();
+        let n = w.len();
+        b[..n].to_vec()
+    };
+    let mut sink = Recorder::default();
+    // Never sent to this subscriber.
+    r.rtcp(SUB_A, &nack(first.wrapping_add(100)), &mut sink, now);
+    assert_eq!(
+        r.stats.retransmits_refused[Refusal::UnknownSequence.index()],
+        1
+    );
+    // Sent, but older than the history keeps.
+    r.rtcp(SUB_A, &nack(first), &mut sink, now + Duration::from_secs(5));
+    assert_eq!(
+        r.stats.retransmits_refused[Refusal::NotInHistory.index()],
+        1
+    );
+    assert!(sink.rtp.is_empty());
 }
 
 #[test]
@@ -360,14 +429,89 @@ fn a_throttled_keyframe_request_is_retried() {
     let (mut r, mut out, now) = router_with(single());
     r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
     r.rtp(PUB, &vp8(0x5000, 1, 0, true, None), &mut out, now);
-    // B subscribes 100 ms later, after the keyframe A's request produced.
+    // A asks again 100 ms later, right after the keyframe its first request produced.
+    let mut pli = [0u8; 32];
+    let mut w = rtcp::Writer::new(&mut pli);
+    w.pli(99, 0xA).unwrap();
+    let n = w.len();
     let t = now + Duration::from_millis(100);
-    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t);
+    r.rtcp(SUB_A, &pli[..n], &mut out, t);
     assert_eq!(plis(&out), 1, "throttled");
+    assert_eq!(r.stats.plis_coalesced, 1);
     r.timeout(&mut out, t + Duration::from_millis(200));
     assert_eq!(plis(&out), 1, "still inside the interval");
     r.timeout(&mut out, now + PLI_INTERVAL);
     assert_eq!(plis(&out), 2, "asked again when the interval ended");
+}
+
+#[test]
+fn a_newcomer_starts_from_a_recent_keyframe_without_a_pli() {
+    let (mut r, mut out, now) = router_with(single());
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, now);
+    stream(&mut r, &mut out, 1..=3, now);
+    assert_eq!(plis(&out), 1);
+    // B joins 100 ms after the keyframe: it gets the keyframe and what followed, at once.
+    let t = now + Duration::from_millis(100);
+    out.rtp.clear();
+    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t);
+    let sent_b = out.rtp.clone();
+    let to_b: Vec<RtpPacket<'_>> = parsed(&sent_b);
+    assert_eq!(to_b.len(), 3, "{:?}", out.rtp);
+    assert!(out.rtp.iter().all(|(to, _)| *to == SUB_B));
+    assert!(starts_keyframe(CodecName::Vp8, to_b[0].payload));
+    assert_eq!(to_b[1].sequence, to_b[0].sequence.wrapping_add(1));
+    assert_eq!(plis(&out), 1, "no keyframe asked for B");
+    assert_eq!(r.stats.keyframe_replays, 1);
+    // Live packets continue B's numbering.
+    out.rtp.clear();
+    r.rtp(PUB, &vp8(0x5000, 4, 12_000, false, None), &mut out, t);
+    let b_live = out.rtp.iter().find(|(to, _)| *to == SUB_B).unwrap();
+    assert_eq!(
+        RtpPacket::parse(&b_live.1).unwrap().sequence,
+        to_b[2].sequence.wrapping_add(1)
+    );
+    // C joins when the keyframe is too old to replay: the publisher is asked.
+    let late = now + KEYFRAME_REPLAY_AGE + Duration::from_millis(1);
+    out.rtp.clear();
+    r.command(
+        MediaCommand::Subscribe(sub(TransportId(9), 0xC)),
+        &mut out,
+        late,
+    );
+    assert!(out.rtp.is_empty());
+    assert_eq!(plis(&out), 2);
+}
+
+#[test]
+fn a_join_storm_costs_the_publisher_one_keyframe() {
+    let (mut r, mut out, now) = router_with(single());
+    let joiners: Vec<TransportId> = (0..300).map(|i| TransportId(100 + i)).collect();
+    for (i, j) in joiners.iter().enumerate() {
+        out.not_connected.push(*j);
+        let at = now + Duration::from_millis(i as u64);
+        r.command(
+            MediaCommand::Subscribe(sub(*j, 0xA000 + i as u32)),
+            &mut out,
+            at,
+        );
+    }
+    // The keyframe the first request produced arrives while their DTLS is still going.
+    let t = now + Duration::from_millis(300);
+    stream(&mut r, &mut out, 1..=5, t);
+    out.not_connected.clear();
+    for (i, j) in joiners.iter().enumerate() {
+        r.transport_connected(*j, &mut out, t + Duration::from_millis(i as u64));
+    }
+    assert_eq!(plis(&out), 1, "one PLI for 300 joiners");
+    assert_eq!(r.stats.keyframe_replays, 300);
+    for j in &joiners {
+        let first = out.rtp.iter().find(|(to, _)| to == j).unwrap();
+        let p = RtpPacket::parse(&first.1).unwrap();
+        assert!(
+            starts_keyframe(CodecName::Vp8, p.payload),
+            "{j:?} starts on a keyframe"
+        );
+    }
 }
 
 #[test]
@@ -419,22 +563,14 @@ fn the_gate_opens_only_on_a_keyframe_that_was_sent() {
     // The keyframe arrives before the subscriber's DTLS is done: lost for it.
     r.rtp(PUB, &vp8(0x5000, 1, 0, true, None), &mut out, now);
     out.not_connected.clear();
-    // Connected now: a delta frame must still be gated, and a keyframe is asked for.
-    r.transport_connected(SUB_A, &mut out, now + PLI_INTERVAL);
+    // Connected now, when that keyframe is too old to replay: a delta frame must still be
+    // gated, and a keyframe is asked for.
+    let later = now + KEYFRAME_REPLAY_AGE.max(PLI_INTERVAL) + Duration::from_millis(1);
+    r.transport_connected(SUB_A, &mut out, later);
     assert_eq!(plis(&out), 2, "PLI at subscribe, PLI on connect");
-    r.rtp(
-        PUB,
-        &vp8(0x5000, 2, 3000, false, None),
-        &mut out,
-        now + PLI_INTERVAL,
-    );
+    r.rtp(PUB, &vp8(0x5000, 2, 3000, false, None), &mut out, later);
     assert!(out.rtp.is_empty());
-    r.rtp(
-        PUB,
-        &vp8(0x5000, 3, 6000, true, None),
-        &mut out,
-        now + PLI_INTERVAL,
-    );
+    r.rtp(PUB, &vp8(0x5000, 3, 6000, true, None), &mut out, later);
     assert_eq!(out.rtp.len(), 1);
 }
 
