@@ -23,9 +23,9 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use ringcast_benches::rtp_packet;
 use ringcast_control::codec::CodecName;
-use ringcast_datapath::dtls::{self, Dtls, DtlsEvent, Fingerprint, Role};
+use ringcast_datapath::client::{Client, ClientConfig, connect_blocking};
+use ringcast_datapath::dtls::{self, Fingerprint, Role};
 use ringcast_datapath::srtp::{Context, Profile};
-use ringcast_datapath::stun::{self, IceRole};
 use ringcast_datapath::{
     Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, RemoteConfig, Router,
     TransportConfig, TransportId,
@@ -83,61 +83,27 @@ fn pin(core: usize) {
     }
 }
 
-/// ICE + DTLS from a client socket; returns the client's SRTP keys.
+/// ICE + DTLS from a client socket (the shared client); returns its SRTP keys.
 fn connect(
     sock: &UdpSocket,
     server: SocketAddr,
-    user: &str,
+    i: usize,
     ctx: &openssl::ssl::SslContext,
     server_fp: &Fingerprint,
 ) -> dtls::SrtpKeys {
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut req = [0u8; 200];
-    let n = stun::write_binding_request(
-        &mut req,
-        &[5; 12],
-        user.as_bytes(),
-        1,
-        IceRole::Controlling(1),
-        true,
-        b"benchpassword0123456789a",
+    let mut c = Client::new(
+        ctx,
+        ClientConfig {
+            local_ufrag: format!("C{i:03}"),
+            remote_ufrag: format!("S{i:03}"),
+            remote_pwd: "benchpassword0123456789a".into(),
+            tie_breaker: i as u64 + 1,
+            server_fingerprints: vec![server_fp.clone()],
+        },
     )
     .unwrap();
-    let mut d = Dtls::new(ctx, Role::Client, vec![server_fp.clone()]).unwrap();
-    let mut buf = [0u8; 2048];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut checked = false;
-    loop {
-        assert!(Instant::now() < deadline, "connect timed out");
-        if !checked {
-            sock.send_to(&req[..n], server).unwrap();
-        }
-        while let Some(out) = d.poll_transmit() {
-            if checked {
-                sock.send_to(&out, server).unwrap();
-            }
-        }
-        match sock.recv_from(&mut buf) {
-            Ok((len, _)) if stun::is_stun(&buf[..len]) => {
-                if !checked {
-                    checked = true;
-                    // Resend the ClientHello now that the address is nominated.
-                    d = Dtls::new(ctx, Role::Client, vec![server_fp.clone()]).unwrap();
-                }
-            }
-            Ok((len, _)) => {
-                if let Some(DtlsEvent::Connected(k)) = d.handle_datagram(&buf[..len]) {
-                    return k;
-                }
-            }
-            Err(_) => {
-                if d.timeout().is_some_and(|t| t.is_zero()) {
-                    d.handle_timeout();
-                }
-            }
-        }
-    }
+    connect_blocking(&mut c, sock, server, Duration::from_secs(10)).unwrap();
+    c.keys().cloned().unwrap()
 }
 
 /// Sends SRTP from `sock` to `to` as fast as it can until `stop`.
@@ -226,6 +192,7 @@ fn run_with<R: Router>(
             private_key: sk,
             srtp_profiles: vec![Profile::AeadAes128Gcm],
             pin_threads: true,
+            send_slots: ringcast_datapath::OUTBOX_SLOTS,
         },
         router,
         Arc::new(|_, _| {}),
@@ -254,13 +221,7 @@ fn run_with<R: Router>(
     std::thread::sleep(Duration::from_millis(50));
     for i in 0..=SUBSCRIBERS {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        keys.push(connect(
-            &s,
-            server,
-            &format!("S{i:03}:C{i:03}"),
-            &ctx,
-            &fp(&sc),
-        ));
+        keys.push(connect(&s, server, i, &ctx, &fp(&sc)));
         socks.push(s);
     }
     for r in routes {

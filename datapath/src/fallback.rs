@@ -20,8 +20,12 @@ const BATCH: usize = 32;
 const BUF_SIZE: usize = 64 * 1024;
 
 pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()> {
+    // quinn-udp makes the socket non-blocking: the loop waits in poll(2), and only when a
+    // receive found nothing (a busy shard never polls).
     let state = UdpSocketState::new((&socket).into())?;
     let mut storage = vec![0u8; BATCH * BUF_SIZE];
+    let mut slices: Vec<IoSliceMut<'_>> =
+        storage.chunks_mut(BUF_SIZE).map(IoSliceMut::new).collect();
     let mut meta = [RecvMeta::default(); BATCH];
     let mut batch = SendBatch::new();
     let mut stopping = false;
@@ -32,33 +36,18 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
             return Ok(());
         }
         stopping = shard.should_stop();
-        let now = Instant::now();
-        socket.set_read_timeout(Some(
-            shard
-                .next_wait(now)
-                .max(std::time::Duration::from_millis(1)),
-        ))?;
-        let n = {
-            let mut slices: Vec<IoSliceMut<'_>> =
-                storage.chunks_mut(BUF_SIZE).map(IoSliceMut::new).collect();
-            match state.recv((&socket).into(), &mut slices, &mut meta) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    0
-                }
-                Err(e) => return Err(e),
+        let n = match state.recv((&socket).into(), &mut slices, &mut meta) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_readable(&socket, shard.next_wait(Instant::now()));
+                0
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
         };
         let now = Instant::now();
         let mut received = 0;
-        for (m, buf) in meta.iter().take(n).zip(storage.chunks_mut(BUF_SIZE)) {
+        for (m, buf) in meta.iter().take(n).zip(slices.iter_mut()) {
             let src = match m.addr {
                 std::net::SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
                     Some(v4) => std::net::SocketAddr::from((v4, a.port())),
@@ -68,6 +57,11 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
             };
             // A GRO batch holds datagrams of `stride` bytes, the last possibly shorter.
             for seg in buf[..m.len].chunks_mut(m.stride.max(1)) {
+                if !shard.core.has_room() {
+                    // Out of send slots: send what is queued, then go on with the batch.
+                    shard.core.stats.sweeps_yielded += 1;
+                    flush(&socket, shard, &mut batch);
+                }
                 shard.core.handle_datagram(src, seg, now);
                 received += 1;
             }
@@ -76,17 +70,37 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
             shard.metrics.record_batch(received);
         }
         shard.after_sweep(now);
-        let mut queued = std::mem::take(&mut shard.queued);
-        shard.core.outbox.take_queue(&mut queued);
-        send_batch(&socket, shard, &queued, &mut batch);
-        for q in queued.drain(..) {
-            shard.core.outbox.release(q.slot);
-        }
-        shard.queued = queued;
+        flush(&socket, shard, &mut batch);
         if received > 0 {
             shard.metrics.record_forwarding(now.elapsed());
         }
     }
+}
+
+/// Blocks until the socket is readable or `timeout` passed (at least 1 ms, so a due timer
+/// never makes the loop spin).
+fn wait_readable(socket: &UdpSocket, timeout: std::time::Duration) {
+    let mut fds = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().clamp(1, 1000) as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe {
+        libc::poll(&mut fds, 1, ms);
+    }
+}
+
+/// Sends every queued datagram and releases their slots.
+fn flush<R: Router>(socket: &UdpSocket, shard: &mut Shard<R>, batch: &mut SendBatch) {
+    let mut queued = std::mem::take(&mut shard.queued);
+    shard.core.outbox.take_queue(&mut queued);
+    send_batch(socket, shard, &queued, batch);
+    for q in queued.drain(..) {
+        shard.core.outbox.release(q.slot);
+    }
+    shard.queued = queued;
 }
 
 /// Datagrams handed to the kernel per sendmmsg call.
@@ -133,6 +147,7 @@ fn send_batch<R: Router>(
             h.msg_iovlen = 1;
         }
         let mut off = 0;
+        let mut stalls = 0;
         while off < chunk.len() {
             // SAFETY: headers, iovecs, addresses and the outbox slots outlive the call.
             let n = unsafe {
@@ -143,17 +158,45 @@ fn send_batch<R: Router>(
                     libc::MSG_DONTWAIT,
                 )
             };
-            if n <= 0 {
-                // The first datagram of the rest failed (e.g. buffer full): count and skip it.
-                shard.core.stats.drop(DropReason::SendFailed);
-                off += 1;
+            if n > 0 {
+                for q in &chunk[off..off + n as usize] {
+                    shard.core.stats.packets_out += 1;
+                    shard.core.stats.bytes_out += u64::from(q.len);
+                }
+                off += n as usize;
                 continue;
             }
-            for q in &chunk[off..off + n as usize] {
-                shard.core.stats.packets_out += 1;
-                shard.core.stats.bytes_out += u64::from(q.len);
+            let err = io::Error::last_os_error();
+            if matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS)) {
+                // The socket's send buffer is full: wait for the kernel to drain it rather
+                // than drop. Only a buffer that stays full is overload.
+                if stalls < MAX_SEND_STALLS && wait_writable(socket) {
+                    stalls += 1;
+                    continue;
+                }
+                for _ in off..chunk.len() {
+                    shard.core.stats.drop(DropReason::SendQueueFull);
+                }
+                break;
             }
-            off += n as usize;
+            // This datagram failed (e.g. ICMP unreachable reported back): count and skip it.
+            shard.core.stats.drop(DropReason::SendFailed);
+            off += 1;
         }
     }
+}
+
+/// Waits for a full send buffer to drain this many times per batch at most...
+const MAX_SEND_STALLS: u32 = 16;
+/// ...for this long each.
+const SEND_STALL_MS: libc::c_int = 5;
+
+fn wait_writable(socket: &UdpSocket) -> bool {
+    let mut fds = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut fds, 1, SEND_STALL_MS) > 0 }
 }

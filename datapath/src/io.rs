@@ -51,6 +51,9 @@ pub struct DatapathConfig {
     pub srtp_profiles: Vec<Profile>,
     /// Pin shard i to core i (mod the core count).
     pub pin_threads: bool,
+    /// Send slots per shard at most (`shard::OUTBOX_SLOTS` is the default): what sends may be
+    /// queued and in flight at once. Memory is touched only as far as it is used.
+    pub send_slots: usize,
 }
 
 /// Receives shard events on the shard's thread; must not block.
@@ -181,12 +184,75 @@ fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
         // One dual-stack socket serves IPv4 (as mapped addresses) and IPv6.
         s.set_only_v6(false)?;
     }
-    s.set_recv_buffer_size(8 << 20)?;
-    s.set_send_buffer_size(8 << 20)?;
+    set_buffer(
+        &s,
+        libc::SO_RCVBUFFORCE,
+        libc::SO_RCVBUF,
+        SOCKET_RCVBUF,
+        "SO_RCVBUF",
+    );
+    set_buffer(
+        &s,
+        libc::SO_SNDBUFFORCE,
+        libc::SO_SNDBUF,
+        SOCKET_SNDBUF,
+        "SO_SNDBUF",
+    );
     // Don't fragment, don't run PMTU discovery per destination: WebRTC packets fit the MTU.
     set_pmtudisc_probe(&s, ip.is_ipv6());
     s.bind(&SocketAddr::new(ip, port).into())?;
     Ok(s.into())
+}
+
+/// Socket buffers each shard asks for. The send buffer holds a fan-out burst the NIC has not
+/// sent yet (a keyframe to a thousand subscribers is ~15,000 datagrams, ~20 MiB of kernel
+/// memory with overhead); the receive buffer holds what arrives while a sweep runs.
+pub const SOCKET_SNDBUF: usize = 16 << 20;
+pub const SOCKET_RCVBUF: usize = 8 << 20;
+
+/// Sets a socket buffer size: with the FORCE option where the process may (root or
+/// CAP_NET_ADMIN), else the plain one, which the kernel caps at `net.core.wmem_max` /
+/// `rmem_max`. Says so once when the result is smaller than asked.
+fn set_buffer(
+    s: &socket2::Socket,
+    force: libc::c_int,
+    plain: libc::c_int,
+    want: usize,
+    name: &str,
+) {
+    use std::os::fd::AsRawFd;
+    let val = want as libc::c_int;
+    let set = |opt| {
+        // SAFETY: setsockopt on a valid socket with a c_int value of the right size.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    if !set(force) {
+        set(plain);
+    }
+    let got = if plain == libc::SO_SNDBUF {
+        s.send_buffer_size()
+    } else {
+        s.recv_buffer_size()
+    };
+    // Linux reports twice the value set (the doubling covers its bookkeeping).
+    if let Ok(got) = got
+        && got / 2 < want
+    {
+        tracing::warn!(
+            option = name,
+            wanted = want,
+            got = got / 2,
+            "socket buffer smaller than asked; raise net.core.wmem_max / rmem_max (sysctl) or grant CAP_NET_ADMIN"
+        );
+    }
 }
 
 fn set_pmtudisc_probe(s: &socket2::Socket, v6: bool) {
@@ -262,7 +328,7 @@ impl<R: Router> Datapath<R> {
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
             let running = Arc::new(AtomicBool::new(true));
             let mut shard = Shard {
-                core: ShardCore::new(ctx.clone(), router(index)),
+                core: ShardCore::with_send_slots(ctx.clone(), router(index), config.send_slots),
                 metrics: ShardMetrics::register(
                     index,
                     *backend_name.lock().unwrap_or_else(|p| p.into_inner()),
@@ -273,7 +339,7 @@ impl<R: Router> Datapath<R> {
                 stop: stop.clone(),
                 next_timer: Instant::now(),
                 next_publish: Instant::now(),
-                queued: Vec::with_capacity(crate::shard::OUTBOX_SLOTS),
+                queued: Vec::with_capacity(config.send_slots),
                 drops_unreported: [0; crate::stats::DropReason::ALL.len()],
                 next_drop_warning: Instant::now(),
             };

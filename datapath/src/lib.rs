@@ -5,6 +5,7 @@
 //! does IO and reads the clock.
 
 pub mod alloc_count;
+pub mod client;
 pub mod dtls;
 mod fallback;
 pub mod ice;
@@ -19,4 +20,4 @@ mod uring;
 
 pub use io::{Backend, Datapath, DatapathConfig, EventSink, SendError};
 pub use router::{Fanout, FanoutCommand, RouteIo, Router};
-pub use shard::{Command, Event, RemoteConfig, TransportConfig, TransportId};
+pub use shard::{Command, Event, OUTBOX_SLOTS, RemoteConfig, TransportConfig, TransportId};

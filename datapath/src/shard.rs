@@ -141,8 +141,12 @@ pub fn classify(d: &[u8]) -> Kind {
 
 /// Largest datagram a shard accepts; bigger ones are counted drops.
 pub const MAX_DATAGRAM: usize = 1500;
-/// Send slots per shard (in flight plus queued).
-pub const OUTBOX_SLOTS: usize = 4096;
+/// Send slots per shard (in flight plus queued) at most: 64 MiB of address space, touched only
+/// as far as sweeps use it. A sweep that would need more yields (see `ShardCore::has_room`), so
+/// this bounds memory, not the fan-out.
+pub const OUTBOX_SLOTS: usize = 32 * 1024;
+/// Slots kept free beyond the largest fan-out one datagram has produced.
+const SEND_RESERVE_MARGIN: usize = 64;
 
 /// A shard's state.
 pub struct ShardCore<R: Router> {
@@ -152,19 +156,27 @@ pub struct ShardCore<R: Router> {
     by_ufrag: HashMap<String, TransportId>,
     by_addr: HashMap<SocketAddr, TransportId>,
     pub outbox: Outbox,
+    /// Free slots a datagram may need: the most sends one datagram has produced, plus a margin.
+    send_reserve: usize,
     events: Vec<Event>,
     pub stats: ShardStats,
 }
 
 impl<R: Router> ShardCore<R> {
     pub fn new(ssl: SslContext, router: R) -> Self {
+        Self::with_send_slots(ssl, router, OUTBOX_SLOTS)
+    }
+
+    /// A core whose outbox holds `slots` sends at most (queued plus in flight).
+    pub fn with_send_slots(ssl: SslContext, router: R, slots: usize) -> Self {
         ShardCore {
             ssl,
             router,
             transports: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
-            outbox: Outbox::new(OUTBOX_SLOTS),
+            outbox: Outbox::new(slots.max(1)),
+            send_reserve: SEND_RESERVE_MARGIN,
             events: Vec::new(),
             stats: ShardStats::default(),
         }
@@ -315,8 +327,26 @@ impl<R: Router> ShardCore<R> {
         }
     }
 
+    /// True while the outbox can take the sends of another datagram: the IO loop hands it
+    /// datagrams only then, and otherwise sends what is queued first and resumes after the
+    /// kernel has completed some (a keyframe fanned out to thousands is spread over several
+    /// submissions instead of dropped).
+    pub fn has_room(&self) -> bool {
+        self.outbox.free_slots() >= self.send_reserve
+    }
+
     /// Handles one received datagram. `buf` is the receive buffer, decrypted in place.
     pub fn handle_datagram(&mut self, src: SocketAddr, buf: &mut [u8], now: Instant) {
+        let queued = self.outbox.queued().len();
+        self.handle_one(src, buf, now);
+        let produced = self.outbox.queued().len().saturating_sub(queued);
+        if produced + SEND_RESERVE_MARGIN > self.send_reserve {
+            // At most half the pool, so a yielding loop always gets room back.
+            self.send_reserve = (produced + SEND_RESERVE_MARGIN).min(self.outbox.slots() / 2);
+        }
+    }
+
+    fn handle_one(&mut self, src: SocketAddr, buf: &mut [u8], now: Instant) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += buf.len() as u64;
         if buf.len() > MAX_DATAGRAM {

@@ -80,6 +80,8 @@ pub enum SrtpError {
     NoRoom,
     #[error("too many SSRCs on one context")]
     TooManyStreams,
+    #[error("no SRTP keys yet (DTLS has not completed)")]
+    NoKeys,
 }
 
 /// Most SSRCs one context tracks (a bound an attacker can't push past).

@@ -66,6 +66,8 @@ pub struct ShardStats {
     pub rtp_in: u64,
     pub rtcp_in: u64,
     pub rtp_forwarded: u64,
+    /// Sweeps that held datagrams back until sends completed (the outbox was short of slots).
+    pub sweeps_yielded: u64,
     pub drops: [u64; DropReason::ALL.len()],
     /// Handshake durations (seconds) since the last publish; at most `MAX_DURATIONS` kept.
     pub dtls_durations: Vec<f64>,
@@ -103,6 +105,7 @@ pub struct ShardMetrics {
     rtp_in: Counter,
     rtcp_in: Counter,
     rtp_forwarded: Counter,
+    sweeps_yielded: Counter,
     drops: Vec<Counter>,
     transports: Gauge,
     batch: Histogram,
@@ -126,6 +129,7 @@ impl ShardMetrics {
             rtp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtp"),
             rtcp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtcp"),
             rtp_forwarded: counter!("ringcast_rtp_forwarded_total", "shard" => s.clone()),
+            sweeps_yielded: counter!("ringcast_shard_sweeps_yielded_total", "shard" => s.clone()),
             drops: DropReason::ALL
                 .iter()
                 .map(|d| counter!("ringcast_drops_total", "shard" => s.clone(), "reason" => d.as_str()))
@@ -157,6 +161,7 @@ impl ShardMetrics {
         self.rtp_in.increment(s.rtp_in);
         self.rtcp_in.increment(s.rtcp_in);
         self.rtp_forwarded.increment(s.rtp_forwarded);
+        self.sweeps_yielded.increment(s.sweeps_yielded);
         for (c, n) in self.drops.iter().zip(s.drops) {
             c.increment(n);
         }

@@ -22,6 +22,10 @@ const RECV_BUFS: u16 = 1024;
 const RECV_BUF_SIZE: usize = 2048;
 const BGID: u16 = 0;
 const RECV_TAG: u64 = u64::MAX;
+/// Submission entries: sends beyond this in one sweep go in several submits.
+const SQ_ENTRIES: u32 = 2048;
+/// Completion entries at most (the kernel's limit).
+const MAX_CQ_ENTRIES: usize = 65536;
 
 /// Page-aligned ring of `io_uring_buf` entries shared with the kernel, and its buffers.
 struct BufRing {
@@ -103,12 +107,22 @@ struct SendSlot {
 /// Runs the shard until it is told to stop. Returns an error only if io_uring can't be set up,
 /// so the caller can fall back to the other backend before any packet was handled.
 pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()> {
+    // Room for every send slot in flight plus the receive buffers, so the kernel never has to
+    // hold completions back.
+    let cq_entries = (shard.core.outbox.slots() + 2 * usize::from(RECV_BUFS))
+        .next_power_of_two()
+        .min(MAX_CQ_ENTRIES) as u32;
     let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_coop_taskrun()
-        .build(2048)
-        .or_else(|_| IoUring::new(2048))?;
+        .setup_cqsize(cq_entries)
+        .build(SQ_ENTRIES)
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_cqsize(cq_entries)
+                .build(SQ_ENTRIES)
+        })?;
     let mut bufs = BufRing::new()?;
     // SAFETY: `bufs` outlives the registration (unregistered below before it drops).
     unsafe {
@@ -137,7 +151,13 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A received datagram whose handling waits for send slots: its buffer stays out of the ring.
+#[derive(Clone, Copy)]
+struct Deferred {
+    bid: u16,
+    len: u32,
+}
+
 fn sweep_loop<R: Router>(
     ring: &mut IoUring,
     bufs: &mut BufRing,
@@ -147,6 +167,8 @@ fn sweep_loop<R: Router>(
     shard: &mut Shard<R>,
 ) -> io::Result<()> {
     let mut stopping = false;
+    // Receives not yet handled for lack of send slots, oldest first; at most every buffer.
+    let mut deferred: Vec<Deferred> = Vec::with_capacity(usize::from(RECV_BUFS));
     loop {
         if stopping {
             // The last sweep's sends (close_notify to every peer) are queued: hand them to the
@@ -200,33 +222,29 @@ fn sweep_loop<R: Router>(
                 let Some(bid) = cqueue::buffer_select(flags) else {
                     continue;
                 };
-                let buf = bufs.buf_mut(bid);
-                let (src, at, len, truncated) =
-                    match types::RecvMsgOut::parse(&buf[..res as usize], &tmpl_for_parse()) {
-                        Ok(m) => {
-                            let payload = m.payload_data();
-                            let at = payload.as_ptr() as usize - buf.as_ptr() as usize;
-                            (
-                                sockaddr_from(m.name_data()),
-                                at,
-                                payload.len(),
-                                m.is_payload_truncated(),
-                            )
-                        }
-                        Err(()) => (None, 0, 0, true),
-                    };
-                match src {
-                    Some(src) if !truncated => {
-                        shard.core.handle_datagram(src, &mut buf[at..at + len], now);
-                    }
-                    _ => {
-                        shard.core.stats.packets_in += 1;
-                        shard.core.stats.drop(crate::stats::DropReason::Oversize);
-                    }
+                let d = Deferred {
+                    bid,
+                    len: res as u32,
+                };
+                if deferred.is_empty() && shard.core.has_room() {
+                    handle_received(bufs, d, shard, now);
+                    received += 1;
+                } else {
+                    // Out of send slots: handled once this sweep's sends have completed.
+                    deferred.push(d);
                 }
-                received += 1;
-                bufs.push(bid);
             }
+        }
+        // Sends that completed above may have made room for receives held back earlier.
+        let mut handled = 0;
+        while handled < deferred.len() && shard.core.has_room() {
+            handle_received(bufs, deferred[handled], shard, now);
+            handled += 1;
+        }
+        deferred.drain(..handled);
+        received += handled;
+        if !deferred.is_empty() {
+            shard.core.stats.sweeps_yielded += 1;
         }
         bufs.publish();
         if received > 0 {
@@ -263,7 +281,7 @@ fn sweep_loop<R: Router>(
             // SAFETY: the outbox slot and this SendSlot are not reused until the send's CQE
             // releases the slot.
             if unsafe { sq.push(&e) }.is_err() {
-                // Queue full: submit what we have and retry once.
+                // Submission queue full: hand the kernel what is there and go on.
                 drop(sq);
                 ring.submit()?;
                 sq = ring.submission();
@@ -282,6 +300,36 @@ fn sweep_loop<R: Router>(
             shard.metrics.record_forwarding(now.elapsed());
         }
     }
+}
+
+/// Parses one received datagram out of its ring buffer, hands it to the core, and gives the
+/// buffer back to the ring.
+fn handle_received<R: Router>(bufs: &mut BufRing, d: Deferred, shard: &mut Shard<R>, now: Instant) {
+    let buf = bufs.buf_mut(d.bid);
+    let (src, at, len, truncated) =
+        match types::RecvMsgOut::parse(&buf[..d.len as usize], &tmpl_for_parse()) {
+            Ok(m) => {
+                let payload = m.payload_data();
+                let at = payload.as_ptr() as usize - buf.as_ptr() as usize;
+                (
+                    sockaddr_from(m.name_data()),
+                    at,
+                    payload.len(),
+                    m.is_payload_truncated(),
+                )
+            }
+            Err(()) => (None, 0, 0, true),
+        };
+    match src {
+        Some(src) if !truncated => {
+            shard.core.handle_datagram(src, &mut buf[at..at + len], now);
+        }
+        _ => {
+            shard.core.stats.packets_in += 1;
+            shard.core.stats.drop(crate::stats::DropReason::Oversize);
+        }
+    }
+    bufs.push(d.bid);
 }
 
 /// The msghdr template `RecvMsgOut::parse` needs: the same lengths the receive was armed with.

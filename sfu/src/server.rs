@@ -66,6 +66,7 @@ impl Server {
                 private_key: identity.private_key.clone(),
                 srtp_profiles: srtp.iter().map(|p| srtp_profile(*p)).collect(),
                 pin_threads: true,
+                send_slots: ringcast_datapath::OUTBOX_SLOTS,
             },
             &config.public_ips,
             shard_events_tx,
