@@ -10,7 +10,6 @@ use futures_util::Stream;
 use ringcast_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, AuthError, Authenticator, Grants, ParticipantToken};
@@ -526,8 +525,8 @@ impl pb::signaling_server::Signaling for SignalingApi {
         req: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
         let t = self.participant(&req)?;
-        let rx = self.0.registry().events(&t.room, &t.identity)?;
-        let stream = ReceiverStream::new(rx).map(|e| Ok(pb_event(e)));
+        let reader = self.0.registry().events(&t.room, &t.identity)?;
+        let stream = reader.into_stream().map(|e| Ok(pb_event(e)));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -6,12 +6,13 @@
 //!
 //! Module map: `sdp` (model, parser, writer), `codec` (what we forward), `negotiate` (JSEP
 //! offer/answer), `ice`, `dtls`, `auth`, `ids`, `plane` (the shard interface), `registry`
-//! (rooms state), `api` (tonic services and the one place errors become gRPC statuses).
+//! (rooms state), `events` (each participant's coalescing event queue), `api` (tonic services and the one place errors become gRPC statuses).
 
 pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod dtls;
+pub mod events;
 pub mod ice;
 pub mod ids;
 pub mod negotiate;

@@ -7,10 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use crate::codec::MediaKind;
 use crate::dtls::DtlsIdentity;
+use crate::events::{EventCounts, EventQueue, EventReader};
 use crate::ice::{IceCredentials, host_candidates};
 use crate::ids::{
     Identity, NameError, ParticipantSid, RoomName, RoomSid, ShardId, TrackSid, TransportId,
@@ -24,9 +23,6 @@ use crate::plane::{
     TrackSpec, TransportRole, TransportSpec, TransportState,
 };
 use crate::sdp::{self, Candidate, SdpError, SessionDescription};
-
-/// Events queued per participant before a slow `Events` reader is cut off.
-pub const EVENT_QUEUE: usize = 1024;
 
 /// Why an operation was refused. `api` maps each to one gRPC status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,7 +120,8 @@ pub struct Speaker {
     pub level: f32,
 }
 
-/// What a participant's `Events` stream delivers.
+/// What a participant's `Events` stream delivers. A reader that lags gets each subject's
+/// latest event (see [`crate::events`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParticipantEvent {
     Joined(ParticipantInfo),
@@ -172,6 +169,11 @@ pub struct RegistryStats {
     pub tracks: usize,
     /// `new`, `connected`, `failed`, `closed`.
     pub transports_by_state: BTreeMap<&'static str, usize>,
+    /// Events replaced by a newer one about the same subject before their reader read them,
+    /// since start.
+    pub events_coalesced: u64,
+    /// Events dropped by a backlog at its cap, since start.
+    pub events_dropped: u64,
 }
 
 /// What `Join` returns.
@@ -252,8 +254,7 @@ struct Participant {
     subscriber: SubscriberTransport,
     tracks: Vec<Track>,
     subscriptions: BTreeSet<TrackSid>,
-    events_tx: mpsc::Sender<ParticipantEvent>,
-    events_rx: Option<mpsc::Receiver<ParticipantEvent>>,
+    events: EventQueue,
 }
 
 struct Room {
@@ -279,6 +280,8 @@ pub struct Registry {
     next_transport: u64,
     next_track: u64,
     draining: bool,
+    /// The event counts of participants who have left, so the totals never go down.
+    retired_events: EventCounts,
 }
 
 fn track_info(t: &Track, publisher: &Identity) -> TrackInfo {
@@ -322,20 +325,10 @@ impl Participant {
         }
     }
 
-    /// Queues an event; a reader that fell `EVENT_QUEUE` events behind is cut off (its stream
-    /// ends and it must reopen `Events` and call `Subscribe` to resynchronise).
-    fn notify(&mut self, ev: ParticipantEvent) {
-        match self.events_tx.try_send(ev) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(identity = %self.identity, "events reader too slow; closing its stream");
-                let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-                self.events_tx = tx;
-                self.events_rx = Some(rx);
-            }
-            // No reader yet, or the reader went away: the next Events call gets a fresh queue.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+    /// Queues an event for the participant's `Events` reader, coalesced with what the reader
+    /// has not read yet; it never waits and never cuts a reader off.
+    fn notify(&self, ev: ParticipantEvent) {
+        self.events.push(ev);
     }
 }
 
@@ -369,8 +362,8 @@ impl Room {
             })
     }
 
-    fn notify_others(&mut self, except: &Identity, ev: &ParticipantEvent) {
-        for (id, p) in self.participants.iter_mut() {
+    fn notify_others(&self, except: &Identity, ev: &ParticipantEvent) {
+        for (id, p) in &self.participants {
             if id != except {
                 p.notify(ev.clone());
             }
@@ -414,6 +407,7 @@ impl Registry {
             next_transport: 1,
             next_track: 1,
             draining: false,
+            retired_events: EventCounts::default(),
         }
     }
 
@@ -533,14 +527,14 @@ impl Registry {
             .rooms
             .remove(&name)
             .ok_or_else(|| ControlError::RoomNotFound(name.to_string()))?;
-        for (_, mut p) in room.participants {
+        for (_, p) in room.participants {
             let ev = ParticipantEvent::Left {
                 identity: p.identity.clone(),
                 sid: p.sid.clone(),
                 reason: LeaveReason::RoomDeleted,
             };
             p.notify(ev);
-            self.drop_transports(room.shard, &p);
+            self.retire(room.shard, p);
         }
         tracing::info!(room = %name, "room deleted");
         Ok(())
@@ -596,7 +590,7 @@ impl Registry {
                 publisher: identity.clone(),
                 muted,
             };
-            for p in r.participants.values_mut() {
+            for p in r.participants.values() {
                 p.notify(ev.clone());
             }
             let shard = r.shard;
@@ -687,7 +681,6 @@ impl Registry {
             self.remove(room, identity, LeaveReason::Replaced, now);
         }
         let sub_id = self.new_transport_id();
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let p = Participant {
             sid: ParticipantSid::generate(),
             identity: identity.clone(),
@@ -710,8 +703,7 @@ impl Registry {
             },
             tracks: Vec::new(),
             subscriptions: BTreeSet::new(),
-            events_tx: tx,
-            events_rx: Some(rx),
+            events: EventQueue::new(),
         };
         self.transport_states.insert(sub_id, "new");
         self.transports.insert(
@@ -754,21 +746,14 @@ impl Registry {
         })
     }
 
-    /// The receiving end of a participant's events; a second call ends the first stream.
+    /// The reader of a participant's events, starting with what is pending since Join (each
+    /// subject's latest event); a second call ends the first reader's stream and takes over.
     pub fn events(
         &mut self,
         room: &RoomName,
         identity: &Identity,
-    ) -> Result<mpsc::Receiver<ParticipantEvent>, ControlError> {
-        let p = self.room(room)?.participant(identity)?;
-        Ok(match p.events_rx.take() {
-            Some(rx) => rx,
-            None => {
-                let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-                p.events_tx = tx;
-                rx
-            }
-        })
+    ) -> Result<EventReader, ControlError> {
+        Ok(self.room(room)?.participant(identity)?.events.reader())
     }
 
     pub fn publish(
@@ -1215,7 +1200,7 @@ impl Registry {
                 .collect();
             if list.iter().map(|s| &s.track).ne(room.speakers.iter()) {
                 room.speakers = list.iter().map(|s| s.track.clone()).collect();
-                for p in room.participants.values_mut() {
+                for p in room.participants.values() {
                     p.notify(ParticipantEvent::ActiveSpeakers(list.clone()));
                 }
             }
@@ -1228,6 +1213,10 @@ impl Registry {
         for s in self.transport_states.values() {
             *transports_by_state.entry(*s).or_insert(0) += 1;
         }
+        let mut events = self.retired_events;
+        for p in self.rooms.values().flat_map(|r| r.participants.values()) {
+            events += p.events.counts();
+        }
         RegistryStats {
             rooms: self.rooms.len(),
             participants: self.rooms.values().map(|r| r.participants.len()).sum(),
@@ -1238,6 +1227,8 @@ impl Registry {
                 .map(|p| p.tracks.len())
                 .sum(),
             transports_by_state,
+            events_coalesced: events.coalesced,
+            events_dropped: events.dropped,
         }
     }
 
@@ -1284,7 +1275,11 @@ impl Registry {
         }
     }
 
-    fn drop_transports(&mut self, shard: ShardId, p: &Participant) {
+    /// Forgets a participant who is no longer in its room: its transports leave the shard, its
+    /// event counts join the totals, and dropping it ends its `Events` stream once the stream
+    /// has read what is pending.
+    fn retire(&mut self, shard: ShardId, p: Participant) {
+        self.retired_events += p.events.counts();
         let mut ids = vec![p.subscriber.id];
         ids.extend(p.publisher.as_ref().map(|t| t.id));
         for id in ids {
@@ -1300,7 +1295,7 @@ impl Registry {
     /// Removes a participant who is known to exist.
     fn remove(&mut self, room: &RoomName, identity: &Identity, reason: LeaveReason, now: Instant) {
         let Ok(r) = self.room(room) else { return };
-        let Some(mut p) = r.participants.remove(identity) else {
+        let Some(p) = r.participants.remove(identity) else {
             return;
         };
         if r.participants.is_empty() {
@@ -1324,7 +1319,7 @@ impl Registry {
         if let Ok(r) = self.room(room) {
             r.notify_others(identity, &left);
         }
-        self.drop_transports(shard, &p);
+        self.retire(shard, p);
         tracing::info!(room = %room, %identity, ?reason, "participant left");
     }
 

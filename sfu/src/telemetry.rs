@@ -64,7 +64,8 @@ pub fn publish_allocator_stats() {
     }
 }
 
-/// Rooms, participants, tracks and transports by state, as gauges (refreshed when scraped).
+/// Rooms, participants, tracks and transports by state, as gauges, and what the participants'
+/// event queues coalesced or dropped, as counters (refreshed when scraped).
 pub fn publish_registry_stats(s: &ringcast_control::registry::RegistryStats) {
     metrics::gauge!("ringcast_rooms").set(s.rooms as f64);
     metrics::gauge!("ringcast_participants").set(s.participants as f64);
@@ -73,4 +74,6 @@ pub fn publish_registry_stats(s: &ringcast_control::registry::RegistryStats) {
         let n = s.transports_by_state.get(state).copied().unwrap_or(0);
         metrics::gauge!("ringcast_transports", "state" => state).set(n as f64);
     }
+    metrics::counter!("ringcast_events_coalesced_total").absolute(s.events_coalesced);
+    metrics::counter!("ringcast_events_dropped_total").absolute(s.events_dropped);
 }

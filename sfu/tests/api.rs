@@ -750,6 +750,7 @@ async fn health_endpoints_and_drain() {
         "ringcast_rooms",
         "ringcast_participants",
         "ringcast_transports{state=\"connected\"}",
+        "ringcast_events_coalesced_total",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics");
     }

@@ -1,6 +1,7 @@
 //! Room lifecycle scenarios against the recording media plane.
 
 use super::*;
+use crate::events::EventReader;
 use crate::plane::{RecordingMediaPlane, SubscriptionSpec, TrackSpec};
 use crate::sdp::tests::{CHROMIUM_PUBLISH, CHROMIUM_SUBSCRIBE_ANSWER, FIREFOX_PUBLISH};
 
@@ -65,12 +66,12 @@ impl Fixture {
             .unwrap()
     }
 
-    fn events(&mut self, room: &str, who: &str) -> mpsc::Receiver<ParticipantEvent> {
+    fn events(&mut self, room: &str, who: &str) -> EventReader {
         self.reg.events(&rn(room), &id(who)).unwrap()
     }
 }
 
-fn drain(rx: &mut mpsc::Receiver<ParticipantEvent>) -> Vec<ParticipantEvent> {
+fn drain(rx: &mut EventReader) -> Vec<ParticipantEvent> {
     let mut v = Vec::new();
     while let Ok(e) = rx.try_recv() {
         v.push(e);
@@ -679,4 +680,56 @@ fn a_subscriber_that_declines_rtx_gets_plain_retransmissions() {
         })
         .unwrap();
     assert_eq!((video.rtx_ssrc, video.rtx_payload_type), (None, None));
+}
+
+#[test]
+fn a_large_room_waits_for_a_late_reader_as_one_event_per_participant() {
+    let mut f = fixture(1);
+    f.room("big");
+    let who = |i: usize| format!("p{i:03}");
+    for i in 0..300 {
+        f.join("big", &who(i));
+    }
+    // Ten rejoin (each replaces its session): a late reader hears of the latest session only.
+    let mut latest: HashMap<String, ParticipantSid> = HashMap::new();
+    for i in 1..=10 {
+        latest.insert(who(i), f.join("big", &who(i)).participant.sid);
+    }
+    let mut ev = f.events("big", &who(0));
+    let mut seen = BTreeSet::new();
+    for e in drain(&mut ev) {
+        let ParticipantEvent::Joined(p) = e else {
+            panic!("unexpected {e:?}");
+        };
+        if let Some(sid) = latest.get(p.identity.as_str()) {
+            assert_eq!(&p.sid, sid, "{}", p.identity);
+        }
+        assert!(seen.insert(p.identity), "each identity once");
+    }
+    assert_eq!(seen.len(), 299);
+    let stats = f.reg.stats();
+    assert_eq!(stats.events_dropped, 0);
+    // p000 alone coalesced each rejoin's Left and Joined into the first Joined.
+    assert!(stats.events_coalesced >= 20, "{stats:?}");
+}
+
+#[test]
+fn a_removed_participant_reads_its_own_left_then_its_stream_ends() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "a");
+    f.join("r", "b");
+    let ev = f.events("r", "a");
+    f.reg
+        .remove_participant("r", "a", LeaveReason::Removed, f.now)
+        .unwrap();
+    assert!(matches!(
+        ev.try_recv(),
+        Ok(ParticipantEvent::Joined(p)) if p.identity.as_str() == "b"
+    ));
+    assert!(matches!(
+        ev.try_recv(),
+        Ok(ParticipantEvent::Left { identity, reason: LeaveReason::Removed, .. }) if identity.as_str() == "a"
+    ));
+    assert_eq!(ev.try_recv(), Err(crate::events::TryRecvError::Ended));
 }
