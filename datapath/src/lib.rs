@@ -5,6 +5,7 @@
 //! does IO and reads the clock.
 
 pub mod alloc_count;
+pub mod bufring;
 pub mod client;
 pub mod dtls;
 mod fallback;

@@ -9,11 +9,11 @@
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Instant;
 
 use io_uring::{IoUring, cqueue, opcode, types};
 
+use crate::bufring::BufRing;
 use crate::io::{Shard, sockaddr_from, sockaddr_to};
 use crate::router::Router;
 
@@ -26,75 +26,6 @@ const RECV_TAG: u64 = u64::MAX;
 const SQ_ENTRIES: u32 = 2048;
 /// Completion entries at most (the kernel's limit).
 const MAX_CQ_ENTRIES: usize = 65536;
-
-/// Page-aligned ring of `io_uring_buf` entries shared with the kernel, and its buffers.
-struct BufRing {
-    ring: *mut types::BufRingEntry,
-    ring_bytes: usize,
-    tail: u16,
-    bufs: Box<[u8]>,
-}
-
-impl BufRing {
-    fn new() -> io::Result<Self> {
-        let ring_bytes = usize::from(RECV_BUFS) * std::mem::size_of::<types::BufRingEntry>();
-        // SAFETY: anonymous private mapping; checked for failure below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ring_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let mut r = BufRing {
-            ring: p.cast(),
-            ring_bytes,
-            tail: 0,
-            bufs: vec![0u8; usize::from(RECV_BUFS) * RECV_BUF_SIZE].into_boxed_slice(),
-        };
-        for bid in 0..RECV_BUFS {
-            r.push(bid);
-        }
-        r.publish();
-        Ok(r)
-    }
-
-    /// Queues buffer `bid` for the kernel (visible after `publish`).
-    fn push(&mut self, bid: u16) {
-        // SAFETY: index masked into the ring; the entry memory is ours and mapped.
-        let e = unsafe { &mut *self.ring.add(usize::from(self.tail & (RECV_BUFS - 1))) };
-        e.set_addr(self.bufs.as_ptr() as u64 + u64::from(bid) * RECV_BUF_SIZE as u64);
-        e.set_len(RECV_BUF_SIZE as u32);
-        e.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    fn publish(&self) {
-        // SAFETY: the tail overlays entry 0's reserved field, which the kernel reads atomically.
-        let tail = unsafe { &*(types::BufRingEntry::tail(self.ring) as *const AtomicU16) };
-        tail.store(self.tail, Ordering::Release);
-    }
-
-    fn buf_mut(&mut self, bid: u16) -> &mut [u8] {
-        let at = usize::from(bid) * RECV_BUF_SIZE;
-        &mut self.bufs[at..at + RECV_BUF_SIZE]
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; the ring was unregistered (or the ring dropped) first.
-        unsafe {
-            libc::munmap(self.ring.cast(), self.ring_bytes);
-        }
-    }
-}
 
 /// The kernel-facing parts of one send, per outbox slot: iovec, destination and msghdr,
 /// pinned in a boxed slice. The bytes stay in the outbox slot.
@@ -123,11 +54,11 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
                 .setup_cqsize(cq_entries)
                 .build(SQ_ENTRIES)
         })?;
-    let mut bufs = BufRing::new()?;
+    let mut bufs = BufRing::new(RECV_BUFS, RECV_BUF_SIZE)?;
     // SAFETY: `bufs` outlives the registration (unregistered below before it drops).
     unsafe {
         ring.submitter()
-            .register_buf_ring_with_flags(bufs.ring as u64, RECV_BUFS, BGID, 0)?;
+            .register_buf_ring_with_flags(bufs.ring_addr(), RECV_BUFS, BGID, 0)?;
     }
     // SAFETY: a zeroed msghdr is valid; only the name and control lengths are read.
     let mut tmpl: libc::msghdr = unsafe { std::mem::zeroed() };
