@@ -1,0 +1,1002 @@
+//! The client engine: one thread drives every synthetic transport, as a shard does on the
+//! server. Each transport has its own UDP socket, connected to its shard; one multishot receive
+//! per socket fills buffers from a single provided-buffer ring, and each pass hands all of its
+//! sends to the kernel in one submit (io_uring). Publishers' frames, sender and receiver
+//! reports, NACKs, PLIs and the ICE/DTLS timers run from the same loop, woken through a timer
+//! heap. Sends come from a preallocated slot pool: nothing is allocated per packet.
+//!
+//! The signaling side (tokio) hands transports in through `Command`s; the engine returns its
+//! measurements when told to finish.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use io_uring::{IoUring, cqueue, opcode, types};
+use ringcast_datapath::bufring::BufRing;
+use ringcast_datapath::client::{Client, Received};
+use ringcast_datapath::shard::{Kind, classify};
+use ringcast_media::retransmit::History;
+use ringcast_media::rtcp::{self, Rtcp};
+use ringcast_media::rtp::RtpPacket;
+
+use crate::media::{self, Source, Stream};
+use crate::sdp::OfferedTrack;
+
+const RECV_BUFS: u16 = 4096;
+const BUF_SIZE: usize = 2048;
+const BGID: u16 = 1;
+/// Send slots: sends queued or in flight at once.
+const SEND_SLOTS: usize = 16 * 1024;
+const SLOT_SIZE: usize = 1600;
+const RECV_FLAG: u64 = 1 << 63;
+/// Receiver and sender reports: once a second per transport.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A video stream without a keyframe this long after its transport connected asks for one.
+const PLI_AFTER: Duration = Duration::from_millis(300);
+/// SSRC our RTCP is sent with.
+const OUR_SSRC: u32 = 0x10AD_7E57;
+
+/// What a transport does.
+pub enum Role {
+    /// Sends these streams.
+    Publisher(Vec<Source>),
+    /// Receives what its offers announce.
+    Subscriber,
+}
+
+/// A transport the signaling side set up: the socket is connected to its shard.
+pub struct NewTransport {
+    pub id: usize,
+    pub participant: usize,
+    pub socket: UdpSocket,
+    pub client: Client,
+    pub role: Role,
+    /// When the participant called `Join` (time to first frame counts from here).
+    pub joined_at: Instant,
+}
+
+pub enum Command {
+    Add(Box<NewTransport>),
+    /// A subscriber's latest answered offer: the tracks it must receive.
+    Tracks {
+        id: usize,
+        tracks: Vec<OfferedTrack>,
+    },
+    /// The measured window starts now.
+    Measure,
+    /// Publishers stop; the engine keeps receiving (repairs in flight) until `Finish`.
+    StopMedia,
+    Finish,
+}
+
+/// What the engine publishes once a second for the live line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live {
+    pub transports: usize,
+    pub connected: usize,
+    pub failed: usize,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub lost: u64,
+    pub nacks: u64,
+    /// Latest p99 of one-way latency (µs) over the last second, all streams.
+    pub p99_us: u64,
+}
+
+/// One received stream's results.
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    pub ssrc: u32,
+    pub video: bool,
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub recovered: u64,
+    pub nacked: u64,
+    pub jitter_ms: f64,
+    pub bytes: u64,
+    /// Received in the measured window.
+    pub window_packets: u64,
+    pub window_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportReport {
+    pub id: usize,
+    pub participant: usize,
+    pub publisher: bool,
+    pub connected: bool,
+    pub failure: Option<String>,
+    pub connect_time: Option<Duration>,
+    /// Join to the first decodable frame (a keyframe, or audio for audio-only).
+    pub first_frame: Option<Duration>,
+    /// Tracks the offers announced that sent nothing.
+    pub missing_tracks: usize,
+    pub tracks_offered: usize,
+    pub streams: Vec<StreamReport>,
+    pub packets_sent: u64,
+    pub nacks_received: u64,
+    pub plis_received: u64,
+    pub srtp_failures: u64,
+}
+
+pub struct EngineReport {
+    pub transports: Vec<TransportReport>,
+    pub latency_audio: Histogram<u64>,
+    pub latency_video: Histogram<u64>,
+    pub window: Duration,
+    /// Frames sent later than due (µs), the worst: a loop that can't keep up.
+    pub max_send_lateness: Duration,
+    pub send_slots_exhausted: u64,
+    pub packets_decrypted: u64,
+    pub packets_header_only: u64,
+}
+
+enum State {
+    Publisher {
+        sources: Vec<Source>,
+        histories: Vec<History>,
+        next_report: Instant,
+        nacks: u64,
+        plis: u64,
+    },
+    Subscriber {
+        streams: Vec<Stream>,
+        offered: Vec<OfferedTrack>,
+        /// Packets of SSRCs no offer named.
+        unknown: u64,
+        next_report: Instant,
+        next_pli: Option<Instant>,
+        /// Stream counters when the window started.
+        window_start: Vec<(u32, u64, u64)>,
+    },
+}
+
+struct Transport {
+    participant: usize,
+    socket: UdpSocket,
+    client: Client,
+    state: State,
+    joined_at: Instant,
+    added_at: Instant,
+    connected_at: Option<Instant>,
+    first_frame: Option<Instant>,
+    armed: bool,
+    wake: Instant,
+    sent: u64,
+    srtp_failures: u64,
+    /// Received RTP packets, for the decryption sample.
+    rtp_seen: u64,
+}
+
+/// The kernel side of the engine: ring, receive buffers, send slots.
+struct Io {
+    ring: IoUring,
+    bufs: BufRing,
+    slots: Box<[u8]>,
+    free: Vec<u32>,
+    /// (fd, slot, len) queued this pass.
+    pending: Vec<(i32, u32, u32)>,
+    packets_out: u64,
+    exhausted: u64,
+}
+
+impl Io {
+    /// Copies `data` into a slot and queues it for `fd`; RTP/RTCP are encrypted in the slot
+    /// by `seal` first (it returns the sealed length).
+    fn send(
+        &mut self,
+        fd: i32,
+        data: &[u8],
+        seal: impl FnOnce(&mut [u8], usize) -> Option<usize>,
+    ) -> bool {
+        let Some(slot) = self.free.pop() else {
+            self.exhausted += 1;
+            return false;
+        };
+        let at = slot as usize * SLOT_SIZE;
+        let buf = &mut self.slots[at..at + SLOT_SIZE];
+        let n = data.len().min(SLOT_SIZE - 32);
+        buf[..n].copy_from_slice(&data[..n]);
+        match seal(buf, n) {
+            Some(len) => {
+                self.pending.push((fd, slot, len as u32));
+                true
+            }
+            None => {
+                self.free.push(slot);
+                false
+            }
+        }
+    }
+
+    fn submit_pending(&mut self) -> io::Result<()> {
+        let mut sq = self.ring.submission();
+        for (fd, slot, len) in self.pending.drain(..) {
+            let ptr = self.slots[slot as usize * SLOT_SIZE..].as_ptr();
+            let e = opcode::Send::new(types::Fd(fd), ptr, len)
+                .build()
+                .user_data(u64::from(slot));
+            // SAFETY: the slot is not reused before its completion returns it to `free`.
+            if unsafe { sq.push(&e) }.is_err() {
+                drop(sq);
+                self.ring.submit()?;
+                sq = self.ring.submission();
+                // SAFETY: as above.
+                if unsafe { sq.push(&e) }.is_err() {
+                    self.free.push(slot);
+                    self.exhausted += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn arm(&mut self, fd: i32, id: usize) -> io::Result<()> {
+        let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
+            .build()
+            .user_data(RECV_FLAG | id as u64);
+        let mut sq = self.ring.submission();
+        // SAFETY: the receive writes only into ring buffers, which outlive the ring.
+        if unsafe { sq.push(&e) }.is_err() {
+            drop(sq);
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(&e) }
+                .map_err(|_| io::Error::other("submission queue full"))?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Engine {
+    io: Io,
+    transports: Vec<Option<Transport>>,
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    epoch: Instant,
+    decrypt_every: u64,
+    publishing: bool,
+    measuring: Option<Instant>,
+    latency_audio: Histogram<u64>,
+    latency_video: Histogram<u64>,
+    /// The last second's latencies, for the live line.
+    latency_live: Histogram<u64>,
+    max_lateness: Duration,
+    decrypted: u64,
+    header_only: u64,
+    live: Arc<Mutex<Live>>,
+    scratch: Box<[u8]>,
+    /// Transports whose multishot receive ended (reused each pass).
+    rearm: Vec<usize>,
+}
+
+/// 1 µs to 60 s at 3 significant digits.
+#[allow(clippy::expect_used)] // constant, valid bounds
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Engine {
+    /// `decrypt_every`: decrypt (and check) 1 in this many RTP packets; the others are measured
+    /// from their clear header only.
+    pub fn new(epoch: Instant, decrypt_every: u64, live: Arc<Mutex<Live>>) -> io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_cqsize(65536)
+            .build(4096)?;
+        let bufs = BufRing::new(RECV_BUFS, BUF_SIZE)?;
+        // SAFETY: `bufs` lives in the same Io as the ring and is unregistered in Drop first.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(bufs.ring_addr(), RECV_BUFS, BGID, 0)?;
+        }
+        Ok(Engine {
+            io: Io {
+                ring,
+                bufs,
+                slots: vec![0u8; SEND_SLOTS * SLOT_SIZE].into_boxed_slice(),
+                free: (0..SEND_SLOTS as u32).rev().collect(),
+                pending: Vec::with_capacity(SEND_SLOTS),
+                packets_out: 0,
+                exhausted: 0,
+            },
+            transports: Vec::new(),
+            heap: BinaryHeap::new(),
+            epoch,
+            decrypt_every: decrypt_every.max(1),
+            publishing: true,
+            measuring: None,
+            latency_audio: histogram(),
+            latency_video: histogram(),
+            latency_live: histogram(),
+            max_lateness: Duration::ZERO,
+            decrypted: 0,
+            header_only: 0,
+            live,
+            scratch: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            rearm: Vec::new(),
+        })
+    }
+
+    /// Runs until `Finish` (or the command channel closes).
+    pub fn run(mut self, commands: Receiver<Command>) -> io::Result<EngineReport> {
+        let mut next_live = Instant::now() + Duration::from_secs(1);
+        loop {
+            loop {
+                match commands.try_recv() {
+                    Ok(Command::Finish) | Err(TryRecvError::Disconnected) => {
+                        return Ok(self.report());
+                    }
+                    Ok(c) => self.command(c)?,
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            let now = Instant::now();
+            let wait = self
+                .heap
+                .peek()
+                .map_or(Duration::from_millis(1), |Reverse((t, _))| {
+                    t.saturating_duration_since(now)
+                })
+                .min(Duration::from_millis(1));
+            self.io.submit_pending()?;
+            let ts = types::Timespec::from(wait);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.io.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            self.completions(now)?;
+            self.timers(now);
+            if now >= next_live {
+                self.publish_live();
+                next_live = now + Duration::from_secs(1);
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) -> io::Result<()> {
+        match c {
+            Command::Add(t) => {
+                let t = *t;
+                let fd = t.socket.as_raw_fd();
+                let now = Instant::now();
+                let state = match t.role {
+                    Role::Publisher(sources) => State::Publisher {
+                        histories: sources
+                            .iter()
+                            .map(|_| History::new(512, Duration::from_secs(1)))
+                            .collect(),
+                        sources,
+                        next_report: now + REPORT_INTERVAL,
+                        nacks: 0,
+                        plis: 0,
+                    },
+                    Role::Subscriber => State::Subscriber {
+                        streams: Vec::new(),
+                        offered: Vec::new(),
+                        unknown: 0,
+                        next_report: now + REPORT_INTERVAL,
+                        next_pli: None,
+                        window_start: Vec::new(),
+                    },
+                };
+                if self.transports.len() <= t.id {
+                    self.transports.resize_with(t.id + 1, || None);
+                }
+                self.transports[t.id] = Some(Transport {
+                    participant: t.participant,
+                    socket: t.socket,
+                    client: t.client,
+                    state,
+                    joined_at: t.joined_at,
+                    added_at: now,
+                    connected_at: None,
+                    first_frame: None,
+                    armed: true,
+                    wake: now,
+                    sent: 0,
+                    srtp_failures: 0,
+                    rtp_seen: 0,
+                });
+                self.io.arm(fd, t.id)?;
+                self.heap.push(Reverse((now, t.id)));
+            }
+            Command::Tracks { id, tracks } => {
+                if let Some(Some(t)) = self.transports.get_mut(id)
+                    && let State::Subscriber {
+                        streams, offered, ..
+                    } = &mut t.state
+                {
+                    for o in &tracks {
+                        if !streams.iter().any(|s| s.ssrc == o.ssrc) {
+                            let mut s = Stream::new(o.ssrc, o.video, o.clock_rate);
+                            s.abs_send_time_ext = o.abs_send_time;
+                            streams.push(s);
+                        }
+                    }
+                    *offered = tracks;
+                }
+            }
+            Command::Measure => {
+                let now = Instant::now();
+                self.measuring = Some(now);
+                for t in self.transports.iter_mut().flatten() {
+                    if let State::Subscriber {
+                        streams,
+                        window_start,
+                        ..
+                    } = &mut t.state
+                    {
+                        *window_start = streams
+                            .iter()
+                            .map(|s| (s.ssrc, s.received, s.bytes))
+                            .collect();
+                    }
+                }
+            }
+            Command::StopMedia => self.publishing = false,
+            Command::Finish => {}
+        }
+        Ok(())
+    }
+
+    fn completions(&mut self, now: Instant) -> io::Result<()> {
+        let mut rearm = std::mem::take(&mut self.rearm);
+        let mut cq = self.io.ring.completion();
+        cq.sync();
+        // Completions are copied out in batches so handling them may queue sends.
+        let mut batch = [(0u64, 0i32, 0u32); 256];
+        loop {
+            let mut n = 0;
+            for cqe in &mut cq {
+                batch[n] = (cqe.user_data(), cqe.result(), cqe.flags());
+                n += 1;
+                if n == batch.len() {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            drop(cq);
+            for &(ud, res, flags) in &batch[..n] {
+                if ud & RECV_FLAG == 0 {
+                    self.io.free.push(ud as u32);
+                    if res >= 0 {
+                        self.io.packets_out += 1;
+                    }
+                    continue;
+                }
+                let id = (ud & !RECV_FLAG) as usize;
+                if !cqueue::more(flags) {
+                    rearm.push(id);
+                }
+                let Some(bid) = cqueue::buffer_select(flags) else {
+                    continue;
+                };
+                if res > 0 {
+                    let len = res as usize;
+                    let mut data = [0u8; BUF_SIZE];
+                    data[..len].copy_from_slice(&self.io.bufs.buf_mut(bid)[..len]);
+                    self.io.bufs.push(bid);
+                    self.datagram(id, &mut data[..len], now);
+                } else {
+                    self.io.bufs.push(bid);
+                }
+            }
+            self.io.bufs.publish();
+            cq = self.io.ring.completion();
+            cq.sync();
+        }
+        drop(cq);
+        for id in rearm.drain(..) {
+            if let Some(Some(t)) = self.transports.get_mut(id) {
+                let fd = t.socket.as_raw_fd();
+                t.armed = true;
+                self.io.arm(fd, id)?;
+            }
+        }
+        self.rearm = rearm;
+        Ok(())
+    }
+
+    /// Wakes transport `id` at `at` if that is sooner than it is due.
+    fn schedule(
+        heap: &mut BinaryHeap<Reverse<(Instant, usize)>>,
+        t: &mut Transport,
+        id: usize,
+        at: Instant,
+    ) {
+        if at < t.wake {
+            t.wake = at;
+            heap.push(Reverse((at, id)));
+        }
+    }
+
+    /// One datagram from transport `id`'s shard.
+    fn datagram(&mut self, id: usize, buf: &mut [u8], now: Instant) {
+        let Some(Some(t)) = self.transports.get_mut(id) else {
+            return;
+        };
+        let kind = classify(buf);
+        // Unsampled RTP of a stream already started is measured from its clear header.
+        if kind == Kind::Rtp
+            && let State::Subscriber { streams, .. } = &mut t.state
+            && t.connected_at.is_some()
+        {
+            t.rtp_seen += 1;
+            let header_only = t.rtp_seen % self.decrypt_every != 0;
+            if header_only
+                && let Ok(p) = RtpPacket::parse(buf)
+                && let Some(s) = streams.iter_mut().find(|s| s.ssrc == p.ssrc)
+                && (!s.video || s.first_keyframe_at.is_some())
+            {
+                self.header_only += 1;
+                if t.first_frame.is_none() && !s.video {
+                    t.first_frame = Some(now);
+                }
+                let ast = s
+                    .abs_send_time_ext
+                    .and_then(|x| p.extension(x))
+                    .filter(|e| e.len() == 3);
+                let arrival = s.on_packet(
+                    p.sequence,
+                    p.timestamp,
+                    p.payload.len(),
+                    false,
+                    now,
+                    self.epoch,
+                );
+                if !arrival.duplicate
+                    && let Some(e) = ast
+                {
+                    let sent = u32::from_be_bytes([0, e[0], e[1], e[2]]);
+                    let age = media::abs_send_time_age(sent, self.epoch, now);
+                    record(
+                        if s.video {
+                            &mut self.latency_video
+                        } else {
+                            &mut self.latency_audio
+                        },
+                        &mut self.latency_live,
+                        age,
+                    );
+                }
+                if arrival.gap {
+                    Self::schedule(&mut self.heap, t, id, now);
+                }
+                return;
+            }
+        }
+        match t.client.handle_datagram(buf, now) {
+            Received::Connected => {
+                t.connected_at = Some(now);
+                Self::schedule(&mut self.heap, t, id, now);
+            }
+            Received::Rtp(n) => {
+                self.decrypted += 1;
+                let Ok(p) = RtpPacket::parse(&buf[..n]) else {
+                    return;
+                };
+                if let State::Subscriber {
+                    streams, unknown, ..
+                } = &mut t.state
+                {
+                    let Some(s) = streams.iter_mut().find(|s| s.ssrc == p.ssrc) else {
+                        *unknown += 1;
+                        return;
+                    };
+                    let key = s.video && media::vp8_starts_keyframe(p.payload);
+                    let arrival = s.on_packet(
+                        p.sequence,
+                        p.timestamp,
+                        p.payload.len(),
+                        key,
+                        now,
+                        self.epoch,
+                    );
+                    if t.first_frame.is_none() && (key || !s.video) {
+                        t.first_frame = Some(now);
+                    }
+                    if !arrival.duplicate
+                        && let Some(stamp) = media::find_stamp(p.payload)
+                    {
+                        let age = Duration::from_nanos(
+                            media::nanos_since(self.epoch, now).saturating_sub(stamp),
+                        );
+                        record(
+                            if s.video {
+                                &mut self.latency_video
+                            } else {
+                                &mut self.latency_audio
+                            },
+                            &mut self.latency_live,
+                            age,
+                        );
+                    }
+                    if arrival.gap {
+                        Self::schedule(&mut self.heap, t, id, now);
+                    }
+                }
+            }
+            Received::Rtcp(n) => self.rtcp(id, n, buf, now),
+            Received::Dropped(ringcast_datapath::client::Drop::SrtpAuth) => t.srtp_failures += 1,
+            // A check answered or a handshake record: what follows (the ClientHello, the next
+            // flight) goes out now, not at the next timer.
+            Received::Nothing if t.connected_at.is_none() => {
+                Self::schedule(&mut self.heap, t, id, now)
+            }
+            Received::Dropped(_) | Received::Nothing => {}
+        }
+    }
+
+    fn rtcp(&mut self, id: usize, n: usize, buf: &[u8], now: Instant) {
+        let Some(Some(t)) = self.transports.get_mut(id) else {
+            return;
+        };
+        let fd = t.socket.as_raw_fd();
+        for p in rtcp::read(&buf[..n]).flatten() {
+            match (&mut t.state, p) {
+                (
+                    State::Publisher {
+                        sources,
+                        histories,
+                        nacks,
+                        ..
+                    },
+                    Rtcp::Nack {
+                        media_ssrc, items, ..
+                    },
+                ) => {
+                    *nacks += 1;
+                    let Some(i) = sources.iter().position(|s| s.ssrc == media_ssrc) else {
+                        continue;
+                    };
+                    for seq in items.lost() {
+                        // The history is keyed by the 16-bit number here (one publisher session
+                        // never sends 65,536 packets within the history's second).
+                        if let Ok(p) = histories[i].get(u64::from(seq), now) {
+                            let client = &mut t.client;
+                            if self
+                                .io
+                                .send(fd, p, |b, len| client.protect_rtp(b, len).ok())
+                            {
+                                t.sent += 1;
+                            }
+                        }
+                    }
+                }
+                (State::Publisher { sources, plis, .. }, Rtcp::Pli { media_ssrc, .. }) => {
+                    *plis += 1;
+                    if let Some(s) = sources.iter_mut().find(|s| s.ssrc == media_ssrc) {
+                        s.request_keyframe();
+                    }
+                }
+                (State::Publisher { sources, plis, .. }, Rtcp::Fir { entries, .. }) => {
+                    *plis += 1;
+                    for e in entries.chunks_exact(8) {
+                        let ssrc = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+                        if let Some(s) = sources.iter_mut().find(|s| s.ssrc == ssrc) {
+                            s.request_keyframe();
+                        }
+                    }
+                }
+                (State::Subscriber { streams, .. }, Rtcp::SenderReport { ssrc, ntp, .. }) => {
+                    if let Some(s) = streams.iter_mut().find(|s| s.ssrc == ssrc) {
+                        s.last_sr = Some(((ntp >> 16) as u32, now));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(Some(t)) = self.transports.get_mut(id) else {
+                continue;
+            };
+            if t.wake != at {
+                continue; // superseded by an earlier or later wake
+            }
+            let next = self.run_transport(id, now);
+            if let Some(Some(t)) = self.transports.get_mut(id) {
+                t.wake = next;
+                self.heap.push(Reverse((next, id)));
+            }
+        }
+    }
+
+    /// A transport's due work; returns when it next has some.
+    fn run_transport(&mut self, id: usize, now: Instant) -> Instant {
+        let Some(Some(t)) = self.transports.get_mut(id) else {
+            return now + Duration::from_secs(3600);
+        };
+        let fd = t.socket.as_raw_fd();
+        t.client.handle_timeout(now);
+        let mut out = [0u8; 1500];
+        while let Some(n) = t.client.poll_transmit(now, &mut out) {
+            if self.io.send(fd, &out[..n], |_, len| Some(len)) {
+                t.sent += 1;
+            }
+        }
+        let mut next = t.client.poll_timeout(now);
+        if t.client.failure().is_some() {
+            return now + Duration::from_secs(3600);
+        }
+        if t.connected_at.is_none() {
+            return next;
+        }
+        let client = &mut t.client;
+        match &mut t.state {
+            State::Publisher {
+                sources,
+                histories,
+                next_report,
+                ..
+            } => {
+                if self.publishing {
+                    for (s, h) in sources.iter_mut().zip(histories.iter_mut()) {
+                        let late = now.saturating_duration_since(s.next_at());
+                        if late > self.max_lateness && late < Duration::from_secs(1) {
+                            self.max_lateness = late;
+                        }
+                        let io = &mut self.io;
+                        let sent = &mut t.sent;
+                        s.poll(now, self.epoch, &mut self.scratch, &mut |p| {
+                            let seq = u16::from_be_bytes([p[2], p[3]]);
+                            h.insert(u64::from(seq), p, now);
+                            if io.send(fd, p, |b, len| client.protect_rtp(b, len).ok()) {
+                                *sent += 1;
+                            }
+                        });
+                        next = next.min(s.next_at());
+                    }
+                }
+                if now >= *next_report {
+                    *next_report = now + REPORT_INTERVAL;
+                    let mut b = [0u8; 512];
+                    let mut w = rtcp::Writer::new(&mut b);
+                    let ntp = ntp_now();
+                    for s in sources.iter() {
+                        let _ =
+                            w.sender_report(s.ssrc, ntp, s.timestamp_at(now), s.packets, s.octets);
+                    }
+                    let len = w.len();
+                    if len > 0
+                        && self
+                            .io
+                            .send(fd, &b[..len], |buf, n| client.protect_rtcp(buf, n).ok())
+                    {
+                        t.sent += 1;
+                    }
+                }
+                next = next.min(*next_report);
+            }
+            State::Subscriber {
+                streams,
+                next_report,
+                next_pli,
+                ..
+            } => {
+                let mut b = [0u8; 1200];
+                let mut w = rtcp::Writer::new(&mut b);
+                let mut any = false;
+                // NACKs for what is missing.
+                let mut lost = [0u16; 64];
+                for s in streams.iter_mut() {
+                    let n = s.due_nacks(now, &mut lost);
+                    if n > 0 && w.nack(OUR_SSRC, s.ssrc, &lost[..n]).is_ok() {
+                        any = true;
+                    }
+                    if let Some(at) = s.next_nack(now) {
+                        next = next.min(at.max(now + Duration::from_millis(1)));
+                    }
+                }
+                // A decoder waiting for its first keyframe asks for one.
+                let connected = t.connected_at.unwrap_or(now);
+                let pli_due = next_pli.unwrap_or(connected + PLI_AFTER);
+                if streams
+                    .iter()
+                    .any(|s| s.video && s.first_keyframe_at.is_none())
+                {
+                    if now >= pli_due {
+                        for s in streams
+                            .iter()
+                            .filter(|s| s.video && s.first_keyframe_at.is_none())
+                        {
+                            if w.pli(OUR_SSRC, s.ssrc).is_ok() {
+                                any = true;
+                            }
+                        }
+                        *next_pli = Some(now + REPORT_INTERVAL);
+                    }
+                    next = next.min(next_pli.unwrap_or(pli_due));
+                }
+                if now >= *next_report {
+                    *next_report = now + REPORT_INTERVAL;
+                    let blocks: Vec<rtcp::ReportBlock> = streams
+                        .iter_mut()
+                        .filter(|s| s.received > 0)
+                        .take(31)
+                        .map(|s| s.report_block(now))
+                        .collect();
+                    if w.receiver_report(OUR_SSRC, &blocks).is_ok() {
+                        any = true;
+                    }
+                }
+                next = next.min(*next_report);
+                let len = w.len();
+                if any
+                    && len > 0
+                    && self
+                        .io
+                        .send(fd, &b[..len], |buf, n| client.protect_rtcp(buf, n).ok())
+                {
+                    t.sent += 1;
+                }
+            }
+        }
+        next.max(now + Duration::from_micros(100))
+    }
+
+    fn publish_live(&mut self) {
+        let mut live = Live {
+            packets_out: self.io.packets_out,
+            p99_us: self.latency_live.value_at_quantile(0.99),
+            ..Live::default()
+        };
+        self.latency_live.reset();
+        for t in self.transports.iter().flatten() {
+            live.transports += 1;
+            if t.connected_at.is_some() {
+                live.connected += 1;
+            }
+            if t.client.failure().is_some() {
+                live.failed += 1;
+            }
+            if let State::Subscriber { streams, .. } = &t.state {
+                for s in streams {
+                    live.packets_in += s.received;
+                    live.bytes_in += s.bytes;
+                    live.lost += s.lost();
+                    live.nacks += s.nacked;
+                }
+            }
+        }
+        if let Ok(mut l) = self.live.lock() {
+            *l = live;
+        }
+    }
+
+    fn report(mut self) -> EngineReport {
+        self.publish_live();
+        let window = self.measuring.map_or(Duration::ZERO, |t| {
+            Instant::now().saturating_duration_since(t)
+        });
+        let mut transports = Vec::new();
+        for (id, t) in self.transports.iter().enumerate() {
+            let Some(t) = t else { continue };
+            let mut r = TransportReport {
+                id,
+                participant: t.participant,
+                publisher: matches!(t.state, State::Publisher { .. }),
+                connected: t.connected_at.is_some(),
+                failure: t.client.failure().map(str::to_owned).or_else(|| {
+                    t.connected_at
+                        .is_none()
+                        .then(|| match t.client.check_error() {
+                            Some(code) => format!("never connected (ICE check error {code})"),
+                            None if t.client.is_checked() => {
+                                "never connected (DTLS did not complete)".to_owned()
+                            }
+                            None => "never connected (no answer to ICE checks)".to_owned(),
+                        })
+                }),
+                connect_time: t
+                    .connected_at
+                    .map(|c| c.saturating_duration_since(t.added_at)),
+                first_frame: t
+                    .first_frame
+                    .map(|f| f.saturating_duration_since(t.joined_at)),
+                missing_tracks: 0,
+                tracks_offered: 0,
+                streams: Vec::new(),
+                packets_sent: t.sent,
+                nacks_received: 0,
+                plis_received: 0,
+                srtp_failures: t.srtp_failures,
+            };
+            match &t.state {
+                State::Publisher { nacks, plis, .. } => {
+                    r.nacks_received = *nacks;
+                    r.plis_received = *plis;
+                }
+                State::Subscriber {
+                    streams,
+                    offered,
+                    window_start,
+                    ..
+                } => {
+                    r.tracks_offered = offered.len();
+                    r.missing_tracks = offered
+                        .iter()
+                        .filter(|o| !streams.iter().any(|s| s.ssrc == o.ssrc && s.received > 0))
+                        .count();
+                    for s in streams {
+                        let (p0, b0) = window_start
+                            .iter()
+                            .find(|w| w.0 == s.ssrc)
+                            .map_or((0, 0), |w| (w.1, w.2));
+                        r.streams.push(StreamReport {
+                            ssrc: s.ssrc,
+                            video: s.video,
+                            expected: s.expected(),
+                            received: s.received,
+                            lost: s.lost(),
+                            duplicates: s.duplicates,
+                            recovered: s.recovered,
+                            nacked: s.nacked,
+                            jitter_ms: s.jitter_ms(),
+                            bytes: s.bytes,
+                            window_packets: s.received - p0,
+                            window_bytes: s.bytes - b0,
+                        });
+                    }
+                }
+            }
+            transports.push(r);
+        }
+        EngineReport {
+            transports,
+            latency_audio: self.latency_audio.clone(),
+            latency_video: self.latency_video.clone(),
+            window,
+            max_send_lateness: self.max_lateness,
+            send_slots_exhausted: self.io.exhausted,
+            packets_decrypted: self.decrypted,
+            packets_header_only: self.header_only,
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.io.ring.submitter().unregister_buf_ring(BGID);
+    }
+}
+
+fn record(h: &mut Histogram<u64>, live: &mut Histogram<u64>, d: Duration) {
+    let us = (d.as_micros() as u64).clamp(1, 60_000_000);
+    let _ = h.record(us);
+    let _ = live.record(us);
+}
+
+/// The wall clock as a 64-bit NTP timestamp (for sender reports).
+fn ntp_now() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800;
+    (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}

@@ -1,0 +1,322 @@
+//! The SDP a synthetic participant writes (a publisher's offer, a subscriber's answer) and
+//! what it reads from Ringcast's (ICE credentials, fingerprint, candidate, extension ids,
+//! SSRCs). Offers and answers are shaped like Chromium's; Ringcast's SDP is read with the
+//! control plane's parser.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use ringcast_control::sdp::{self, Direction, SessionDescription};
+use ringcast_datapath::dtls::Fingerprint;
+
+use crate::media::ExtIds;
+
+const MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+const ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+const AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// Our side of a transport: ICE credentials and certificate fingerprint.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub ufrag: String,
+    pub pwd: String,
+    pub fingerprint: Fingerprint,
+}
+
+fn fingerprint_line(f: &Fingerprint) -> String {
+    let hex: Vec<String> = f.bytes.iter().map(|b| format!("{b:02X}")).collect();
+    format!("a=fingerprint:{} {}\r\n", f.algorithm, hex.join(":"))
+}
+
+/// What a publisher sends.
+#[derive(Debug, Clone)]
+pub struct PublishPlan {
+    pub audio_ssrc: Option<u32>,
+    /// One SSRC, or three (rids q, h, f) for simulcast.
+    pub video_ssrcs: Vec<u32>,
+}
+
+/// Simulcast rids, lowest first.
+pub const RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// The publisher's offer: audio (Opus) and/or video (VP8), sendonly, BUNDLEd, rtcp-mux.
+pub fn publish_offer(local: &Local, plan: &PublishPlan, session: u64) -> String {
+    let mut mids = Vec::new();
+    if plan.audio_ssrc.is_some() {
+        mids.push("0");
+    }
+    if !plan.video_ssrcs.is_empty() {
+        mids.push("1");
+    }
+    let mut s = format!(
+        "v=0\r\no=- {session} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS lt\r\n",
+        mids.join(" ")
+    );
+    let transport = |s: &mut String, mid: &str| {
+        let _ = write!(
+            s,
+            "c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=ice-options:trickle\r\n{}a=setup:actpass\r\na=mid:{mid}\r\n",
+            local.ufrag,
+            local.pwd,
+            fingerprint_line(&local.fingerprint)
+        );
+    };
+    if let Some(ssrc) = plan.audio_ssrc {
+        s.push_str("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n");
+        transport(&mut s, "0");
+        let _ = write!(
+            s,
+            "a=extmap:1 {AUDIO_LEVEL}\r\na=extmap:2 {ABS_SEND_TIME}\r\na=extmap:4 {MID}\r\na=sendonly\r\na=msid:lt audio\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=ssrc:{ssrc} cname:loadtest\r\na=ssrc:{ssrc} msid:lt audio\r\n"
+        );
+    }
+    if !plan.video_ssrcs.is_empty() {
+        s.push_str("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n");
+        transport(&mut s, "1");
+        let _ = write!(
+            s,
+            "a=extmap:2 {ABS_SEND_TIME}\r\na=extmap:4 {MID}\r\na=extmap:10 {RID}\r\na=sendonly\r\na=msid:lt video\r\na=rtcp-mux\r\na=rtcp-rsize\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 goog-remb\r\na=rtcp-fb:96 ccm fir\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n"
+        );
+        if plan.video_ssrcs.len() == 1 {
+            let ssrc = plan.video_ssrcs[0];
+            let _ = write!(
+                s,
+                "a=ssrc:{ssrc} cname:loadtest\r\na=ssrc:{ssrc} msid:lt video\r\n"
+            );
+        } else {
+            // As Chromium does: rids, no SSRCs (Ringcast learns them from MID and RID).
+            let n = plan.video_ssrcs.len().min(RIDS.len());
+            for rid in &RIDS[..n] {
+                let _ = write!(s, "a=rid:{rid} send\r\n");
+            }
+            let _ = write!(s, "a=simulcast:send {}\r\n", RIDS[..n].join(";"));
+        }
+    }
+    s
+}
+
+/// What Ringcast's SDP says about one transport.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub ufrag: String,
+    pub pwd: String,
+    pub fingerprints: Vec<Fingerprint>,
+    /// The first UDP host candidate.
+    pub candidate: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SdpError {
+    #[error("Ringcast's SDP does not parse: {0}")]
+    Parse(#[from] sdp::SdpError),
+    #[error("Ringcast's SDP lacks {0}")]
+    Missing(&'static str),
+}
+
+/// The transport parameters of Ringcast's SDP (from its first m-section with a port).
+pub fn remote(desc: &SessionDescription) -> Result<Remote, SdpError> {
+    let m = desc
+        .media
+        .iter()
+        .find(|m| m.port != 0)
+        .ok_or(SdpError::Missing("an m-section with a port"))?;
+    let (ufrag, pwd) = desc
+        .ice_credentials(m)
+        .ok_or(SdpError::Missing("ICE credentials"))?;
+    let fingerprints: Vec<Fingerprint> = desc
+        .fingerprints(m)
+        .iter()
+        .map(|f| Fingerprint {
+            algorithm: f.algorithm.clone(),
+            bytes: f.bytes.clone(),
+        })
+        .collect();
+    if fingerprints.is_empty() {
+        return Err(SdpError::Missing("a DTLS fingerprint"));
+    }
+    let candidate = desc
+        .media
+        .iter()
+        .flat_map(|m| &m.candidates)
+        .filter(|c| c.transport == "udp")
+        .find_map(|c| Some(SocketAddr::new(c.address.parse().ok()?, c.port)));
+    Ok(Remote {
+        ufrag: ufrag.to_owned(),
+        pwd: pwd.to_owned(),
+        fingerprints,
+        candidate,
+    })
+}
+
+/// The extension ids an m-section of Ringcast's SDP maps (answer or offer).
+pub fn ext_ids(desc: &SessionDescription, mid: &str) -> ExtIds {
+    let Some(m) = desc.media.iter().find(|m| m.mid.as_deref() == Some(mid)) else {
+        return ExtIds::default();
+    };
+    let mut ids = ExtIds::default();
+    for e in desc.extmaps(m) {
+        match e.uri.as_str() {
+            MID => ids.mid = Some(e.id),
+            RID => ids.rid = Some(e.id),
+            ABS_SEND_TIME => ids.abs_send_time = Some(e.id),
+            AUDIO_LEVEL => ids.audio_level = Some(e.id),
+            _ => {}
+        }
+    }
+    ids
+}
+
+/// One track a subscriber offer sends us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedTrack {
+    pub mid: String,
+    pub video: bool,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+    pub abs_send_time: Option<u8>,
+}
+
+/// The sending m-sections of a subscriber offer.
+pub fn offered_tracks(desc: &SessionDescription) -> Vec<OfferedTrack> {
+    desc.media
+        .iter()
+        .filter(|m| m.port != 0 && desc.direction(m) == Direction::SendOnly)
+        .filter_map(|m| {
+            let mid = m.mid.clone()?;
+            let ssrc = m
+                .ssrc_groups
+                .iter()
+                .find(|g| g.semantics == "FID")
+                .and_then(|g| g.ssrcs.first().copied())
+                .or_else(|| m.ssrcs.first().map(|s| s.ssrc))?;
+            let pt = m.payload_types().next()?;
+            let clock_rate = m.rtpmap(pt).map_or(90_000, |r| r.clock_rate);
+            Some(OfferedTrack {
+                video: m.kind == "video",
+                ssrc,
+                payload_type: pt,
+                clock_rate,
+                abs_send_time: ext_ids(desc, &mid).abs_send_time,
+                mid,
+            })
+        })
+        .collect()
+}
+
+/// A subscriber's answer: every m-section accepted recvonly with its first codec (no RTX),
+/// every offered extension kept; inactive or rejected ones mirrored.
+pub fn subscribe_answer(offer: &SessionDescription, local: &Local, session: u64) -> String {
+    let mids: Vec<&str> = offer
+        .media
+        .iter()
+        .filter(|m| m.port != 0)
+        .filter_map(|m| m.mid.as_deref())
+        .collect();
+    let mut s = format!(
+        "v=0\r\no=- {session} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n",
+        mids.join(" ")
+    );
+    for m in &offer.media {
+        let mid = m.mid.as_deref().unwrap_or_default();
+        let pt = m.payload_types().next().unwrap_or(0);
+        if m.port == 0 {
+            let _ = write!(
+                s,
+                "m={} 0 UDP/TLS/RTP/SAVPF {pt}\r\na=mid:{mid}\r\na=inactive\r\n",
+                m.kind
+            );
+            continue;
+        }
+        let _ = write!(
+            s,
+            "m={} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=ice-options:trickle\r\n{}a=setup:active\r\na=mid:{mid}\r\n",
+            m.kind,
+            local.ufrag,
+            local.pwd,
+            fingerprint_line(&local.fingerprint)
+        );
+        for e in offer.extmaps(m) {
+            let _ = write!(s, "a=extmap:{} {}\r\n", e.id, e.uri);
+        }
+        let dir = if offer.direction(m) == Direction::SendOnly {
+            "recvonly"
+        } else {
+            "inactive"
+        };
+        let _ = write!(s, "a={dir}\r\na=rtcp-mux\r\na=rtcp-rsize\r\n");
+        if let Some(r) = m.rtpmap(pt) {
+            let channels = r.channels.map(|c| format!("/{c}")).unwrap_or_default();
+            let _ = write!(
+                s,
+                "a=rtpmap:{pt} {}/{}{channels}\r\n",
+                r.encoding, r.clock_rate
+            );
+        }
+        for fb in m.rtcp_fbs.iter().filter(|f| f.pt == Some(pt)) {
+            match &fb.param {
+                Some(p) => {
+                    let _ = write!(s, "a=rtcp-fb:{pt} {} {p}\r\n", fb.kind);
+                }
+                None => {
+                    let _ = write!(s, "a=rtcp-fb:{pt} {}\r\n", fb.kind);
+                }
+            }
+        }
+        if let Some(f) = m.fmtp(pt) {
+            let pairs: Vec<String> = f.pairs().map(|(k, v)| format!("{k}={v}")).collect();
+            if !pairs.is_empty() {
+                let _ = write!(s, "a=fmtp:{pt} {}\r\n", pairs.join(";"));
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Local {
+        Local {
+            ufrag: "abcd".into(),
+            pwd: "0123456789abcdef012345".into(),
+            fingerprint: Fingerprint {
+                algorithm: "sha-256".into(),
+                bytes: vec![0xAB; 32],
+            },
+        }
+    }
+
+    #[test]
+    fn offers_parse_as_ringcast_reads_them() {
+        for plan in [
+            PublishPlan {
+                audio_ssrc: Some(1),
+                video_ssrcs: vec![2],
+            },
+            PublishPlan {
+                audio_ssrc: None,
+                video_ssrcs: vec![2, 3, 4],
+            },
+            PublishPlan {
+                audio_ssrc: Some(1),
+                video_ssrcs: vec![],
+            },
+        ] {
+            let text = publish_offer(&local(), &plan, 7);
+            let d = sdp::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let n =
+                usize::from(plan.audio_ssrc.is_some()) + usize::from(!plan.video_ssrcs.is_empty());
+            assert_eq!(d.media.len(), n);
+            let m = &d.media[0];
+            assert_eq!(
+                d.ice_credentials(m),
+                Some(("abcd", "0123456789abcdef012345"))
+            );
+            if plan.video_ssrcs.len() == 3 {
+                assert_eq!(d.media[0].rids.len(), 3);
+            }
+        }
+    }
+}
