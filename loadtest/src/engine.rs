@@ -40,6 +40,8 @@ const RECV_FLAG: u64 = 1 << 63;
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A video stream without a keyframe this long after its transport connected asks for one.
 const PLI_AFTER: Duration = Duration::from_millis(300);
+/// Completions handled per pass before the timers run again.
+const MAX_COMPLETIONS_PER_PASS: usize = 2048;
 /// SSRC our RTCP is sent with.
 const OUR_SSRC: u32 = 0x10AD_7E57;
 
@@ -436,6 +438,10 @@ impl Engine {
             Command::Measure => {
                 let now = Instant::now();
                 self.measuring = Some(now);
+                // Latency and lateness are the window's; loss counts from each stream's start.
+                self.latency_audio.reset();
+                self.latency_video.reset();
+                self.max_lateness = Duration::ZERO;
                 for t in self.transports.iter_mut().flatten() {
                     if let State::Subscriber {
                         streams,
@@ -462,7 +468,10 @@ impl Engine {
         cq.sync();
         // Completions are copied out in batches so handling them may queue sends.
         let mut batch = [(0u64, 0i32, 0u32); 256];
-        loop {
+        // A bounded share per pass, so a steady stream of arrivals never starves the timers
+        // (the publishers' pacing and every report).
+        let mut budget = MAX_COMPLETIONS_PER_PASS;
+        while budget > 0 {
             let mut n = 0;
             for cqe in &mut cq {
                 batch[n] = (cqe.user_data(), cqe.result(), cqe.flags());
@@ -474,6 +483,7 @@ impl Engine {
             if n == 0 {
                 break;
             }
+            budget = budget.saturating_sub(n);
             drop(cq);
             for &(ud, res, flags) in &batch[..n] {
                 if ud & RECV_FLAG == 0 {

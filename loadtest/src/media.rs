@@ -43,6 +43,23 @@ pub fn abs_send_time_age(sent: u32, epoch: Instant, now: Instant) -> Duration {
     Duration::from_nanos((u64::from(d) * 1_000_000_000) >> 18)
 }
 
+/// Video leaves through a pacer at this multiple of its bitrate, as libwebrtc's does: a
+/// keyframe is spread over tens of milliseconds, not sent as one burst.
+pub const PACING_FACTOR: f64 = 2.5;
+/// Frames waiting in the pacer at most (more: the oldest is dropped, as an encoder would).
+const MAX_PACED_FRAMES: usize = 8;
+
+/// A frame in the pacer: its packets go out one by one.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    key: bool,
+    ts: u32,
+    picture_id: u16,
+    packets: usize,
+    per: usize,
+    next: usize,
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Audio,
@@ -52,6 +69,11 @@ enum Kind {
         keyframe_every: u64,
         picture_id: u16,
         force_key: bool,
+        /// Bits per second the pacer releases.
+        pacing_bps: f64,
+        paced: std::collections::VecDeque<Frame>,
+        /// When the pacer may send its next packet.
+        pacer_free: Instant,
     },
 }
 
@@ -74,7 +96,7 @@ pub struct Source {
     pub octets: u32,
 }
 
-/// A frame's worth of packets is written through this: `(buffer, length)` per packet.
+/// Each packet is written through this.
 pub type Emit<'a> = &'a mut dyn FnMut(&[u8]);
 
 impl Source {
@@ -91,7 +113,7 @@ impl Source {
         )
     }
 
-    /// VP8 at `kbps` and `fps`, a keyframe every `keyframe_interval`.
+    /// VP8 at `kbps` and `fps`, a keyframe every `keyframe_interval`, paced.
     #[allow(clippy::too_many_arguments)]
     pub fn video(
         ssrc: u32,
@@ -115,6 +137,9 @@ impl Source {
             keyframe_every,
             picture_id: (ssrc & 0x7FFF) as u16,
             force_key: false,
+            pacing_bps: f64::from(kbps.max(1)) * 1000.0 * PACING_FACTOR,
+            paced: std::collections::VecDeque::with_capacity(MAX_PACED_FRAMES),
+            pacer_free: start,
         };
         Self::new(kind, ssrc, payload_type, mid, rid, exts, 90_000, start)
     }
@@ -162,9 +187,19 @@ impl Source {
         }
     }
 
-    /// When the next frame is due.
-    pub fn next_at(&self) -> Instant {
+    fn next_frame_at(&self) -> Instant {
         self.start + self.frame_interval() * self.frames as u32
+    }
+
+    /// When `poll` next has a packet to send: the next frame, or the pacer's next packet.
+    pub fn next_at(&self) -> Instant {
+        let frame = self.next_frame_at();
+        match &self.kind {
+            Kind::Video {
+                paced, pacer_free, ..
+            } if !paced.is_empty() => frame.min(*pacer_free),
+            _ => frame,
+        }
     }
 
     /// The RTP timestamp of frame `n`.
@@ -188,31 +223,34 @@ impl Source {
         }
     }
 
-    /// Writes every frame due by `now` (normally one), each as its packets. A loop that fell
+    /// Captures every frame due by `now` and sends what the pacer lets out. A loop that fell
     /// behind by more than a second skips ahead rather than bursting.
     pub fn poll(&mut self, now: Instant, epoch: Instant, buf: &mut [u8], emit: Emit<'_>) {
-        if now.saturating_duration_since(self.next_at()) > Duration::from_secs(1) {
+        if now.saturating_duration_since(self.next_frame_at()) > Duration::from_secs(1) {
             let behind = now.saturating_duration_since(self.start).as_secs_f64()
                 / self.frame_interval().as_secs_f64();
             self.frames = behind as u64;
         }
-        while self.next_at() <= now {
+        while self.next_frame_at() <= now {
             let frame = self.frames;
+            let at = self.next_frame_at();
             self.frames += 1;
-            self.write_frame(frame, now, epoch, buf, emit);
+            self.capture(frame, at, now, epoch, buf, emit);
         }
+        self.send_paced(now, epoch, buf, emit);
     }
 
-    fn write_frame(
+    /// Frame `frame`, due at `at`: audio goes at once, video into the pacer.
+    fn capture(
         &mut self,
         frame: u64,
+        at: Instant,
         now: Instant,
         epoch: Instant,
         buf: &mut [u8],
         emit: Emit<'_>,
     ) {
         let ts = self.timestamp(frame);
-        let stamp = nanos_since(epoch, now);
         match &mut self.kind {
             Kind::Audio => {
                 // Opus at ~32 kb/s: 80 bytes per 20 ms; a talking level most of the time.
@@ -232,7 +270,7 @@ impl Source {
                         audio_level: Some(0x80 | level),
                     },
                     &[],
-                    stamp,
+                    nanos_since(epoch, now),
                     80,
                 );
                 self.seq = self.seq.wrapping_add(1);
@@ -245,6 +283,8 @@ impl Source {
                 keyframe_every,
                 picture_id,
                 force_key,
+                paced,
+                pacer_free,
                 ..
             } => {
                 let key = frame.is_multiple_of(*keyframe_every) || *force_key;
@@ -255,56 +295,87 @@ impl Source {
                     *delta_bytes
                 };
                 let packets = size.div_ceil(MAX_PAYLOAD).max(1);
-                let per = size.div_ceil(packets);
                 *picture_id = (*picture_id + 1) & 0x7FFF;
-                let pid = *picture_id;
-                for i in 0..packets {
-                    let first = i == 0;
-                    // RFC 7741 §4.2: X=1, S on the first packet, PID 0; I=1, M=1: a 15-bit
-                    // PictureID.
-                    let mut desc = [0u8; 14];
-                    desc[0] = 0x80 | if first { 0x10 } else { 0 };
-                    desc[1] = 0x80;
-                    desc[2] = 0x80 | (pid >> 8) as u8;
-                    desc[3] = pid as u8;
-                    let mut d = 4;
-                    if first {
-                        // §4.3: the frame tag; P (bit 0) is 0 for a keyframe, show_frame set.
-                        desc[4] = if key { 0x10 } else { 0x11 };
-                        desc[5] = 0;
-                        desc[6] = 0;
-                        d = 7;
-                        if key {
-                            // The keyframe start code and a 640x360 frame.
-                            desc[7..14]
-                                .copy_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
-                            d = 14;
-                        }
-                    }
-                    let n = write_packet(
-                        buf,
-                        &Header {
-                            pt: self.payload_type,
-                            seq: self.seq,
-                            ts,
-                            ssrc: self.ssrc,
-                            marker: i + 1 == packets,
-                            exts: self.exts,
-                            mid: &self.mid,
-                            rid: self.rid.as_deref(),
-                            abs_send_time: abs_send_time(epoch, now),
-                            audio_level: None,
-                        },
-                        &desc[..d],
-                        stamp,
-                        per,
-                    );
-                    self.seq = self.seq.wrapping_add(1);
-                    self.packets = self.packets.wrapping_add(1);
-                    self.octets = self.octets.wrapping_add(per as u32);
-                    emit(&buf[..n]);
+                if paced.len() == MAX_PACED_FRAMES {
+                    paced.pop_front();
+                }
+                if paced.is_empty() {
+                    *pacer_free = (*pacer_free).max(at);
+                }
+                paced.push_back(Frame {
+                    key,
+                    ts,
+                    picture_id: *picture_id,
+                    packets,
+                    per: size.div_ceil(packets),
+                    next: 0,
+                });
+            }
+        }
+    }
+
+    /// Sends the packets the pacer releases by `now`.
+    fn send_paced(&mut self, now: Instant, epoch: Instant, buf: &mut [u8], emit: Emit<'_>) {
+        let Kind::Video {
+            paced,
+            pacer_free,
+            pacing_bps,
+            ..
+        } = &mut self.kind
+        else {
+            return;
+        };
+        while *pacer_free <= now {
+            let Some(f) = paced.front_mut() else { break };
+            let i = f.next;
+            let first = i == 0;
+            // RFC 7741 §4.2: X=1, S on the first packet, PID 0; I=1, M=1: a 15-bit PictureID.
+            let mut desc = [0u8; 14];
+            desc[0] = 0x80 | if first { 0x10 } else { 0 };
+            desc[1] = 0x80;
+            desc[2] = 0x80 | (f.picture_id >> 8) as u8;
+            desc[3] = f.picture_id as u8;
+            let mut d = 4;
+            if first {
+                // §4.3: the frame tag; P (bit 0) is 0 for a keyframe, show_frame set.
+                desc[4] = if f.key { 0x10 } else { 0x11 };
+                d = 7;
+                if f.key {
+                    // The keyframe start code and a 640x360 frame.
+                    desc[7..14].copy_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+                    d = 14;
                 }
             }
+            let n = write_packet(
+                buf,
+                &Header {
+                    pt: self.payload_type,
+                    seq: self.seq,
+                    ts: f.ts,
+                    ssrc: self.ssrc,
+                    marker: i + 1 == f.packets,
+                    exts: self.exts,
+                    mid: &self.mid,
+                    rid: self.rid.as_deref(),
+                    abs_send_time: abs_send_time(epoch, now),
+                    audio_level: None,
+                },
+                &desc[..d],
+                nanos_since(epoch, now),
+                f.per,
+            );
+            self.seq = self.seq.wrapping_add(1);
+            self.packets = self.packets.wrapping_add(1);
+            self.octets = self.octets.wrapping_add(f.per as u32);
+            *pacer_free += Duration::from_secs_f64((n * 8) as f64 / *pacing_bps);
+            f.next += 1;
+            if f.next == f.packets {
+                paced.pop_front();
+            }
+            emit(&buf[..n]);
+        }
+        if paced.is_empty() {
+            *pacer_free = (*pacer_free).max(now);
         }
     }
 }
@@ -703,6 +774,12 @@ mod tests {
                 .iter()
                 .all(|p| p.len() <= 12 + 12 + MAX_PAYLOAD + 16)
         );
+        // The keyframe (6 deltas, ~5 packets at 1 Mb/s) leaves over ~15 ms, not at once.
+        let mut v2 = Source::video(9, 96, "1", None, exts, 1000, 30, Duration::from_secs(2), t0);
+        let mut at_start = 0;
+        v2.poll(t0, t0, &mut buf, &mut |_| at_start += 1);
+        assert_eq!(at_start, 1, "one packet at the frame time, the rest paced");
+        assert!(v2.next_at() > t0 && v2.next_at() < t0 + Duration::from_millis(5));
         // A PLI makes the next frame a keyframe.
         v.request_keyframe();
         packets.clear();

@@ -13,8 +13,11 @@ use crate::scenario::Scenario;
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
+    /// Connection set-up, over the ramp.
     pub connect: Connect,
+    /// Loss from each stream's first packet to the end; rates over the measured window.
     pub receive: Receive,
+    /// One-way latency of the packets received in the measured window.
     pub latency_ms: Latency,
     pub first_frame_ms: Percentiles,
     pub generator: Generator,

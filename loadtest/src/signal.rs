@@ -150,7 +150,8 @@ impl Api {
 
     /// Creates the room (idempotent) with room for `max` participants.
     pub async fn create_room(&self, name: &str, max: u32) -> Result<(), SignalError> {
-        self.rooms()
+        match self
+            .rooms()
             .create_room(with_token(
                 pb::CreateRoomRequest {
                     name: name.to_owned(),
@@ -161,8 +162,12 @@ impl Api {
                 &self.admin,
             ))
             .await
-            .map_err(|s| rpc_error("CreateRoom", name, s))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // It exists with other settings (an operator made it): use it as it is.
+            Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+            Err(s) => Err(rpc_error("CreateRoom", name, s)),
+        }
     }
 
     pub async fn token(
