@@ -193,6 +193,7 @@ fn run_with<R: Router>(
             srtp_profiles: vec![Profile::AeadAes128Gcm],
             pin_threads: true,
             send_slots: ringcast_datapath::OUTBOX_SLOTS,
+            pace_bursts: true,
         },
         router,
         Arc::new(|_, _| {}),

@@ -96,6 +96,7 @@ fn wait_readable(socket: &UdpSocket, timeout: std::time::Duration) {
 fn flush<R: Router>(socket: &UdpSocket, shard: &mut Shard<R>, batch: &mut SendBatch) {
     let mut queued = std::mem::take(&mut shard.queued);
     shard.core.outbox.take_queue(&mut queued);
+    shard.core.pace(&mut queued, Instant::now());
     send_batch(socket, shard, &queued, batch);
     for q in queued.drain(..) {
         shard.core.outbox.release(q.slot);

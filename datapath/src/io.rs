@@ -54,6 +54,8 @@ pub struct DatapathConfig {
     /// Send slots per shard at most (`shard::OUTBOX_SLOTS` is the default): what sends may be
     /// queued and in flight at once. Memory is touched only as far as it is used.
     pub send_slots: usize,
+    /// Pace each transport's bursts (see `pacer`).
+    pub pace_bursts: bool,
 }
 
 /// Receives shard events on the shard's thread; must not block.
@@ -111,8 +113,13 @@ impl<R: Router> Shard<R> {
 
     /// How long the loop may block: until the next timer, at most 10 ms so commands are seen.
     pub(crate) fn next_wait(&self, now: Instant) -> Duration {
+        let pacer = self
+            .core
+            .next_release()
+            .map_or(Duration::MAX, |t| t.saturating_duration_since(now));
         self.next_timer
             .saturating_duration_since(now)
+            .min(pacer)
             .min(Duration::from_millis(10))
     }
 
@@ -328,7 +335,8 @@ impl<R: Router> Datapath<R> {
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
             let running = Arc::new(AtomicBool::new(true));
             let mut shard = Shard {
-                core: ShardCore::with_send_slots(ctx.clone(), router(index), config.send_slots),
+                core: ShardCore::with_send_slots(ctx.clone(), router(index), config.send_slots)
+                    .pacing(config.pace_bursts),
                 metrics: ShardMetrics::register(
                     index,
                     *backend_name.lock().unwrap_or_else(|p| p.into_inner()),

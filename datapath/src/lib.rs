@@ -12,6 +12,7 @@ mod fallback;
 pub mod ice;
 pub mod io;
 pub mod outbox;
+pub mod pacer;
 pub mod router;
 pub mod shard;
 pub mod srtp;

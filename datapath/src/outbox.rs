@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 
+use crate::shard::TransportId;
+
 /// Bytes per slot: any datagram a shard sends fits.
 pub const SLOT_SIZE: usize = 2048;
 
@@ -18,6 +20,8 @@ pub struct Queued {
     pub slot: u32,
     pub to: SocketAddr,
     pub len: u32,
+    /// The transport whose media this is, for the pacer; `None`: sent unpaced (STUN, DTLS).
+    pub flow: Option<TransportId>,
 }
 
 /// The pool and the queue of datagrams to send this sweep.
@@ -64,10 +68,16 @@ impl Outbox {
 
     /// Queues `len` bytes of `slot` for `to`.
     pub fn push(&mut self, slot: u32, to: SocketAddr, len: usize) {
+        self.push_flow(slot, to, len, None);
+    }
+
+    /// Queues `len` bytes of `slot` for `to`, media of transport `flow` (paced).
+    pub fn push_flow(&mut self, slot: u32, to: SocketAddr, len: usize, flow: Option<TransportId>) {
         self.queue.push(Queued {
             slot,
             to,
             len: len.min(SLOT_SIZE) as u32,
+            flow,
         });
     }
 

@@ -113,7 +113,8 @@ impl RouteIo<'_> {
         };
         match sealed {
             Some(n) => {
-                self.outbox.push(slot, addr, n);
+                // RTP is paced per transport; RTCP (small, and feedback) goes at once.
+                self.outbox.push_flow(slot, addr, n, (!rtcp).then_some(to));
                 if !rtcp {
                     self.stats.rtp_forwarded += 1;
                 }

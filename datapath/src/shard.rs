@@ -10,7 +10,8 @@ use openssl::ssl::SslContext;
 
 use crate::dtls::{Dtls, DtlsEvent, Fingerprint, Role};
 use crate::ice::{CheckOutcome, IceLite, Selected};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Queued};
+use crate::pacer::Pacer;
 use crate::router::{RouteIo, Router};
 use crate::srtp::{self, Profile};
 use crate::stats::{DropReason, ShardStats};
@@ -158,6 +159,8 @@ pub struct ShardCore<R: Router> {
     pub outbox: Outbox,
     /// Free slots a datagram may need: the most sends one datagram has produced, plus a margin.
     send_reserve: usize,
+    pacer: Pacer,
+    pace_bursts: bool,
     events: Vec<Event>,
     pub stats: ShardStats,
 }
@@ -177,6 +180,8 @@ impl<R: Router> ShardCore<R> {
             by_addr: HashMap::new(),
             outbox: Outbox::new(slots.max(1)),
             send_reserve: SEND_RESERVE_MARGIN,
+            pacer: Pacer::default(),
+            pace_bursts: true,
             events: Vec::new(),
             stats: ShardStats::default(),
         }
@@ -308,6 +313,9 @@ impl<R: Router> ShardCore<R> {
 
     fn remove(&mut self, id: TransportId) {
         self.router.transport_removed(id);
+        for q in self.pacer.remove(id).into_iter().flatten() {
+            self.outbox.release(q.slot);
+        }
         if let Some(mut t) = self.transports.remove(&id) {
             self.by_ufrag.remove(&t.config.local_ufrag);
             for a in &t.validated {
@@ -333,6 +341,28 @@ impl<R: Router> ShardCore<R> {
     /// submissions instead of dropped).
     pub fn has_room(&self) -> bool {
         self.outbox.free_slots() >= self.send_reserve
+    }
+
+    /// Turns burst pacing on or off (on by default).
+    pub fn pacing(mut self, on: bool) -> Self {
+        self.pace_bursts = on;
+        self
+    }
+
+    /// Paces the queue the IO loop took from the outbox (held datagrams keep their slots) and
+    /// adds the held ones whose time has come. Called once per loop pass, with or without new
+    /// datagrams.
+    pub fn pace(&mut self, queue: &mut Vec<Queued>, now: Instant) {
+        if !self.pace_bursts {
+            return;
+        }
+        self.pacer.admit(queue, now);
+        self.stats.paced += self.pacer.take_paced();
+    }
+
+    /// When the pacer next lets a held datagram out.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.pacer.next_release()
     }
 
     /// Handles one received datagram. `buf` is the receive buffer, decrypted in place.

@@ -68,6 +68,8 @@ pub struct ShardStats {
     pub rtp_forwarded: u64,
     /// Sweeps that held datagrams back until sends completed (the outbox was short of slots).
     pub sweeps_yielded: u64,
+    /// Datagrams the pacer held back before sending.
+    pub paced: u64,
     pub drops: [u64; DropReason::ALL.len()],
     /// Handshake durations (seconds) since the last publish; at most `MAX_DURATIONS` kept.
     pub dtls_durations: Vec<f64>,
@@ -106,6 +108,7 @@ pub struct ShardMetrics {
     rtcp_in: Counter,
     rtp_forwarded: Counter,
     sweeps_yielded: Counter,
+    paced: Counter,
     drops: Vec<Counter>,
     transports: Gauge,
     batch: Histogram,
@@ -130,6 +133,7 @@ impl ShardMetrics {
             rtcp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtcp"),
             rtp_forwarded: counter!("ringcast_rtp_forwarded_total", "shard" => s.clone()),
             sweeps_yielded: counter!("ringcast_shard_sweeps_yielded_total", "shard" => s.clone()),
+            paced: counter!("ringcast_paced_datagrams_total", "shard" => s.clone()),
             drops: DropReason::ALL
                 .iter()
                 .map(|d| counter!("ringcast_drops_total", "shard" => s.clone(), "reason" => d.as_str()))
@@ -162,6 +166,7 @@ impl ShardMetrics {
         self.rtcp_in.increment(s.rtcp_in);
         self.rtp_forwarded.increment(s.rtp_forwarded);
         self.sweeps_yielded.increment(s.sweeps_yielded);
+        self.paced.increment(s.paced);
         for (c, n) in self.drops.iter().zip(s.drops) {
             c.increment(n);
         }

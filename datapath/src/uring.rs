@@ -196,6 +196,7 @@ fn sweep_loop<R: Router>(
         }
         let mut queued = std::mem::take(&mut shard.queued);
         shard.core.outbox.take_queue(&mut queued);
+        shard.core.pace(&mut queued, Instant::now());
         for q in queued.drain(..) {
             let i = q.slot as usize;
             let s = &mut slots[i];

@@ -99,6 +99,7 @@ fn start(
             srtp_profiles: vec![profile],
             pin_threads: false,
             send_slots,
+            pace_bursts: true,
         },
         |_| Fanout::default(),
         Arc::new(move |shard, ev| {

@@ -72,6 +72,9 @@ pub struct Config {
     pub media_backend: MediaBackend,
     /// SRTP profiles accepted, in order of preference.
     pub srtp_profiles: Vec<SrtpProfileName>,
+    /// Spread each subscriber's bursts (a keyframe from a publisher that does not pace) at 2.5
+    /// times its recent rate beyond a 16 KiB allowance.
+    pub pace_bursts: bool,
     /// Addresses put into ICE candidates (IPv4 and/or IPv6), e.g. the node's public IP.
     pub public_ips: Vec<IpAddr>,
     pub api_key: String,
@@ -97,6 +100,7 @@ impl Default for Config {
                 SrtpProfileName::AeadAes256Gcm,
                 SrtpProfileName::AesCm128HmacSha1_80,
             ],
+            pace_bursts: true,
             public_ips: vec![IpAddr::from([127, 0, 0, 1])],
             api_key: DEV_API_KEY.to_owned(),
             api_secret: DEV_API_SECRET.to_owned(),
@@ -129,6 +133,9 @@ pub struct Cli {
     pub udp_bind_ip: Option<IpAddr>,
     #[arg(long, env = "RINGCAST_MEDIA_BACKEND")]
     pub media_backend: Option<MediaBackend>,
+    /// `true` or `false`.
+    #[arg(long, env = "RINGCAST_PACE_BURSTS")]
+    pub pace_bursts: Option<bool>,
     /// SRTP profiles in order of preference (env: comma-separated).
     #[arg(
         long = "srtp-profile",
@@ -196,6 +203,7 @@ impl Config {
             udp_port_base,
             shards,
             media_backend,
+            pace_bursts,
             api_key,
             api_secret,
             drain_grace_secs,

@@ -67,6 +67,7 @@ impl Server {
                 srtp_profiles: srtp.iter().map(|p| srtp_profile(*p)).collect(),
                 pin_threads: true,
                 send_slots: ringcast_datapath::OUTBOX_SLOTS,
+                pace_bursts: config.pace_bursts,
             },
             &config.public_ips,
             shard_events_tx,
