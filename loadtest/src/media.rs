@@ -216,6 +216,13 @@ impl Source {
             .wrapping_add((secs * f64::from(self.clock_rate)) as u64 as u32)
     }
 
+    /// Frames leave as one burst, as senders without a pacer (aiortc, GStreamer) send them.
+    pub fn unpace(&mut self) {
+        if let Kind::Video { pacing_bps, .. } = &mut self.kind {
+            *pacing_bps = f64::INFINITY;
+        }
+    }
+
     /// The next video frame is a keyframe (a PLI or FIR arrived).
     pub fn request_keyframe(&mut self) {
         if let Kind::Video { force_key, .. } = &mut self.kind {

@@ -145,6 +145,7 @@ pub async fn run(s: &Scenario, o: &Options) -> Result<Report, RunError> {
         fps: s.fps,
         keyframe_interval: s.keyframe_interval,
         simulcast: s.simulcast,
+        unpaced: s.unpaced,
     };
     // Publishers first in every room, so subscribers find tracks in their first offer.
     let mut people = Vec::new();

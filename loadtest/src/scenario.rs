@@ -48,6 +48,10 @@ pub struct Args {
     /// Publish video as three simulcast layers (rids q, h, f).
     #[arg(long)]
     pub simulcast: bool,
+    /// Publishers send each video frame as one burst, as aiortc and GStreamer do (browsers
+    /// pace at 2.5 times the bitrate).
+    #[arg(long)]
+    pub unpaced: bool,
     /// The SRTP profile every client offers: AEAD_AES_128_GCM, AEAD_AES_256_GCM or
     /// AES_CM_128_HMAC_SHA1_80.
     #[arg(long)]
@@ -104,6 +108,7 @@ pub struct File {
     pub audio_only: Option<bool>,
     pub video_only: Option<bool>,
     pub simulcast: Option<bool>,
+    pub unpaced: Option<bool>,
     pub srtp_profile: Option<String>,
     pub ramp_rate: Option<u32>,
     pub seed: Option<u64>,
@@ -131,6 +136,7 @@ pub struct Scenario {
     #[serde(serialize_with = "secs")]
     pub keyframe_interval: Duration,
     pub simulcast: bool,
+    pub unpaced: bool,
     #[serde(serialize_with = "profile_name")]
     pub srtp_profile: Profile,
     pub ramp_rate: u32,
@@ -262,6 +268,7 @@ impl Scenario {
                 Duration::from_secs(2),
             )?,
             simulcast: a.simulcast || f.simulcast.unwrap_or(false),
+            unpaced: a.unpaced || f.unpaced.unwrap_or(false),
             srtp_profile: match a.srtp_profile.as_ref().or(f.srtp_profile.as_ref()) {
                 Some(p) => parse_profile(p)?,
                 None => Profile::AeadAes128Gcm,

@@ -220,6 +220,8 @@ pub struct MediaPlan {
     pub fps: u32,
     pub keyframe_interval: Duration,
     pub simulcast: bool,
+    /// Frames leave as one burst instead of paced.
+    pub unpaced: bool,
 }
 
 /// One participant of the scenario.
@@ -534,7 +536,7 @@ async fn publish(
         } else {
             (Some(sdp::RIDS[i]), plan.video_kbps >> (4 - 2 * i.min(2)))
         };
-        sources.push(Source::video(
+        let mut v = Source::video(
             *ssrc,
             96,
             "1",
@@ -544,7 +546,11 @@ async fn publish(
             plan.fps,
             plan.keyframe_interval,
             start,
-        ));
+        );
+        if plan.unpaced {
+            v.unpace();
+        }
+        sources.push(v);
     }
     let client = client_for(shared, &local, &remote, &mut rng)?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
