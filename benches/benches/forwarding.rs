@@ -11,17 +11,13 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes128Gcm, KeyInit, Nonce};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
-use ringcast_benches::rtp_packet;
 use ringcast_control::codec::CodecName;
 use ringcast_datapath::client::{Client, ClientConfig, connect_blocking};
 use ringcast_datapath::dtls::{self, Fingerprint, Role};
@@ -74,15 +70,6 @@ fn fp(c: &X509) -> Fingerprint {
     Fingerprint::sha256(c).unwrap()
 }
 
-fn pin(core: usize) {
-    // SAFETY: plain affinity call on the current thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 /// ICE + DTLS from a client socket (the shared client); returns its SRTP keys.
 fn connect(
     sock: &UdpSocket,
@@ -104,33 +91,6 @@ fn connect(
     .unwrap();
     connect_blocking(&mut c, sock, server, Duration::from_secs(10)).unwrap();
     c.keys().cloned().unwrap()
-}
-
-/// Sends SRTP from `sock` to `to` as fast as it can until `stop`.
-fn publisher(
-    sock: UdpSocket,
-    to: SocketAddr,
-    mut tx: Context,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        pin(1);
-        let plain = rtp_packet(0, 12 + PAYLOAD);
-        let mut buf = plain.clone();
-        buf.resize(plain.len() + 16, 0);
-        let mut seq = 0u16;
-        let mut sent = 0;
-        while !stop.load(Ordering::Relaxed) {
-            seq = seq.wrapping_add(1);
-            buf[..plain.len()].copy_from_slice(&plain);
-            buf[2..4].copy_from_slice(&seq.to_be_bytes());
-            let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
-            if sock.send_to(&buf[..n], to).is_ok() {
-                sent += 1;
-            }
-        }
-        sent
-    })
 }
 
 /// Which router the shard runs.
@@ -233,7 +193,8 @@ fn run_with<R: Router>(
     let tx = Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let pub_sock = socks.remove(0);
-    let sender = publisher(pub_sock, server, tx, stop.clone());
+    let sender =
+        ringcast_benches::reference::publisher(pub_sock, server, tx, PAYLOAD, stop.clone());
     // Warm up, then measure the shard's successful sends over the window.
     std::thread::sleep(Duration::from_millis(500));
     let start_count = counter_total("ringcast_packets_out_total");
@@ -246,150 +207,6 @@ fn run_with<R: Router>(
     let _ = sender.join();
     dp.stop();
     drop(socks);
-    (end_count - start_count) as f64 / elapsed.as_secs_f64()
-}
-
-/// The reference: recvmmsg, 10 × (copy + AES-128-GCM encrypt), sendmmsg. Egress packets/s.
-fn run_reference(secs: u64) -> f64 {
-    let ingress = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let ingress_addr = ingress.local_addr().unwrap();
-    let sinks: Vec<UdpSocket> = (0..SUBSCRIBERS)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let dests: Vec<SocketAddr> = sinks.iter().map(|s| s.local_addr().unwrap()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let egress = Arc::new(AtomicU64::new(0));
-    let fwd = {
-        let (stop, egress) = (stop.clone(), egress.clone());
-        std::thread::spawn(move || {
-            pin(0);
-            ingress
-                .set_read_timeout(Some(Duration::from_millis(10)))
-                .unwrap();
-            let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let aead = Aes128Gcm::new_from_slice(&[7u8; 16]).unwrap();
-            const BATCH: usize = 32;
-            let mut rbufs = vec![[0u8; 2048]; BATCH];
-            let mut sbufs = vec![[0u8; 2048]; BATCH * SUBSCRIBERS];
-            let addrs: Vec<libc::sockaddr_in> = dests
-                .iter()
-                .map(|d| {
-                    let SocketAddr::V4(a) = d else { unreachable!() };
-                    // SAFETY: zeroed sockaddr_in is valid.
-                    let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-                    s.sin_family = libc::AF_INET as _;
-                    s.sin_port = a.port().to_be();
-                    s.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                    s
-                })
-                .collect();
-            let mut riov: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-            let mut siov: Vec<libc::iovec> = vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                BATCH * SUBSCRIBERS
-            ];
-            // SAFETY: zeroed mmsghdr is valid; pointers set below.
-            let mut rmsgs: Vec<libc::mmsghdr> =
-                (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-            let mut smsgs: Vec<libc::mmsghdr> = (0..BATCH * SUBSCRIBERS)
-                .map(|_| unsafe { std::mem::zeroed() })
-                .collect();
-            for b in rbufs.iter_mut() {
-                riov.push(libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                });
-            }
-            for (m, iov) in rmsgs.iter_mut().zip(riov.iter_mut()) {
-                m.msg_hdr.msg_iov = iov;
-                m.msg_hdr.msg_iovlen = 1;
-            }
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                // SAFETY: buffers and headers outlive the call.
-                let n = unsafe {
-                    libc::recvmmsg(
-                        ingress.as_raw_fd(),
-                        rmsgs.as_mut_ptr(),
-                        BATCH as u32,
-                        0,
-                        std::ptr::null_mut(),
-                    )
-                };
-                if n <= 0 {
-                    continue;
-                }
-                let mut k = 0;
-                for i in 0..n as usize {
-                    let len = rmsgs[i].msg_len as usize;
-                    for (d, addr) in addrs.iter().enumerate() {
-                        let b = &mut sbufs[k];
-                        b[..len].copy_from_slice(&rbufs[i][..len]);
-                        seq += 1;
-                        let mut nonce = [0u8; 12];
-                        nonce[4..].copy_from_slice(&seq.to_be_bytes());
-                        let (head, body) = b.split_at_mut(12);
-                        let tag = aead
-                            .encrypt_in_place_detached(
-                                &Nonce::from(nonce),
-                                head,
-                                &mut body[..len - 12],
-                            )
-                            .unwrap();
-                        body[len - 12..len + 4].copy_from_slice(&tag);
-                        siov[k] = libc::iovec {
-                            iov_base: b.as_mut_ptr().cast(),
-                            iov_len: len + 16,
-                        };
-                        smsgs[k].msg_hdr.msg_iov = &mut siov[k];
-                        smsgs[k].msg_hdr.msg_iovlen = 1;
-                        smsgs[k].msg_hdr.msg_name =
-                            (addr as *const libc::sockaddr_in).cast_mut().cast();
-                        smsgs[k].msg_hdr.msg_namelen =
-                            std::mem::size_of::<libc::sockaddr_in>() as u32;
-                        k += 1;
-                        let _ = d;
-                    }
-                }
-                let mut off = 0;
-                while off < k {
-                    // SAFETY: as above.
-                    let sent = unsafe {
-                        libc::sendmmsg(
-                            out.as_raw_fd(),
-                            smsgs[off..].as_mut_ptr(),
-                            (k - off) as u32,
-                            0,
-                        )
-                    };
-                    if sent <= 0 {
-                        break;
-                    }
-                    egress.fetch_add(sent as u64, Ordering::Relaxed);
-                    off += sent as usize;
-                }
-            }
-        })
-    };
-    // The same publisher traffic (SRTP-sized packets), into the reference.
-    let sender_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let key: Vec<u8> = (0..16).collect();
-    let salt: Vec<u8> = (0..12).collect();
-    let tx = Context::new(Profile::AeadAes128Gcm, &key, &salt).unwrap();
-    let sender = publisher(sender_sock, ingress_addr, tx, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
-    let start_count = egress.load(Ordering::Relaxed);
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
-    let end_count = egress.load(Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let _ = sender.join();
-    let _ = fwd.join();
-    drop(sinks);
     (end_count - start_count) as f64 / elapsed.as_secs_f64()
 }
 
@@ -418,7 +235,7 @@ fn main() {
     for i in 0..runs {
         // Alternate, so drift on a shared machine hits both alike.
         let s = run_shard(backend, secs, routing);
-        let r = run_reference(secs);
+        let r = ringcast_benches::reference::run(secs, SUBSCRIBERS, PAYLOAD);
         println!(
             "run {i}: shard {s:.0} pkt/s, reference {r:.0} pkt/s, ratio {:.3}",
             s / r

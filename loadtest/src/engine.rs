@@ -89,6 +89,8 @@ pub struct Live {
     pub packets_out: u64,
     pub lost: u64,
     pub nacks: u64,
+    /// Received streams that have delivered at least one packet.
+    pub streams_flowing: usize,
     /// Latest p99 of one-way latency (µs) over the last second, all streams.
     pub p99_us: u64,
 }
@@ -141,6 +143,8 @@ pub struct EngineReport {
     pub send_slots_exhausted: u64,
     pub packets_decrypted: u64,
     pub packets_header_only: u64,
+    /// Packets older than their stream's start (history replays), left out of the latency.
+    pub packets_replayed: u64,
 }
 
 enum State {
@@ -268,10 +272,7 @@ pub struct Engine {
     decrypt_every: u64,
     publishing: bool,
     measuring: Option<Instant>,
-    latency_audio: Histogram<u64>,
-    latency_video: Histogram<u64>,
-    /// The last second's latencies, for the live line.
-    latency_live: Histogram<u64>,
+    latency: Latencies,
     max_lateness: Duration,
     decrypted: u64,
     header_only: u64,
@@ -317,9 +318,12 @@ impl Engine {
             decrypt_every: decrypt_every.max(1),
             publishing: true,
             measuring: None,
-            latency_audio: histogram(),
-            latency_video: histogram(),
-            latency_live: histogram(),
+            latency: Latencies {
+                audio: histogram(),
+                video: histogram(),
+                live: histogram(),
+                replayed: 0,
+            },
             max_lateness: Duration::ZERO,
             decrypted: 0,
             header_only: 0,
@@ -439,8 +443,8 @@ impl Engine {
                 let now = Instant::now();
                 self.measuring = Some(now);
                 // Latency and lateness are the window's; loss counts from each stream's start.
-                self.latency_audio.reset();
-                self.latency_video.reset();
+                self.latency.audio.reset();
+                self.latency.video.reset();
                 self.max_lateness = Duration::ZERO;
                 for t in self.transports.iter_mut().flatten() {
                     if let State::Subscriber {
@@ -578,15 +582,7 @@ impl Engine {
                 {
                     let sent = u32::from_be_bytes([0, e[0], e[1], e[2]]);
                     let age = media::abs_send_time_age(sent, self.epoch, now);
-                    record(
-                        if s.video {
-                            &mut self.latency_video
-                        } else {
-                            &mut self.latency_audio
-                        },
-                        &mut self.latency_live,
-                        age,
-                    );
+                    self.latency.record(s, now, age);
                 }
                 if arrival.gap {
                     Self::schedule(&mut self.heap, t, id, now);
@@ -630,15 +626,7 @@ impl Engine {
                         let age = Duration::from_nanos(
                             media::nanos_since(self.epoch, now).saturating_sub(stamp),
                         );
-                        record(
-                            if s.video {
-                                &mut self.latency_video
-                            } else {
-                                &mut self.latency_audio
-                            },
-                            &mut self.latency_live,
-                            age,
-                        );
+                        self.latency.record(s, now, age);
                     }
                     if arrival.gap {
                         Self::schedule(&mut self.heap, t, id, now);
@@ -873,10 +861,10 @@ impl Engine {
     fn publish_live(&mut self) {
         let mut live = Live {
             packets_out: self.io.packets_out,
-            p99_us: self.latency_live.value_at_quantile(0.99),
+            p99_us: self.latency.live.value_at_quantile(0.99),
             ..Live::default()
         };
-        self.latency_live.reset();
+        self.latency.live.reset();
         for t in self.transports.iter().flatten() {
             live.transports += 1;
             if t.connected_at.is_some() {
@@ -890,6 +878,7 @@ impl Engine {
                     live.packets_in += s.received;
                     live.bytes_in += s.bytes;
                     live.lost += s.lost();
+                    live.streams_flowing += usize::from(s.received > 0);
                     live.nacks += s.nacked;
                 }
             }
@@ -979,13 +968,14 @@ impl Engine {
         }
         EngineReport {
             transports,
-            latency_audio: self.latency_audio.clone(),
-            latency_video: self.latency_video.clone(),
+            latency_audio: self.latency.audio.clone(),
+            latency_video: self.latency.video.clone(),
             window,
             max_send_lateness: self.max_lateness,
             send_slots_exhausted: self.io.exhausted,
             packets_decrypted: self.decrypted,
             packets_header_only: self.header_only,
+            packets_replayed: self.latency.replayed,
         }
     }
 }
@@ -996,10 +986,34 @@ impl Drop for Engine {
     }
 }
 
-fn record(h: &mut Histogram<u64>, live: &mut Histogram<u64>, d: Duration) {
-    let us = (d.as_micros() as u64).clamp(1, 60_000_000);
-    let _ = h.record(us);
-    let _ = live.record(us);
+/// One-way latencies (µs): the window's, by kind, and the last second's for the live line.
+struct Latencies {
+    audio: Histogram<u64>,
+    video: Histogram<u64>,
+    live: Histogram<u64>,
+    /// Packets sent before their stream's first packet arrived here: a newcomer's keyframe
+    /// replayed from the server's history, old on purpose, so not a latency.
+    replayed: u64,
+}
+
+impl Latencies {
+    /// `age` of a packet of stream `s` that arrived at `now`.
+    fn record(&mut self, s: &Stream, now: Instant, age: Duration) {
+        if s.first_at
+            .is_some_and(|first| now.checked_sub(age).is_some_and(|sent| sent < first))
+        {
+            self.replayed += 1;
+            return;
+        }
+        let us = (age.as_micros() as u64).clamp(1, 60_000_000);
+        let h = if s.video {
+            &mut self.video
+        } else {
+            &mut self.audio
+        };
+        let _ = h.record(us);
+        let _ = self.live.record(us);
+    }
 }
 
 /// The wall clock as a 64-bit NTP timestamp (for sender reports).

@@ -510,8 +510,7 @@ pub struct Stream {
     last_transit: Option<i64>,
     pub first_at: Option<Instant>,
     pub first_keyframe_at: Option<Instant>,
-    expected_prior: u64,
-    received_prior: u64,
+    interval: ringcast_media::rtcp::ReportInterval,
     /// The middle of the last sender report's NTP time, and when it arrived.
     pub last_sr: Option<(u32, Instant)>,
 }
@@ -544,8 +543,7 @@ impl Stream {
             last_transit: None,
             first_at: None,
             first_keyframe_at: None,
-            expected_prior: 0,
-            received_prior: 0,
+            interval: Default::default(),
             last_sr: None,
         }
     }
@@ -695,14 +693,7 @@ impl Stream {
     /// A receiver report block for this stream (RFC 3550 §6.4.1), advancing the interval.
     pub fn report_block(&mut self, now: Instant) -> ReportBlock {
         let expected = self.expected();
-        let expected_interval = expected - self.expected_prior;
-        let received_interval = self.received - self.received_prior;
-        self.expected_prior = expected;
-        self.received_prior = self.received;
-        let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction = (lost_interval << 8)
-            .checked_div(expected_interval)
-            .map_or(0, |f| f.min(255) as u8);
+        let fraction = self.interval.fraction_lost(expected, self.received);
         let (lsr, dlsr) = self.last_sr.map_or((0, 0), |(mid, at)| {
             (
                 mid,

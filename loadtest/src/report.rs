@@ -51,6 +51,9 @@ pub struct Receive {
     pub loss_pct: f64,
     pub duplicates: u64,
     pub recovered: u64,
+    /// Packets sent before their stream started here (a newcomer's keyframe replay): not in
+    /// the latency.
+    pub replayed: u64,
     pub nacks_sent: u64,
     pub jitter_ms_p50: f64,
     pub jitter_ms_max: f64,
@@ -161,6 +164,7 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
         loss_pct: 0.0,
         duplicates: 0,
         recovered: 0,
+        replayed: e.packets_replayed,
         nacks_sent: 0,
         jitter_ms_p50: 0.0,
         jitter_ms_max: 0.0,
@@ -334,14 +338,15 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "loss          {:.3} % ({} of {}; worst subscriber {:.3} %), {} duplicates, {} recovered, {} NACKs sent",
+            "loss          {:.3} % ({} of {}; worst subscriber {:.3} %), {} duplicates, {} recovered, {} NACKs sent, {} replayed from history",
             r.loss_pct,
             r.lost,
             r.expected,
             r.worst_loss_pct,
             r.duplicates,
             r.recovered,
-            r.nacks_sent
+            r.nacks_sent,
+            r.replayed
         );
         let _ = writeln!(
             o,

@@ -46,6 +46,18 @@ fn expected_transports(s: &Scenario) -> usize {
     (s.rooms * (s.publishers + pubs_sub + s.subscribers)) as usize
 }
 
+/// Streams every subscriber transport should receive: each other publisher's audio and video.
+fn expected_streams(s: &Scenario) -> usize {
+    let k = s.streams_per_publisher();
+    let subs = s.subscribers * s.publishers * k;
+    let pubs = if s.publishers_subscribe {
+        s.publishers * s.publishers.saturating_sub(1) * k
+    } else {
+        0
+    };
+    (s.rooms * (subs + pubs)) as usize
+}
+
 fn room_name(s: &Scenario, r: u32) -> String {
     format!("{}-{}", s.room_prefix, r + 1)
 }
@@ -219,6 +231,18 @@ pub async fn run(s: &Scenario, o: &Options) -> Result<Report, RunError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Then for every stream to flow (a meeting renegotiates as its last members join), and a
+    // moment for the newcomers' keyframe replays to drain.
+    let streams = expected_streams(s);
+    while Instant::now() < deadline {
+        let l = live.lock().map(|l| *l).unwrap_or_default();
+        bar.set_message(format!("{}/{streams} streams flowing", l.streams_flowing));
+        if l.streams_flowing >= streams || !signal_errors.is_empty() || l.failed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     bar.finish_and_clear();
     // The measured window.
     let _ = tx.send(Command::Measure);

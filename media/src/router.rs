@@ -190,8 +190,7 @@ struct Layer {
     /// Receive statistics for receiver reports (RFC 3550 A.3).
     base: Option<u64>,
     received: u64,
-    expected_prior: u64,
-    received_prior: u64,
+    interval: rtcp::ReportInterval,
     /// Middle 32 bits of the last SR's NTP time, and when it arrived.
     last_sr: Option<(u32, Instant)>,
     /// The last packet, and since when packets have come without a pause: a simulcast layer
@@ -595,8 +594,7 @@ impl MediaRouter {
                         last_keyframe: None,
                         base: None,
                         received: 0,
-                        expected_prior: 0,
-                        received_prior: 0,
+                        interval: rtcp::ReportInterval::default(),
                         last_sr: None,
                     })
                     .collect::<Vec<_>>();
@@ -732,14 +730,7 @@ impl MediaRouter {
                 };
                 let expected = high - base + 1;
                 let lost = expected.saturating_sub(l.received);
-                let expected_interval = expected - l.expected_prior;
-                let received_interval = l.received - l.received_prior;
-                l.expected_prior = expected;
-                l.received_prior = l.received;
-                let lost_interval = expected_interval.saturating_sub(received_interval);
-                let fraction = (lost_interval << 8)
-                    .checked_div(expected_interval)
-                    .map_or(0, |f| f.min(255) as u8);
+                let fraction = l.interval.fraction_lost(expected, l.received);
                 let (lsr, dlsr) = match l.last_sr {
                     Some((mid, at)) => (
                         mid,

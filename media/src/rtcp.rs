@@ -27,6 +27,29 @@ pub struct ReportBlock {
     pub delay_since_last_sr: u32,
 }
 
+/// The receive interval of one stream between two report blocks (RFC 3550 A.3): what was
+/// expected and received at the last report, for the block's fraction lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportInterval {
+    expected_prior: u64,
+    received_prior: u64,
+}
+
+impl ReportInterval {
+    /// The fraction of packets lost (in 1/256) since the last call, given the totals now;
+    /// starts the next interval.
+    pub fn fraction_lost(&mut self, expected: u64, received: u64) -> u8 {
+        let expected_interval = expected.saturating_sub(self.expected_prior);
+        let received_interval = received.saturating_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = received;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8)
+    }
+}
+
 /// One packet of a compound RTCP datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rtcp<'a> {
