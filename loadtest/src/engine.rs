@@ -40,6 +40,8 @@ const RECV_FLAG: u64 = 1 << 63;
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A video stream without a keyframe this long after its transport connected asks for one.
 const PLI_AFTER: Duration = Duration::from_millis(300);
+/// Completions that wake a waiting engine (else its timer, at most 1 ms, does).
+const WAIT_BATCH: usize = 32;
 /// Completions handled per pass before the timers run again.
 const MAX_COMPLETIONS_PER_PASS: usize = 2048;
 /// SSRC our RTCP is sent with.
@@ -93,6 +95,8 @@ pub struct Live {
     pub streams_flowing: usize,
     /// Latest p99 of one-way latency (µs) over the last second, all streams.
     pub p99_us: u64,
+    /// Counts the publications (one a second).
+    pub seq: u64,
 }
 
 /// One received stream's results.
@@ -280,6 +284,7 @@ pub struct Engine {
     scratch: Box<[u8]>,
     /// Transports whose multishot receive ended (reused each pass).
     rearm: Vec<usize>,
+    live_seq: u64,
 }
 
 /// 1 µs to 60 s at 3 significant digits.
@@ -294,6 +299,10 @@ impl Engine {
     pub fn new(epoch: Instant, decrypt_every: u64, live: Arc<Mutex<Live>>) -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_single_issuer()
+            // Completions run only when the engine asks, and a waiting engine is woken when
+            // WAIT_BATCH of them are ready (or its timer): on loopback every wakeup is the
+            // sender's cost, so one per packet would bill the server for the generator.
+            .setup_defer_taskrun()
             .setup_cqsize(65536)
             .build(4096)?;
         let bufs = BufRing::new(RECV_BUFS, BUF_SIZE)?;
@@ -330,6 +339,7 @@ impl Engine {
             live,
             scratch: vec![0u8; BUF_SIZE].into_boxed_slice(),
             rearm: Vec::new(),
+            live_seq: 0,
         })
     }
 
@@ -357,7 +367,7 @@ impl Engine {
             self.io.submit_pending()?;
             let ts = types::Timespec::from(wait);
             let args = types::SubmitArgs::new().timespec(&ts);
-            match self.io.ring.submitter().submit_with_args(1, &args) {
+            match self.io.ring.submitter().submit_with_args(WAIT_BATCH, &args) {
                 Ok(_) => {}
                 Err(e)
                     if matches!(
@@ -859,7 +869,9 @@ impl Engine {
     }
 
     fn publish_live(&mut self) {
+        self.live_seq += 1;
         let mut live = Live {
+            seq: self.live_seq,
             packets_out: self.io.packets_out,
             p99_us: self.latency.live.value_at_quantile(0.99),
             ..Live::default()

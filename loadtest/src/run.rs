@@ -58,6 +58,9 @@ fn expected_streams(s: &Scenario) -> usize {
     (s.rooms * (subs + pubs)) as usize
 }
 
+/// How long the run waits at most for the server to settle after the ramp.
+const SETTLE_MAX: Duration = Duration::from_secs(15);
+
 fn room_name(s: &Scenario, r: u32) -> String {
     format!("{}-{}", s.room_prefix, r + 1)
 }
@@ -242,7 +245,29 @@ pub async fn run(s: &Scenario, o: &Options) -> Result<Report, RunError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Then for the server to catch up with the ramp (handshakes, replays, renegotiations): two
+    // seconds in a row whose p99 is under the threshold (50 ms if none was given), at most
+    // SETTLE_MAX. A server that never settles is measured as it is.
+    let settle_ms = s.max_p99_ms.unwrap_or(50.0);
+    let settle_until = Instant::now() + SETTLE_MAX;
+    let mut calm = 0;
+    let mut seen = live.lock().map(|l| l.seq).unwrap_or_default();
+    while Instant::now() < settle_until && calm < 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let l = live.lock().map(|l| *l).unwrap_or_default();
+        if l.seq != seen {
+            seen = l.seq;
+            calm = if (l.p99_us as f64) < settle_ms * 1000.0 {
+                calm + 1
+            } else {
+                0
+            };
+            bar.set_message(format!(
+                "settling: last second's p99 {:.1} ms",
+                l.p99_us as f64 / 1000.0
+            ));
+        }
+    }
     bar.finish_and_clear();
     // The measured window.
     let _ = tx.send(Command::Measure);
