@@ -191,20 +191,8 @@ fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
         // One dual-stack socket serves IPv4 (as mapped addresses) and IPv6.
         s.set_only_v6(false)?;
     }
-    set_buffer(
-        &s,
-        libc::SO_RCVBUFFORCE,
-        libc::SO_RCVBUF,
-        SOCKET_RCVBUF,
-        "SO_RCVBUF",
-    );
-    set_buffer(
-        &s,
-        libc::SO_SNDBUFFORCE,
-        libc::SO_SNDBUF,
-        SOCKET_SNDBUF,
-        "SO_SNDBUF",
-    );
+    set_buffer(&s, SocketBuffer::Receive, SOCKET_RCVBUF, "SO_RCVBUF");
+    set_buffer(&s, SocketBuffer::Send, SOCKET_SNDBUF, "SO_SNDBUF");
     // Don't fragment, don't run PMTU discovery per destination: WebRTC packets fit the MTU.
     set_pmtudisc_probe(&s, ip.is_ipv6());
     s.bind(&SocketAddr::new(ip, port).into())?;
@@ -217,21 +205,25 @@ fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
 pub const SOCKET_SNDBUF: usize = 16 << 20;
 pub const SOCKET_RCVBUF: usize = 8 << 20;
 
-/// Sets a socket buffer size: with the FORCE option where the process may (root or
+/// Which socket buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketBuffer {
+    Send,
+    Receive,
+}
+
+/// Asks for a `bytes` socket buffer: with the FORCE option where the process may (root or
 /// CAP_NET_ADMIN), else the plain one, which the kernel caps at `net.core.wmem_max` /
-/// `rmem_max`. Says so once when the result is smaller than asked.
-fn set_buffer(
-    s: &socket2::Socket,
-    force: libc::c_int,
-    plain: libc::c_int,
-    want: usize,
-    name: &str,
-) {
-    use std::os::fd::AsRawFd;
-    let val = want as libc::c_int;
-    let set = |opt| {
+/// `rmem_max`. The shards' sockets and the loadtest's use it.
+pub fn request_socket_buffer(s: &impl std::os::fd::AsRawFd, which: SocketBuffer, bytes: usize) {
+    let (force, plain) = match which {
+        SocketBuffer::Send => (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        SocketBuffer::Receive => (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    };
+    let val = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+    for opt in [force, plain] {
         // SAFETY: setsockopt on a valid socket with a c_int value of the right size.
-        unsafe {
+        let ok = unsafe {
             libc::setsockopt(
                 s.as_raw_fd(),
                 libc::SOL_SOCKET,
@@ -239,12 +231,18 @@ fn set_buffer(
                 (&val as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             ) == 0
+        };
+        if ok {
+            return;
         }
-    };
-    if !set(force) {
-        set(plain);
     }
-    let got = if plain == libc::SO_SNDBUF {
+}
+
+/// Sets a shard socket's buffer (see `request_socket_buffer`) and says so once when the
+/// result is smaller than asked.
+fn set_buffer(s: &socket2::Socket, which: SocketBuffer, want: usize, name: &str) {
+    request_socket_buffer(s, which, want);
+    let got = if which == SocketBuffer::Send {
         s.send_buffer_size()
     } else {
         s.recv_buffer_size()

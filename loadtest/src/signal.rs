@@ -280,29 +280,13 @@ fn socket_to(server: SocketAddr) -> Result<UdpSocket, SignalError> {
     };
     let s = UdpSocket::bind(local)?;
     s.connect(server)?;
-    set_rcvbuf(&s, 1 << 20);
+    // Room for a keyframe burst (forced where the process may, else net.core.rmem_max caps it).
+    ringcast_datapath::io::request_socket_buffer(
+        &s,
+        ringcast_datapath::io::SocketBuffer::Receive,
+        1 << 20,
+    );
     Ok(s)
-}
-
-/// Asks for `bytes` of receive buffer: forced where the process may (root), else capped by
-/// `net.core.rmem_max`.
-fn set_rcvbuf(s: &UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt on a valid socket with a c_int value.
-        let ok = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        };
-        if ok {
-            return;
-        }
-    }
 }
 
 fn client_for(
@@ -350,51 +334,30 @@ pub async fn run(shared: Arc<Shared>, p: Participant) -> Result<(), SignalError>
             .await
             .map_err(|s| rpc_error("Events", &p.room, s))?
             .into_inner();
-        let local = Local {
-            ufrag: rng.token(8),
-            pwd: rng.token(24),
-            fingerprint: shared.fingerprint.clone(),
-        };
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (shared2, token2, p2) = (shared.clone(), token.clone(), p.clone());
-        let mut created = false;
-        let first = negotiate(
-            &shared2,
-            &token2,
-            &p2,
-            &local,
-            id,
-            &mut rng,
-            None,
-            &mut created,
+        let mut side = SubscriberSide {
+            local: Local {
+                ufrag: rng.token(8),
+                pwd: rng.token(24),
+                fingerprint: shared.fingerprint.clone(),
+            },
+            id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+            shared: shared.clone(),
+            token: token.clone(),
+            p: p.clone(),
+            rng,
+            answered: None,
+            created: false,
             joined_at,
-        )
-        .await?;
+        };
+        side.negotiate().await?;
         tokio::spawn(async move {
-            let mut answered = first;
             let mut events = events;
             while let Some(Ok(ev)) = events.next().await {
                 if let Some(pb::event::Event::SubscriberOfferReady(o)) = ev.event
-                    && o.offer_version > answered.unwrap_or(0)
+                    && o.offer_version > side.answered.unwrap_or(0)
+                    && let Err(e) = side.negotiate().await
                 {
-                    match negotiate(
-                        &shared2,
-                        &token2,
-                        &p2,
-                        &local,
-                        id,
-                        &mut rng,
-                        answered,
-                        &mut created,
-                        joined_at,
-                    )
-                    .await
-                    {
-                        Ok(v) => answered = v.or(answered),
-                        Err(e) => {
-                            tracing::warn!(participant = %p2.identity, error = %e, "renegotiation failed")
-                        }
-                    }
+                    tracing::warn!(participant = %side.p.identity, error = %e, "renegotiation failed");
                 }
             }
         });
@@ -405,62 +368,76 @@ pub async fn run(shared: Arc<Shared>, p: Participant) -> Result<(), SignalError>
     Ok(())
 }
 
-/// One subscriber negotiation: `Subscribe`, then our answer. The first offer with media sets
-/// the transport up. Returns the version answered (`None`: nothing new).
-#[allow(clippy::too_many_arguments)]
-async fn negotiate(
-    shared: &Arc<Shared>,
-    token: &str,
-    p: &Participant,
-    local: &Local,
+/// A participant's subscriber side: its transport and the offers it answered.
+struct SubscriberSide {
+    shared: Arc<Shared>,
+    token: String,
+    p: Participant,
+    local: Local,
     id: usize,
-    rng: &mut Rng,
+    rng: Rng,
     answered: Option<u64>,
-    created: &mut bool,
+    /// The transport was handed to the engine.
+    created: bool,
     joined_at: Instant,
-) -> Result<Option<u64>, SignalError> {
-    let mut sig = shared.api.signaling();
-    let offer = sig
-        .subscribe(with_token(pb::SubscribeRequest {}, token))
-        .await
-        .map_err(|s| rpc_error("Subscribe", &p.room, s))?
-        .into_inner();
-    if Some(offer.offer_version) == answered {
-        return Ok(None);
-    }
-    let desc = ringcast_control::sdp::parse(&offer.sdp_offer).map_err(sdp::SdpError::from)?;
-    let answer = sdp::subscribe_answer(&desc, local, rng.next_u64() >> 1);
-    let tracks = sdp::offered_tracks(&desc);
-    // The transport starts with the first offer that has one (an offer without m-sections
-    // has nothing to check).
-    if !*created && let Ok(remote) = sdp::remote(&desc) {
-        let server = remote.candidate.ok_or(SignalError::NoCandidate)?;
-        let client = client_for(shared, local, &remote, rng)?;
-        shared.send(Command::Add(Box::new(NewTransport {
-            id,
-            participant: p.index,
-            socket: socket_to(server)?,
-            client,
-            role: Role::Subscriber,
-            joined_at,
-        })))?;
-        *created = true;
-    }
-    shared.send(Command::Tracks { id, tracks })?;
-    let res = sig
-        .subscribe_answer(with_token(
-            pb::SubscribeAnswerRequest {
-                sdp_answer: answer,
-                offer_version: offer.offer_version,
-            },
-            token,
-        ))
-        .await;
-    match res {
-        Ok(_) => Ok(Some(offer.offer_version)),
-        // A newer offer exists: the next SubscriberOfferReady brings it.
-        Err(s) if s.code() == Code::FailedPrecondition => Ok(None),
-        Err(s) => Err(rpc_error("SubscribeAnswer", &p.room, s)),
+}
+
+impl SubscriberSide {
+    /// One negotiation: `Subscribe`, then our answer. The first offer with media sets the
+    /// transport up.
+    async fn negotiate(&mut self) -> Result<(), SignalError> {
+        let room = self.p.room.clone();
+        let mut sig = self.shared.api.signaling();
+        let offer = sig
+            .subscribe(with_token(pb::SubscribeRequest {}, &self.token))
+            .await
+            .map_err(|s| rpc_error("Subscribe", &room, s))?
+            .into_inner();
+        if Some(offer.offer_version) == self.answered {
+            return Ok(());
+        }
+        let desc = ringcast_control::sdp::parse(&offer.sdp_offer).map_err(sdp::SdpError::from)?;
+        let answer = sdp::subscribe_answer(&desc, &self.local, self.rng.next_u64() >> 1);
+        let tracks = sdp::offered_tracks(&desc);
+        // The transport starts with the first offer that has one (an offer without
+        // m-sections has nothing to check).
+        if !self.created
+            && let Ok(remote) = sdp::remote(&desc)
+        {
+            let server = remote.candidate.ok_or(SignalError::NoCandidate)?;
+            let client = client_for(&self.shared, &self.local, &remote, &mut self.rng)?;
+            self.shared.send(Command::Add(Box::new(NewTransport {
+                id: self.id,
+                participant: self.p.index,
+                socket: socket_to(server)?,
+                client,
+                role: Role::Subscriber,
+                joined_at: self.joined_at,
+            })))?;
+            self.created = true;
+        }
+        self.shared.send(Command::Tracks {
+            id: self.id,
+            tracks,
+        })?;
+        let res = sig
+            .subscribe_answer(with_token(
+                pb::SubscribeAnswerRequest {
+                    sdp_answer: answer,
+                    offer_version: offer.offer_version,
+                },
+                &self.token,
+            ))
+            .await;
+        match res {
+            Ok(_) => {
+                self.answered = Some(offer.offer_version);
+                Ok(())
+            }
+            // A newer offer exists: the next SubscriberOfferReady brings it.
+            Err(s) if s.code() == Code::FailedPrecondition => Ok(()),
+            Err(s) => Err(rpc_error("SubscribeAnswer", &room, s)),
+        }
     }
 }
 
