@@ -162,8 +162,6 @@ enum State {
     Subscriber {
         streams: Vec<Stream>,
         offered: Vec<OfferedTrack>,
-        /// Packets of SSRCs no offer named.
-        unknown: u64,
         next_report: Instant,
         next_pli: Option<Instant>,
         /// Stream counters when the window started.
@@ -180,7 +178,6 @@ struct Transport {
     added_at: Instant,
     connected_at: Option<Instant>,
     first_frame: Option<Instant>,
-    armed: bool,
     wake: Instant,
     sent: u64,
     srtp_failures: u64,
@@ -406,7 +403,6 @@ impl Engine {
                     Role::Subscriber => State::Subscriber {
                         streams: Vec::new(),
                         offered: Vec::new(),
-                        unknown: 0,
                         next_report: now + REPORT_INTERVAL,
                         next_pli: None,
                         window_start: Vec::new(),
@@ -424,7 +420,6 @@ impl Engine {
                     added_at: now,
                     connected_at: None,
                     first_frame: None,
-                    armed: true,
                     wake: now,
                     sent: 0,
                     srtp_failures: 0,
@@ -532,7 +527,6 @@ impl Engine {
         for id in rearm.drain(..) {
             if let Some(Some(t)) = self.transports.get_mut(id) {
                 let fd = t.socket.as_raw_fd();
-                t.armed = true;
                 self.io.arm(fd, id)?;
             }
         }
@@ -610,12 +604,9 @@ impl Engine {
                 let Ok(p) = RtpPacket::parse(&buf[..n]) else {
                     return;
                 };
-                if let State::Subscriber {
-                    streams, unknown, ..
-                } = &mut t.state
-                {
+                if let State::Subscriber { streams, .. } = &mut t.state {
+                    // A stream no answered offer named yet is not measured.
                     let Some(s) = streams.iter_mut().find(|s| s.ssrc == p.ssrc) else {
-                        *unknown += 1;
                         return;
                     };
                     let key = s.video && media::vp8_starts_keyframe(p.payload);

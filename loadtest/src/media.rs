@@ -172,14 +172,6 @@ impl Source {
         }
     }
 
-    pub fn is_video(&self) -> bool {
-        matches!(self.kind, Kind::Video { .. })
-    }
-
-    pub fn clock_rate(&self) -> u32 {
-        self.clock_rate
-    }
-
     fn frame_interval(&self) -> Duration {
         match self.kind {
             Kind::Audio => Duration::from_millis(20),
