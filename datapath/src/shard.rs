@@ -520,6 +520,10 @@ impl<R: Router> ShardCore<R> {
                             id,
                             profile: keys.profile,
                         });
+                        // Our last handshake flight goes first: until the peer has it, it
+                        // cannot decrypt what the router sends now (a keyframe replay), and
+                        // browsers drop SRTP that arrives before their handshake completes.
+                        self.flush_dtls(id);
                         let (router, mut io) = self.route_io();
                         router.transport_connected(id, &mut io, now);
                     }

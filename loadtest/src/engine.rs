@@ -127,6 +127,10 @@ pub struct TransportReport {
     pub connect_time: Option<Duration>,
     /// Join to the first decodable frame (a keyframe, or audio for audio-only).
     pub first_frame: Option<Duration>,
+    /// Join to the transport's first ICE check (signaling: Join, Events, Subscribe, answer).
+    pub signaling_time: Option<Duration>,
+    /// DTLS done to the first decodable frame (waiting for a keyframe).
+    pub frame_wait: Option<Duration>,
     /// Tracks the offers announced that sent nothing.
     pub missing_tracks: usize,
     pub tracks_offered: usize,
@@ -921,6 +925,11 @@ impl Engine {
                 first_frame: t
                     .first_frame
                     .map(|f| f.saturating_duration_since(t.joined_at)),
+                signaling_time: Some(t.added_at.saturating_duration_since(t.joined_at)),
+                frame_wait: t
+                    .first_frame
+                    .zip(t.connected_at)
+                    .map(|(f, c)| f.saturating_duration_since(c)),
                 missing_tracks: 0,
                 tracks_offered: 0,
                 streams: Vec::new(),

@@ -20,6 +20,8 @@ pub struct Report {
     /// One-way latency of the packets received in the measured window.
     pub latency_ms: Latency,
     pub first_frame_ms: Percentiles,
+    /// Where the time to first frame goes, subscriber transports only.
+    pub first_frame_parts_ms: FirstFrameParts,
     pub generator: Generator,
     pub server: Option<Server>,
     pub violations: Vec<String>,
@@ -63,6 +65,16 @@ pub struct Receive {
     pub mbit_per_s: f64,
     /// The worst subscriber's loss.
     pub worst_loss_pct: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FirstFrameParts {
+    /// `Join` until the transport started (Join, Events, Subscribe, SubscribeAnswer).
+    pub signaling: Percentiles,
+    /// Transport start until DTLS completed (ICE and DTLS).
+    pub connect: Percentiles,
+    /// DTLS completed until the first decodable frame (the keyframe wait).
+    pub frame_wait: Percentiles,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -153,6 +165,7 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
     let mut errors: Vec<String> = f.signal_errors.clone();
     let mut connect_times = Vec::new();
     let mut first_frames = Vec::new();
+    let (mut sub_signaling, mut sub_connect, mut sub_wait) = (Vec::new(), Vec::new(), Vec::new());
     let mut r = Receive {
         subscriber_transports: 0,
         streams: 0,
@@ -204,6 +217,9 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
         if let Some(ff) = t.first_frame {
             first_frames.push(ff);
         }
+        sub_signaling.extend(t.signaling_time);
+        sub_connect.extend(t.connect_time);
+        sub_wait.extend(t.frame_wait);
         let (mut exp, mut lost) = (0, 0);
         for st in &t.streams {
             r.streams += 1;
@@ -297,6 +313,11 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
         receive: r,
         latency_ms: latency,
         first_frame_ms: pct_of(&mut first_frames),
+        first_frame_parts_ms: FirstFrameParts {
+            signaling: pct_of(&mut sub_signaling),
+            connect: pct_of(&mut sub_connect),
+            frame_wait: pct_of(&mut sub_wait),
+        },
         generator,
         server: f.server,
         ok: violations.is_empty(),
@@ -369,6 +390,17 @@ impl Report {
             o,
             "first frame   p50 {:.0} ms  p95 {:.0} ms  max {:.0} ms after Join ({} subscribers)",
             ff.p50, ff.p95, ff.max, ff.count
+        );
+        let fp = &self.first_frame_parts_ms;
+        let _ = writeln!(
+            o,
+            "  of which    signaling p50 {:.0} p95 {:.0} ms, ICE+DTLS p50 {:.0} p95 {:.0} ms, keyframe wait p50 {:.0} p95 {:.0} ms",
+            fp.signaling.p50,
+            fp.signaling.p95,
+            fp.connect.p50,
+            fp.connect.p95,
+            fp.frame_wait.p50,
+            fp.frame_wait.p95
         );
         let g = &self.generator;
         let _ = writeln!(

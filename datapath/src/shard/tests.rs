@@ -32,6 +32,10 @@ fn setup() -> (ShardCore<Fanout>, Peer, Instant) {
 
 /// A shard with `n` transports (ids 7, 8, ...) and a client for each on its own port.
 fn setup_n(n: u16) -> (ShardCore<Fanout>, Vec<Peer>, Instant) {
+    setup_with(n, Fanout::default())
+}
+
+fn setup_with<R: Router>(n: u16, router: R) -> (ShardCore<R>, Vec<Peer>, Instant) {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
     let all = [
@@ -39,10 +43,7 @@ fn setup_n(n: u16) -> (ShardCore<Fanout>, Vec<Peer>, Instant) {
         Profile::AeadAes256Gcm,
         Profile::Aes128CmHmacSha1_80,
     ];
-    let mut core = ShardCore::new(
-        crate::dtls::context(&sc, &sk, &all).unwrap(),
-        Fanout::default(),
-    );
+    let mut core = ShardCore::new(crate::dtls::context(&sc, &sk, &all).unwrap(), router);
     let client_ctx = crate::dtls::context(&cc, &ck, &all).unwrap();
     let peers = (0..n)
         .map(|i| {
@@ -144,6 +145,63 @@ fn rtp(seq: u16) -> Vec<u8> {
     v.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 42]);
     v.extend_from_slice(&[0xAB; 200]);
     v
+}
+
+/// Sends one RTP packet to each transport the moment it connects, as the media router's
+/// keyframe replay for a newcomer does.
+#[derive(Debug, Default)]
+struct Greeter;
+
+impl Router for Greeter {
+    type Command = ();
+    fn handle_command(&mut self, _: (), _: &mut RouteIo<'_>, _: Instant) {}
+    fn handle_rtp(&mut self, _: TransportId, _: &[u8], _: &mut RouteIo<'_>, _: Instant) {}
+    fn transport_connected(&mut self, id: TransportId, io: &mut RouteIo<'_>, _now: Instant) {
+        let p = rtp(1);
+        assert!(io.send_rtp(id, |buf| {
+            buf[..p.len()].copy_from_slice(&p);
+            p.len()
+        }));
+    }
+}
+
+#[test]
+fn the_last_handshake_flight_leaves_before_the_first_srtp() {
+    let (mut core, mut peers, now) = setup_with(1, Greeter);
+    let peer = &mut peers[0];
+    let mut c = check_as(&peer.user, true, b"serverpassword012345678");
+    core.handle_datagram(peer.addr, &mut c, now);
+    assert_eq!(core.take_transmits().len(), 1, "binding success");
+    let mut srtp_seen = 0;
+    for _ in 0..20 {
+        while let Some(mut d) = peer.dtls.poll_transmit() {
+            core.handle_datagram(peer.addr, &mut d, now);
+        }
+        for t in core.take_transmits() {
+            match classify(&t.data) {
+                Kind::Dtls => {
+                    if let Some(DtlsEvent::Connected(k)) = peer.dtls.handle_datagram(&t.data) {
+                        peer.keys = Some(k);
+                    }
+                }
+                Kind::Rtp => {
+                    // In this order the peer already holds its keys: it can decrypt this.
+                    let k = peer
+                        .keys
+                        .as_ref()
+                        .expect("SRTP sent before the handshake's end");
+                    let mut rx =
+                        srtp::Context::new(k.profile, &k.remote_key, &k.remote_salt).unwrap();
+                    let mut d = t.data.clone();
+                    assert!(rx.unprotect_rtp(&mut d).is_ok());
+                    srtp_seen += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(peer.keys.is_some());
+    assert_eq!(srtp_seen, 1);
 }
 
 #[test]
