@@ -143,6 +143,10 @@ impl<R: Router> Shard<R> {
             self.warn_drops(now);
             let transports = self.core.transport_count();
             self.metrics.publish(&mut self.core.stats, transports);
+            // The send slots' pages a past burst touched go back after an interval without it.
+            self.core.outbox.trim(now);
+            self.metrics
+                .record_send_slots(self.core.outbox.touched_slots(), self.core.outbox.slots());
             self.core.router_mut().publish_metrics(self.index);
             self.next_publish = now + Duration::from_millis(250);
         }

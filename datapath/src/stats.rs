@@ -111,6 +111,8 @@ pub struct ShardMetrics {
     paced: Counter,
     drops: Vec<Counter>,
     transports: Gauge,
+    slots_touched: Gauge,
+    slots: Gauge,
     batch: Histogram,
     dtls_duration: Histogram,
     sweep: Histogram,
@@ -139,6 +141,8 @@ impl ShardMetrics {
                 .map(|d| counter!("ringcast_drops_total", "shard" => s.clone(), "reason" => d.as_str()))
                 .collect(),
             transports: gauge!("ringcast_shard_transports", "shard" => s.clone()),
+            slots_touched: gauge!("ringcast_send_slots_resident", "shard" => s.clone()),
+            slots: gauge!("ringcast_send_slots", "shard" => s.clone()),
             batch: histogram!("ringcast_shard_sweep_batch_size", "shard" => s.clone()),
             dtls_duration: histogram!("ringcast_dtls_handshake_seconds", "shard" => s.clone()),
             sweep: histogram!("ringcast_shard_forwarding_seconds", "shard" => s),
@@ -171,6 +175,12 @@ impl ShardMetrics {
             c.increment(n);
         }
         self.transports.set(transports as f64);
+    }
+
+    /// The send slots whose pages may be resident (touched since the last trim), of all.
+    pub fn record_send_slots(&self, touched: usize, all: usize) {
+        self.slots_touched.set(touched as f64);
+        self.slots.set(all as f64);
     }
 
     pub fn record_batch(&self, n: usize) {
