@@ -12,6 +12,13 @@ use ringcast_sfu::telemetry::init_logging;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options (read before `main`): unused pages go back to the kernel within a second
+/// (jemalloc's default keeps them 10 s, and lazily freed pages count in RSS until the kernel
+/// wants them), purged by jemalloc's background thread rather than on some later allocation:
+/// a join storm's transient buffers do not stay in the server's memory.
+#[unsafe(export_name = "malloc_conf")]
+pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli)?;
