@@ -28,6 +28,9 @@ use crate::registry::ParticipantEvent;
 /// 4,000 subjects. What the cap drops is counted in [`EventCounts::dropped`].
 pub const MAX_BACKLOG: usize = 8192;
 
+/// An empty backlog whose subject index has grown beyond this gives the memory back.
+const IDLE_INDEX_CAPACITY: usize = 16;
+
 /// What an event is about. A newer event about the same subject replaces the pending one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Subject {
@@ -133,7 +136,19 @@ impl Backlog {
     fn pop(&mut self) -> Option<ParticipantEvent> {
         let (_, ev) = self.queue.pop_first()?;
         self.index.remove(&Subject::of(&ev));
+        if self.queue.is_empty() && self.index.capacity() > IDLE_INDEX_CAPACITY {
+            // A hash map keeps its capacity when emptied: a backlog that once held a join
+            // storm (an entry per participant) would keep a room-sized table for every
+            // reader. The BTreeMap frees its nodes as it empties.
+            self.index = HashMap::new();
+        }
         Some(ev)
+    }
+
+    /// Index capacity kept by an empty backlog (what a quiet room's few subjects need).
+    #[cfg(test)]
+    fn index_capacity(&self) -> usize {
+        self.index.capacity()
     }
 
     /// Removes the subject's pending event, if it has one.

@@ -265,6 +265,8 @@ fn a_thousand_joiners_before_events_is_a_thousand_entries() {
         assert!(seen.insert(p.identity), "each identity once");
     }
     assert_eq!(seen.len(), 1000);
+    // Read out, the backlog keeps no room-sized index for the rest of the session.
+    assert!(q.shared.lock().backlog.index_capacity() <= IDLE_INDEX_CAPACITY);
 }
 
 #[tokio::test]
