@@ -37,6 +37,8 @@ pub struct Connect {
     pub failures: usize,
     /// The first few failure messages.
     pub errors: Vec<String>,
+    /// `Events` messages the subscribers read (each learns of the others joining).
+    pub events_read: u64,
     pub connect_ms: Percentiles,
 }
 
@@ -152,6 +154,7 @@ pub fn pct_of(samples: &mut [Duration]) -> Percentiles {
 pub struct RunFacts {
     pub transports_expected: usize,
     pub signal_errors: Vec<String>,
+    pub events_read: u64,
     pub generator_cpu_pct: f64,
     pub server: Option<Server>,
 }
@@ -308,6 +311,7 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
             connected,
             failures,
             errors,
+            events_read: f.events_read,
             connect_ms: pct_of(&mut connect_times),
         },
         receive: r,
@@ -349,8 +353,13 @@ impl Report {
         let c = &self.connect;
         let _ = writeln!(
             o,
-            "connected     {}/{} transports, {} failure(s); connect p50 {:.0} ms p95 {:.0} ms",
-            c.connected, c.transports_expected, c.failures, c.connect_ms.p50, c.connect_ms.p95
+            "connected     {}/{} transports, {} failure(s); connect p50 {:.0} ms p95 {:.0} ms; {} events read",
+            c.connected,
+            c.transports_expected,
+            c.failures,
+            c.connect_ms.p50,
+            c.connect_ms.p95,
+            c.events_read
         );
         let _ = writeln!(
             o,

@@ -321,6 +321,9 @@ pub async fn run(s: &Scenario, o: &Options) -> Result<Report, RunError> {
         RunFacts {
             transports_expected: expected,
             signal_errors,
+            events_read: shared
+                .events_read
+                .load(std::sync::atomic::Ordering::Relaxed),
             generator_cpu_pct: cpu,
             server,
         },

@@ -244,6 +244,8 @@ pub struct Shared {
     pub epoch: Instant,
     pub seed: u64,
     next_id: AtomicUsize,
+    /// `Events` messages subscribers have read.
+    pub events_read: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -263,6 +265,7 @@ impl Shared {
             epoch,
             seed,
             next_id: AtomicUsize::new(0),
+            events_read: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -353,6 +356,7 @@ pub async fn run(shared: Arc<Shared>, p: Participant) -> Result<(), SignalError>
         tokio::spawn(async move {
             let mut events = events;
             while let Some(Ok(ev)) = events.next().await {
+                side.shared.events_read.fetch_add(1, Ordering::Relaxed);
                 if let Some(pb::event::Event::SubscriberOfferReady(o)) = ev.event
                     && o.offer_version > side.answered.unwrap_or(0)
                     && let Err(e) = side.negotiate().await
