@@ -66,9 +66,57 @@ pub mod reference {
         })
     }
 
+    /// Reads every sink until `stop` (on core 1, beside the publisher), as real subscribers do:
+    /// on loopback a receiver that waits for datagrams costs the sender a wakeup per datagram,
+    /// which sinks nobody reads (their buffers full, the kernel drops early) do not.
+    fn drain(sinks: Vec<UdpSocket>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            pin(1);
+            let mut fds: Vec<libc::pollfd> = sinks
+                .iter()
+                .map(|s| libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: `fds` outlives the call.
+                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 10) };
+                if n <= 0 {
+                    continue;
+                }
+                for (f, s) in fds.iter().zip(&sinks) {
+                    if f.revents & libc::POLLIN != 0 {
+                        // SAFETY: plain non-blocking receives into a local buffer.
+                        while unsafe {
+                            libc::recv(
+                                s.as_raw_fd(),
+                                buf.as_mut_ptr().cast(),
+                                buf.len(),
+                                libc::MSG_DONTWAIT,
+                            )
+                        } > 0
+                        {}
+                    }
+                }
+            }
+        })
+    }
+
     /// Runs the reference on core 0 fed by a publisher on core 1 for `secs`: egress packets/s
-    /// to `subscribers` sinks.
+    /// to `subscribers` sinks that nobody reads.
     pub fn run(secs: u64, subscribers: usize, payload: usize) -> f64 {
+        run_with(secs, subscribers, payload, false)
+    }
+
+    /// As [`run`], with the sinks read on core 1 (as the end-to-end benchmark's subscribers).
+    pub fn run_drained(secs: u64, subscribers: usize, payload: usize) -> f64 {
+        run_with(secs, subscribers, payload, true)
+    }
+
+    fn run_with(secs: u64, subscribers: usize, payload: usize, drained: bool) -> f64 {
         let ingress = UdpSocket::bind("127.0.0.1:0").unwrap();
         let ingress_addr = ingress.local_addr().unwrap();
         let sinks: Vec<UdpSocket> = (0..subscribers)
@@ -76,6 +124,11 @@ pub mod reference {
             .collect();
         let dests: Vec<SocketAddr> = sinks.iter().map(|s| s.local_addr().unwrap()).collect();
         let stop = Arc::new(AtomicBool::new(false));
+        let (sinks, reader) = if drained {
+            (Vec::new(), Some(drain(sinks, stop.clone())))
+        } else {
+            (sinks, None)
+        };
         let egress = Arc::new(AtomicU64::new(0));
         let fwd = {
             let (stop, egress) = (stop.clone(), egress.clone());
@@ -207,6 +260,9 @@ pub mod reference {
         stop.store(true, Ordering::Relaxed);
         let _ = sender.join();
         let _ = fwd.join();
+        if let Some(r) = reader {
+            let _ = r.join();
+        }
         drop(sinks);
         (end_count - start_count) as f64 / elapsed.as_secs_f64()
     }
