@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::codec::SmallBufCodec")
         .compile_fds(fds)?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");
