@@ -145,7 +145,7 @@ impl Backlog {
         Some(ev)
     }
 
-    /// Index capacity kept by an empty backlog (what a quiet room's few subjects need).
+    /// The subject index's capacity now.
     #[cfg(test)]
     fn index_capacity(&self) -> usize {
         self.index.capacity()

@@ -85,11 +85,9 @@ impl Outbox {
             "cannot map {bytes} bytes of send slots: {}",
             std::io::Error::last_os_error()
         );
-        let words = slots.div_ceil(64);
-        let mut free = vec![u64::MAX; words].into_boxed_slice();
-        if !slots.is_multiple_of(64) {
-            free[words - 1] = (1u64 << (slots % 64)) - 1;
-        }
+        let free = (0..slots.div_ceil(64))
+            .map(|w| slot_bits(slots, w))
+            .collect();
         Outbox {
             base: base.cast(),
             bytes,
@@ -220,12 +218,7 @@ impl Outbox {
     /// The highest slot in use, plus one (0 when all are free).
     fn highest_in_use(&self) -> usize {
         for (w, &bits) in self.free.iter().enumerate().rev() {
-            let valid = if (w + 1) * 64 > self.slots {
-                (1u64 << (self.slots % 64)) - 1
-            } else {
-                u64::MAX
-            };
-            let used = !bits & valid;
+            let used = !bits & slot_bits(self.slots, w);
             if used != 0 {
                 return w * 64 + 64 - used.leading_zeros() as usize;
             }
@@ -256,6 +249,14 @@ impl Outbox {
     /// stays valid while the `Outbox` lives.
     pub fn slot_ptr(&mut self, slot: u32) -> *mut u8 {
         self.slot_mut(slot).as_mut_ptr()
+    }
+}
+
+/// The bits of bitmap word `w` that stand for one of `slots` slots (all but in the last word).
+fn slot_bits(slots: usize, w: usize) -> u64 {
+    match slots - w * 64 {
+        n if n >= 64 => u64::MAX,
+        n => (1u64 << n) - 1,
     }
 }
 

@@ -127,8 +127,8 @@ pub struct TransportReport {
     pub connect_time: Option<Duration>,
     /// Join to the first decodable frame (a keyframe, or audio for audio-only).
     pub first_frame: Option<Duration>,
-    /// Join to the transport's first ICE check (signaling: Join, Events, Subscribe, answer).
-    pub signaling_time: Option<Duration>,
+    /// Join until the transport was handed to the engine (Join, Events, Subscribe).
+    pub signaling_time: Duration,
     /// DTLS done to the first decodable frame (waiting for a keyframe).
     pub frame_wait: Option<Duration>,
     /// Tracks the offers announced that sent nothing.
@@ -925,7 +925,7 @@ impl Engine {
                 first_frame: t
                     .first_frame
                     .map(|f| f.saturating_duration_since(t.joined_at)),
-                signaling_time: Some(t.added_at.saturating_duration_since(t.joined_at)),
+                signaling_time: t.added_at.saturating_duration_since(t.joined_at),
                 frame_wait: t
                     .first_frame
                     .zip(t.connected_at)

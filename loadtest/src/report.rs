@@ -71,7 +71,7 @@ pub struct Receive {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FirstFrameParts {
-    /// `Join` until the transport started (Join, Events, Subscribe, SubscribeAnswer).
+    /// `Join` until the transport started (Join, Events, Subscribe).
     pub signaling: Percentiles,
     /// Transport start until DTLS completed (ICE and DTLS).
     pub connect: Percentiles,
@@ -220,7 +220,7 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
         if let Some(ff) = t.first_frame {
             first_frames.push(ff);
         }
-        sub_signaling.extend(t.signaling_time);
+        sub_signaling.push(t.signaling_time);
         sub_connect.extend(t.connect_time);
         sub_wait.extend(t.frame_wait);
         let (mut exp, mut lost) = (0, 0);
