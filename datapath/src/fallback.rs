@@ -61,6 +61,16 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
                     // Out of send slots: send what is queued, then go on with the batch.
                     shard.core.stats.sweeps_yielded += 1;
                     flush(&socket, shard, &mut batch);
+                    // Datagrams the pacer holds keep their slots: wait for its releases (it
+                    // drains every flow at 2 Mbit/s or more), as the io_uring loop holds its
+                    // receives back.
+                    while !shard.core.has_room() {
+                        let Some(at) = shard.core.next_release() else {
+                            break;
+                        };
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                        flush(&socket, shard, &mut batch);
+                    }
                 }
                 shard.core.handle_datagram(src, seg, now);
                 received += 1;
