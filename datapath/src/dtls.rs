@@ -3,7 +3,9 @@
 //!
 //! OpenSSL reassembles fragmented handshake messages (Chromium's ~1.4 KB post-quantum
 //! ClientHello arrives in two datagrams) and keeps its own retransmission timer, which the
-//! shard drives through `timeout` / `handle_timeout`.
+//! shard drives through `timeout` / `handle_timeout`. Once the peer shows it has finished the
+//! handshake, `settle` frees OpenSSL's connection and keeps what the rest of the association
+//! needs (see `settled`).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -119,6 +121,14 @@ pub fn context(
     key: &PKey<Private>,
     profiles: &[Profile],
 ) -> Result<SslContext, DtlsError> {
+    Ok(context_builder(cert, key, profiles)?.build())
+}
+
+fn context_builder(
+    cert: &X509,
+    key: &PKey<Private>,
+    profiles: &[Profile],
+) -> Result<SslContextBuilder, DtlsError> {
     let mut b = SslContextBuilder::new(SslMethod::dtls())?;
     b.set_certificate(cert)?;
     b.set_private_key(key)?;
@@ -155,8 +165,10 @@ pub fn context(
         })
         .collect();
     b.set_tlsext_use_srtp(&names.join(":"))?;
+    // AEAD suites only; after the handshake `Dtls::settle` authenticates alerts itself for the
+    // AES-GCM ones.
     b.set_cipher_list("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384")?;
-    Ok(b.build())
+    Ok(b)
 }
 
 /// Datagrams in and out of OpenSSL.
@@ -212,15 +224,31 @@ enum State {
 
 /// One DTLS association.
 pub struct Dtls {
-    stream: SslStream<MemIo>,
+    inner: Inner,
     fingerprints: Vec<Fingerprint>,
     state: State,
+    /// `settle` ran (whether or not it could free OpenSSL's state): it is tried once.
+    settle_tried: bool,
+}
+
+enum Inner {
+    /// OpenSSL's association: the handshake, and what follows until the peer shows it has
+    /// completed it too.
+    Live(SslStream<MemIo>),
+    /// After `settle`: the peer's record key (to authenticate its alerts) and our own
+    /// close_notify, written by OpenSSL before it was freed and sent when we close.
+    Settled {
+        peer: PeerRecordKey,
+        close_notify: Vec<u8>,
+        outgoing: Option<Vec<u8>>,
+    },
 }
 
 impl std::fmt::Debug for Dtls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dtls")
             .field("state", &self.state)
+            .field("settled", &self.is_settled())
             .finish_non_exhaustive()
     }
 }
@@ -239,15 +267,57 @@ impl Dtls {
         }
         let stream = SslStream::new(ssl, MemIo::default())?;
         let mut d = Dtls {
-            stream,
+            inner: Inner::Live(stream),
             fingerprints,
             state: State::Handshaking,
+            settle_tried: false,
         };
         if role == Role::Client {
             // Produces the ClientHello.
             let _ = d.drive();
         }
         Ok(d)
+    }
+
+    /// OpenSSL's state has been freed (see `settle`).
+    pub fn is_settled(&self) -> bool {
+        matches!(self.inner, Inner::Settled { .. })
+    }
+
+    /// Frees OpenSSL's state of a connected association, keeping only what authenticates the
+    /// peer's alerts and our close_notify: about 60 KiB less per transport. Call it once the
+    /// peer has shown it completed the handshake (an authenticated SRTP or SRTCP packet: it
+    /// has the exported keys, so it has our last flight and will not retransmit its own).
+    /// Safe because WebRTC without data channels sends nothing else over DTLS. Tried once;
+    /// a suite whose records this cannot authenticate keeps OpenSSL's state.
+    pub fn settle(&mut self) {
+        if self.settle_tried || self.state != State::Connected {
+            return;
+        }
+        self.settle_tried = true;
+        let Inner::Live(stream) = &mut self.inner else {
+            return;
+        };
+        if !stream.get_ref().outgoing.is_empty() {
+            self.settle_tried = false; // unsent records: not yet
+            return;
+        }
+        // The epoch the handshake ended in: 1 (no renegotiation in DTLS-SRTP); checked against
+        // our close_notify's below.
+        let Some(mut peer) = PeerRecordKey::derive(stream.ssl(), 1) else {
+            return;
+        };
+        let _ = stream.shutdown();
+        let close_notify = stream.get_mut().outgoing.pop_front().unwrap_or_default();
+        if let Some(h) = close_notify.get(3..5) {
+            peer.set_epoch(u16::from_be_bytes([h[0], h[1]]));
+        }
+        self.fingerprints = Vec::new();
+        self.inner = Inner::Settled {
+            peer,
+            close_notify,
+            outgoing: None,
+        };
     }
 
     pub fn is_connected(&self) -> bool {
@@ -259,7 +329,25 @@ impl Dtls {
         if self.state == State::Closed {
             return None;
         }
-        let io = self.stream.get_mut();
+        let stream = match &mut self.inner {
+            Inner::Live(stream) => stream,
+            Inner::Settled { peer, .. } => {
+                return match peer.open(data)? {
+                    Alert::CloseNotify => {
+                        self.state = State::Closed;
+                        Some(DtlsEvent::PeerClosed)
+                    }
+                    Alert::Fatal(code) => {
+                        self.state = State::Closed;
+                        Some(DtlsEvent::Closed(format!(
+                            "the peer sent fatal alert {code}"
+                        )))
+                    }
+                    Alert::Warning(_) => None,
+                };
+            }
+        };
+        let io = stream.get_mut();
         if io.incoming.len() >= MAX_QUEUED {
             io.incoming.pop_front();
         }
@@ -270,8 +358,11 @@ impl Dtls {
     /// Advances the handshake, or reads (and discards) application data after it: WebRTC sends
     /// none on the DTLS association without data channels, but alerts must be processed.
     fn drive(&mut self) -> Option<DtlsEvent> {
+        let Inner::Live(stream) = &mut self.inner else {
+            return None;
+        };
         match self.state {
-            State::Handshaking => match self.stream.do_handshake() {
+            State::Handshaking => match stream.do_handshake() {
                 Ok(()) => Some(match self.on_connected() {
                     Ok(keys) => {
                         self.state = State::Connected;
@@ -290,35 +381,37 @@ impl Dtls {
             },
             State::Connected => {
                 let mut buf = [0u8; 2048];
-                loop {
-                    match self.stream.ssl_read(&mut buf) {
-                        Ok(0) => {
-                            self.state = State::Closed;
-                            return Some(DtlsEvent::PeerClosed);
-                        }
+                let ev = loop {
+                    match stream.ssl_read(&mut buf) {
+                        Ok(0) => break Some(DtlsEvent::PeerClosed),
                         Ok(_) => continue,
                         Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                            self.state = State::Closed;
-                            return Some(DtlsEvent::PeerClosed);
+                            break Some(DtlsEvent::PeerClosed);
                         }
                         Err(e)
                             if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) =>
                         {
-                            return None;
+                            break None;
                         }
-                        Err(e) => {
-                            self.state = State::Closed;
-                            return Some(DtlsEvent::Closed(format!("DTLS error: {e}")));
-                        }
+                        Err(e) => break Some(DtlsEvent::Closed(format!("DTLS error: {e}"))),
                     }
+                };
+                if ev.is_some() {
+                    self.state = State::Closed;
                 }
+                ev
             }
             State::Closed => None,
         }
     }
 
-    fn on_connected(&mut self) -> Result<SrtpKeys, DtlsError> {
-        let ssl = self.stream.ssl();
+    fn on_connected(&self) -> Result<SrtpKeys, DtlsError> {
+        let Inner::Live(stream) = &self.inner else {
+            return Err(DtlsError::Handshake(
+                "settled before it connected".to_owned(),
+            ));
+        };
+        let ssl = stream.ssl();
         let cert = ssl.peer_certificate().ok_or(DtlsError::NoPeerCertificate)?;
         let matches = self.fingerprints.iter().any(|f| {
             let md = match f.algorithm.as_str() {
@@ -364,14 +457,17 @@ impl Dtls {
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.stream.get_mut().outgoing.pop_front()
+        match &mut self.inner {
+            Inner::Live(stream) => stream.get_mut().outgoing.pop_front(),
+            Inner::Settled { outgoing, .. } => outgoing.take(),
+        }
     }
 
     /// How long until OpenSSL wants `handle_timeout` (during the handshake).
     pub fn timeout(&self) -> Option<Duration> {
-        if self.state != State::Handshaking {
+        let (State::Handshaking, Inner::Live(stream)) = (&self.state, &self.inner) else {
             return None;
-        }
+        };
         let mut tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 0,
@@ -381,7 +477,7 @@ impl Dtls {
         // SAFETY: a valid SSL pointer owned by `stream`, and a timeval OpenSSL writes into.
         let r = unsafe {
             openssl_sys::SSL_ctrl(
-                self.stream.ssl().as_ptr(),
+                stream.ssl().as_ptr(),
                 DTLS_CTRL_GET_TIMEOUT,
                 0,
                 (&mut tv as *mut libc::timeval).cast(),
@@ -392,14 +488,14 @@ impl Dtls {
 
     /// Retransmits the last flight if OpenSSL's timer expired.
     pub fn handle_timeout(&mut self) -> Option<DtlsEvent> {
-        if self.state != State::Handshaking {
+        let (State::Handshaking, Inner::Live(stream)) = (&self.state, &self.inner) else {
             return None;
-        }
+        };
         #[allow(unsafe_code)]
         // SAFETY: a valid SSL pointer owned by `stream`; HANDLE_TIMEOUT takes no argument.
         let r = unsafe {
             openssl_sys::SSL_ctrl(
-                self.stream.ssl().as_ptr(),
+                stream.ssl().as_ptr(),
                 DTLS_CTRL_HANDLE_TIMEOUT,
                 0,
                 std::ptr::null_mut(),
@@ -415,7 +511,16 @@ impl Dtls {
     /// Sends close_notify.
     pub fn close(&mut self) {
         if self.state == State::Connected {
-            let _ = self.stream.shutdown();
+            match &mut self.inner {
+                Inner::Live(stream) => {
+                    let _ = stream.shutdown();
+                }
+                Inner::Settled {
+                    close_notify,
+                    outgoing,
+                    ..
+                } => *outgoing = Some(std::mem::take(close_notify)).filter(|c| !c.is_empty()),
+            }
         }
         self.state = State::Closed;
     }
@@ -423,6 +528,9 @@ impl Dtls {
 
 const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
 const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
+
+mod settled;
+use settled::{Alert, PeerRecordKey};
 
 #[cfg(test)]
 mod tests;

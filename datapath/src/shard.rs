@@ -579,7 +579,10 @@ impl<R: Router> ShardCore<R> {
         let Some(&id) = self.by_addr.get(&src) else {
             return self.stats.drop(DropReason::UnknownSource);
         };
-        let Some(rx) = self.transports.get_mut(&id).and_then(|t| t.rx.as_mut()) else {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return self.stats.drop(DropReason::UnknownSource);
+        };
+        let Some(rx) = t.rx.as_mut() else {
             return self.stats.drop(DropReason::SrtpNotReady);
         };
         let res = if rtcp {
@@ -589,6 +592,11 @@ impl<R: Router> ShardCore<R> {
         };
         match res {
             Ok(len) => {
+                // The peer has the keys, so its handshake is over: OpenSSL's state can go.
+                if let Some(d) = t.dtls.as_mut().filter(|d| !d.is_settled()) {
+                    d.settle();
+                    self.stats.dtls_settled += u64::from(d.is_settled());
+                }
                 let (router, mut io) = self.route_io();
                 if rtcp {
                     io.stats.rtcp_in += 1;

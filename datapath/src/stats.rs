@@ -63,6 +63,8 @@ pub struct ShardStats {
     pub dtls_in: u64,
     pub dtls_ok: u64,
     pub dtls_failed: u64,
+    /// Associations whose OpenSSL state was freed once the peer proved it had our keys.
+    pub dtls_settled: u64,
     pub rtp_in: u64,
     pub rtcp_in: u64,
     pub rtp_forwarded: u64,
@@ -104,6 +106,7 @@ pub struct ShardMetrics {
     stun_failures: Counter,
     dtls_ok: Counter,
     dtls_failed: Counter,
+    dtls_settled: Counter,
     rtp_in: Counter,
     rtcp_in: Counter,
     rtp_forwarded: Counter,
@@ -131,6 +134,7 @@ impl ShardMetrics {
             stun_failures: counter!("ringcast_stun_check_failures_total", "shard" => s.clone()),
             dtls_ok: counter!("ringcast_dtls_handshakes_total", "shard" => s.clone(), "result" => "ok"),
             dtls_failed: counter!("ringcast_dtls_handshakes_total", "shard" => s.clone(), "result" => "failed"),
+            dtls_settled: counter!("ringcast_dtls_settled_total", "shard" => s.clone()),
             rtp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtp"),
             rtcp_in: counter!("ringcast_srtp_packets_in_total", "shard" => s.clone(), "kind" => "rtcp"),
             rtp_forwarded: counter!("ringcast_rtp_forwarded_total", "shard" => s.clone()),
@@ -166,6 +170,7 @@ impl ShardMetrics {
         self.stun_failures.increment(s.stun_failures);
         self.dtls_ok.increment(s.dtls_ok);
         self.dtls_failed.increment(s.dtls_failed);
+        self.dtls_settled.increment(s.dtls_settled);
         self.rtp_in.increment(s.rtp_in);
         self.rtcp_in.increment(s.rtcp_in);
         self.rtp_forwarded.increment(s.rtp_forwarded);

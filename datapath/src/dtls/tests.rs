@@ -174,3 +174,121 @@ fn client_retransmits_on_timeout() {
     assert_eq!(client.handle_timeout(), None);
     assert!(client.poll_transmit().is_some(), "ClientHello again");
 }
+
+/// A connected server and client whose client offers only `suite`.
+fn connected_with_suite(suite: &str) -> (Dtls, Dtls) {
+    let (sc, sk) = cert();
+    let (cc, ck) = cert();
+    let p = [Profile::AeadAes128Gcm];
+    let server_ctx = context(&sc, &sk, &p).unwrap();
+    let mut client_ctx = context_builder(&cc, &ck, &p).unwrap();
+    client_ctx.set_cipher_list(suite).unwrap();
+    let client_ctx = client_ctx.build();
+    let mut server = Dtls::new(&server_ctx, Role::Server, vec![fp(&cc)]).unwrap();
+    let mut client = Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap();
+    let (se, ce, _) = pump(&mut server, &mut client);
+    assert!(matches!(se[..], [DtlsEvent::Connected(_)]), "{se:?}");
+    assert!(matches!(ce[..], [DtlsEvent::Connected(_)]), "{ce:?}");
+    (server, client)
+}
+
+const GCM_SUITES: [&str; 2] = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+];
+
+#[test]
+fn a_settled_association_knows_the_peers_close_notify() {
+    for suite in GCM_SUITES {
+        for settle_server in [true, false] {
+            let (mut server, mut client) = connected_with_suite(suite);
+            let (settled, live) = if settle_server {
+                (&mut server, &mut client)
+            } else {
+                (&mut client, &mut server)
+            };
+            settled.settle();
+            assert!(settled.is_settled(), "{suite}");
+            assert!(settled.poll_transmit().is_none(), "settling sends nothing");
+            // OpenSSL's close_notify authenticates under the key derived from the session.
+            live.close();
+            let alert = live.poll_transmit().expect("close_notify");
+            assert_eq!(
+                settled.handle_datagram(&alert),
+                Some(DtlsEvent::PeerClosed),
+                "{suite}"
+            );
+            assert!(
+                settled.handle_datagram(&alert).is_none(),
+                "closed stays closed"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_settled_association_still_sends_its_close_notify() {
+    for suite in GCM_SUITES {
+        let (mut server, mut client) = connected_with_suite(suite);
+        server.settle();
+        assert!(server.is_settled());
+        server.close();
+        let alert = server.poll_transmit().expect("close_notify");
+        assert!(server.poll_transmit().is_none());
+        // OpenSSL, on the other side, reads it as the end of the association.
+        assert_eq!(
+            client.handle_datagram(&alert),
+            Some(DtlsEvent::PeerClosed),
+            "{suite}"
+        );
+    }
+}
+
+#[test]
+fn a_forged_alert_does_not_close_a_settled_association() {
+    let (mut server, mut client) = connected_with_suite(GCM_SUITES[0]);
+    server.settle();
+    client.close();
+    let alert = client.poll_transmit().unwrap();
+    // Every single-bit change to the record's nonce, ciphertext or tag is refused, and so are
+    // a wrong epoch, a truncation and a record of another type.
+    for i in 13..alert.len() {
+        let mut forged = alert.clone();
+        forged[i] ^= 0x01;
+        assert!(server.handle_datagram(&forged).is_none(), "byte {i}");
+    }
+    let mut epoch = alert.clone();
+    epoch[4] ^= 0x03;
+    let mut handshake = alert.clone();
+    handshake[0] = 22;
+    for bad in [
+        epoch,
+        handshake,
+        alert[..alert.len() - 1].to_vec(),
+        Vec::new(),
+    ] {
+        assert!(server.handle_datagram(&bad).is_none());
+    }
+    assert!(server.is_connected());
+    // The genuine one still closes it, also behind another record in the same datagram.
+    let mut two = alert[..13].to_vec();
+    two[11..13].copy_from_slice(&0u16.to_be_bytes());
+    two.extend_from_slice(&alert);
+    assert_eq!(server.handle_datagram(&two), Some(DtlsEvent::PeerClosed));
+}
+
+#[test]
+fn settling_keeps_openssl_for_a_suite_it_cannot_authenticate_and_waits_for_the_handshake() {
+    let (mut server, mut client) = connected_with_suite("ECDHE-ECDSA-CHACHA20-POLY1305");
+    server.settle();
+    assert!(!server.is_settled());
+    client.close();
+    let alert = client.poll_transmit().unwrap();
+    assert_eq!(server.handle_datagram(&alert), Some(DtlsEvent::PeerClosed));
+
+    let (sc, sk) = cert();
+    let ctx = context(&sc, &sk, &[Profile::AeadAes128Gcm]).unwrap();
+    let mut handshaking = Dtls::new(&ctx, Role::Server, Vec::new()).unwrap();
+    handshaking.settle();
+    assert!(!handshaking.is_settled());
+}

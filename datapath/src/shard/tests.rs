@@ -531,3 +531,44 @@ fn an_early_dtls_flight_waits_for_the_peer_parameters() {
     }
     assert!(connected, "handshake completed without a retransmission");
 }
+
+#[test]
+fn the_first_authentic_srtp_frees_openssl_and_close_notify_still_works_both_ways() {
+    let (mut core, mut peers, now) = setup_n(2);
+    for p in &mut peers {
+        connect(&mut core, p, now);
+    }
+    for (i, p) in peers.iter_mut().enumerate() {
+        let k = p.keys.clone().unwrap();
+        let mut tx = srtp::Context::new(k.profile, &k.local_key, &k.local_salt).unwrap();
+        // A forgery proves nothing: the association keeps OpenSSL's state.
+        let mut forged = srtp_from(&mut tx, 1, 100);
+        forged[20] ^= 1;
+        core.handle_datagram(p.addr, &mut forged, now);
+        assert_eq!(core.stats.dtls_settled, i as u64);
+        let mut b = srtp_from(&mut tx, 2, 100);
+        core.handle_datagram(p.addr, &mut b, now);
+        assert_eq!(core.stats.dtls_settled, i as u64 + 1);
+    }
+    assert_eq!(core.stats.dtls_settled, 2);
+    let _ = core.take_transmits();
+    let _ = core.take_events().count();
+    // The peer's close_notify, authenticated without OpenSSL, closes its transport.
+    peers[0].dtls.close();
+    let mut alert = peers[0].dtls.poll_transmit().unwrap();
+    core.handle_datagram(peers[0].addr, &mut alert, now);
+    assert_eq!(
+        core.take_events().collect::<Vec<_>>(),
+        [Event::Closed { id: peers[0].id }]
+    );
+    // Removing the other sends the close_notify written before OpenSSL's state was freed.
+    core.handle_command(Command::Remove(peers[1].id), now);
+    let out: Vec<Transmit> = core.take_transmits();
+    let p = &mut peers[1];
+    let ev: Vec<_> = out
+        .iter()
+        .filter(|t| t.to == p.addr)
+        .filter_map(|t| p.dtls.handle_datagram(&t.data))
+        .collect();
+    assert_eq!(ev, [DtlsEvent::PeerClosed]);
+}
