@@ -39,7 +39,9 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
         let n = match state.recv((&socket).into(), &mut slices, &mut meta) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(&socket, shard.next_wait(Instant::now()));
+                if wait_readable(&socket, shard.waker.fd(), shard.next_wait(Instant::now())) {
+                    shard.waker.drain();
+                }
                 0
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
@@ -87,19 +89,31 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
     }
 }
 
-/// Blocks until the socket is readable or `timeout` passed (at least 1 ms, so a due timer
-/// never makes the loop spin).
-fn wait_readable(socket: &UdpSocket, timeout: std::time::Duration) {
-    let mut fds = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+/// Blocks until the socket is readable, a command was queued (`wake`: returns true) or
+/// `timeout` passed (at least 1 ms, so a due timer never makes the loop spin).
+fn wait_readable(
+    socket: &UdpSocket,
+    wake: std::os::fd::RawFd,
+    timeout: std::time::Duration,
+) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
     let ms = timeout.as_millis().clamp(1, 1000) as libc::c_int;
-    // SAFETY: one valid pollfd for the duration of the call.
+    // SAFETY: two valid pollfds for the duration of the call.
     unsafe {
-        libc::poll(&mut fds, 1, ms);
+        libc::poll(fds.as_mut_ptr(), 2, ms);
     }
+    fds[1].revents & libc::POLLIN != 0
 }
 
 /// Sends every queued datagram and releases their slots.

@@ -17,6 +17,7 @@ use crate::router::Router;
 use crate::shard::{Command, Event, ShardCore};
 use crate::srtp::Profile;
 use crate::stats::ShardMetrics;
+use crate::wake::Waker;
 
 /// Which IO backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,7 @@ pub const COMMAND_QUEUE: usize = 4096;
 
 struct ShardHandle<C> {
     commands: SyncSender<Command<C>>,
+    waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     running: Arc<AtomicBool>,
     addr: SocketAddr,
@@ -95,6 +97,8 @@ pub(crate) struct Shard<R: Router> {
     pub(crate) metrics: ShardMetrics,
     index: u16,
     commands: Receiver<Command<R::Command>>,
+    /// Written when a command is queued; the loop waits on it beside the socket.
+    pub(crate) waker: Arc<Waker>,
     events: EventSink,
     stop: Arc<AtomicBool>,
     next_timer: Instant,
@@ -111,7 +115,8 @@ impl<R: Router> Shard<R> {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// How long the loop may block: until the next timer, at most 10 ms so commands are seen.
+    /// How long the loop may block: until the next timer or pacer release, at most 10 ms (a
+    /// queued command wakes it sooner, see `wake`).
     pub(crate) fn next_wait(&self, now: Instant) -> Duration {
         let pacer = self
             .core
@@ -125,6 +130,7 @@ impl<R: Router> Shard<R> {
 
     /// Commands, timers, events and metrics after each sweep.
     pub(crate) fn after_sweep(&mut self, now: Instant) {
+        self.waker.clear();
         while let Ok(cmd) = self.commands.try_recv() {
             self.core.handle_command(cmd, now);
         }
@@ -335,6 +341,7 @@ impl<R: Router> Datapath<R> {
             let socket = bind(config.bind_ip, port)?;
             let addr = socket.local_addr()?;
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
+            let waker = Arc::new(Waker::new()?);
             let running = Arc::new(AtomicBool::new(true));
             let mut shard = Shard {
                 core: ShardCore::with_send_slots(ctx.clone(), router(index), config.send_slots)
@@ -345,6 +352,7 @@ impl<R: Router> Datapath<R> {
                 ),
                 index,
                 commands: rx,
+                waker: waker.clone(),
                 events: events.clone(),
                 stop: stop.clone(),
                 next_timer: Instant::now(),
@@ -387,6 +395,7 @@ impl<R: Router> Datapath<R> {
                 })?;
             shards.push(ShardHandle {
                 commands: tx,
+                waker,
                 thread: Some(thread),
                 running,
                 addr,
@@ -408,7 +417,10 @@ impl<R: Router> Datapath<R> {
             .get(usize::from(shard))
             .ok_or(SendError::NoSuchShard)?;
         match h.commands.try_send(cmd) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                h.waker.wake();
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(SendError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(SendError::Stopped),
         }
@@ -434,6 +446,9 @@ impl<R: Router> Datapath<R> {
     /// Stops and joins the shard threads.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        for s in &self.shards {
+            s.waker.wake();
+        }
         for s in &mut self.shards {
             if let Some(t) = s.thread.take() {
                 let _ = t.join();

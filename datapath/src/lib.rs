@@ -19,6 +19,7 @@ pub mod srtp;
 pub mod stats;
 pub mod stun;
 mod uring;
+mod wake;
 
 pub use io::{Backend, Datapath, DatapathConfig, EventSink, SendError};
 pub use router::{Fanout, FanoutCommand, RouteIo, Router};

@@ -22,6 +22,8 @@ const RECV_BUFS: u16 = 1024;
 const RECV_BUF_SIZE: usize = 2048;
 const BGID: u16 = 0;
 const RECV_TAG: u64 = u64::MAX;
+/// The read of the shard's command eventfd (sends use their slot index).
+const WAKE_TAG: u64 = u64::MAX - 1;
 /// Submission entries: sends beyond this in one sweep go in several submits.
 const SQ_ENTRIES: u32 = 2048;
 /// Completion entries at most (the kernel's limit).
@@ -38,6 +40,8 @@ struct SendSlot {
 /// Runs the shard until it is told to stop. Returns an error only if io_uring can't be set up,
 /// so the caller can fall back to the other backend before any packet was handled.
 pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()> {
+    // Declared before the ring, so it outlives the read armed on it.
+    let mut wake_buf = Box::new(0u64);
     // Room for every send slot in flight plus the receive buffers, so the kernel never has to
     // hold completions back.
     let cq_entries = (shard.core.outbox.slots() + 2 * usize::from(RECV_BUFS))
@@ -71,13 +75,28 @@ pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()>
     // SAFETY: `tmpl` lives as long as this function, i.e. as long as the receive is armed.
     unsafe { ring.submission().push(&recv) }
         .map_err(|_| io::Error::other("submission queue full"))?;
+    // A queued command writes the eventfd: this read completes and the loop wakes.
+    let wake = opcode::Read::new(
+        types::Fd(shard.waker.fd()),
+        (&mut *wake_buf as *mut u64).cast(),
+        8,
+    )
+    .build()
+    .user_data(WAKE_TAG);
+    // SAFETY: `wake_buf` outlives the ring (declared before it).
+    unsafe { ring.submission().push(&wake) }
+        .map_err(|_| io::Error::other("submission queue full"))?;
     ring.submit()?;
 
     // SAFETY: zeroed plain C structs; pointers are set per send below.
     let mut slots: Box<[SendSlot]> = (0..shard.core.outbox.slots())
         .map(|_| unsafe { std::mem::zeroed::<SendSlot>() })
         .collect();
-    let result = sweep_loop(&mut ring, &mut bufs, &recv, &mut slots, fd, shard);
+    let armed = Armed {
+        recv: &recv,
+        wake: &wake,
+    };
+    let result = sweep_loop(&mut ring, &mut bufs, armed, &mut slots, fd, shard);
     let _ = ring.submitter().unregister_buf_ring(BGID);
     result
 }
@@ -89,10 +108,17 @@ struct Deferred {
     len: u32,
 }
 
+/// The entries re-armed when their operation ends: the multishot receive, the wake-up read.
+#[derive(Clone, Copy)]
+struct Armed<'a> {
+    recv: &'a io_uring::squeue::Entry,
+    wake: &'a io_uring::squeue::Entry,
+}
+
 fn sweep_loop<R: Router>(
     ring: &mut IoUring,
     bufs: &mut BufRing,
-    recv: &io_uring::squeue::Entry,
+    armed: Armed<'_>,
     slots: &mut [SendSlot],
     fd: types::Fd,
     shard: &mut Shard<R>,
@@ -124,11 +150,17 @@ fn sweep_loop<R: Router>(
         let now = Instant::now();
         let mut received = 0usize;
         let mut rearm = false;
+        let mut rearm_wake = false;
         {
             let mut cq = ring.completion();
             cq.sync();
             for cqe in &mut cq {
                 let (res, flags, ud) = (cqe.result(), cqe.flags(), cqe.user_data());
+                if ud == WAKE_TAG {
+                    // A command was queued; `after_sweep` below drains the queue.
+                    rearm_wake = true;
+                    continue;
+                }
                 if ud != RECV_TAG {
                     // A send finished: its outbox slot is free again.
                     if (ud as usize) < slots.len() {
@@ -184,14 +216,18 @@ fn sweep_loop<R: Router>(
         shard.after_sweep(now);
         // Queue every send this sweep produced; they go out with the next submit.
         let mut sq = ring.submission();
-        if rearm {
-            // SAFETY: the template the entry points to lives for the whole loop (see `run`).
-            if unsafe { sq.push(recv) }.is_err() {
+        for (again, entry) in [(rearm, armed.recv), (rearm_wake, armed.wake)] {
+            if !again {
+                continue;
+            }
+            // SAFETY: what the entries point to (the receive template, the wake-up buffer)
+            // lives for the whole loop (see `run`).
+            if unsafe { sq.push(entry) }.is_err() {
                 drop(sq);
                 ring.submit()?;
                 sq = ring.submission();
                 // SAFETY: as above.
-                let _ = unsafe { sq.push(recv) };
+                let _ = unsafe { sq.push(entry) };
             }
         }
         let mut queued = std::mem::take(&mut shard.queued);
