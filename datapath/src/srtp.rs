@@ -5,8 +5,8 @@
 //! `protect_*` encrypts inside the send buffer and appends the tag. No allocation per packet
 //! (per-SSRC state is allocated once, when an SSRC is first seen).
 
-use aes::cipher::{BlockEncrypt, KeyIvInit, StreamCipher};
-use aes::{Aes128, Aes256};
+use aes::cipher::{BlockEncrypt, InnerIvInit, StreamCipher};
+use aes::{Aes128, Aes128Enc, Aes256};
 use aes_gcm::KeyInit;
 use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::aead::{AeadCore, AeadInPlace};
@@ -14,7 +14,13 @@ use aes_gcm::{Aes128Gcm, Aes256Gcm, Nonce, Tag};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-type Aes128Ctr = ctr::Ctr128BE<Aes128>;
+/// XORs AES-CM's keystream from `iv` into `data`, with the context's expanded key borrowed:
+/// no key schedule per packet.
+fn cm_keystream(cipher: &Aes128Enc, iv: [u8; 16], data: &mut [u8]) {
+    let core =
+        ctr::CtrCore::<&Aes128Enc, ctr::flavors::Ctr128BE>::inner_iv_init(cipher, &iv.into());
+    ctr::Ctr128BE::from_core(core).apply_keystream(data);
+}
 type HmacSha1 = Hmac<Sha1>;
 
 /// SRTP protection profiles Ringcast speaks (RFC 5764 §4.1.2, RFC 7714 §14.2).
@@ -118,8 +124,10 @@ fn derive(master_key: &[u8], master_salt: &[u8], label: u8, out: &mut [u8]) {
 /// Session keys for one direction of RTP or RTCP.
 enum Keys {
     Cm {
-        key: [u8; 16],
+        /// The session key, expanded once.
+        cipher: Box<Aes128Enc>,
         salt: [u8; 14],
+        /// Keyed once: each packet starts from a copy of this state.
         auth: HmacSha1,
     },
     Gcm128 {
@@ -164,7 +172,7 @@ impl Keys {
 
     fn cm(key: [u8; 16], salt: [u8; 14], auth: &[u8]) -> Keys {
         Keys::Cm {
-            key,
+            cipher: Box::new(Aes128Enc::new(&key.into())),
             salt,
             // HMAC takes keys of any length.
             auth: <HmacSha1 as Mac>::new_from_slice(auth).unwrap_or_else(|_| unreachable_hmac()),
@@ -406,7 +414,7 @@ impl Context {
         stream.rtp.check(index)?;
         let end = buf.len() - tag_len;
         match &self.rtp {
-            Keys::Cm { key, salt, auth } => {
+            Keys::Cm { cipher, salt, auth } => {
                 let mut mac = auth.clone();
                 mac.update(&buf[..end]);
                 mac.update(&((index >> 16) as u32).to_be_bytes());
@@ -415,7 +423,7 @@ impl Context {
                     return Err(SrtpError::AuthFailed);
                 }
                 let iv = cm_iv(salt, ssrc, index);
-                Aes128Ctr::new(key.into(), &iv.into()).apply_keystream(&mut buf[hdr..end]);
+                cm_keystream(cipher, iv, &mut buf[hdr..end]);
             }
             Keys::Gcm128 { aead, salt } => gcm_rtp_open(&**aead, salt, buf, hdr, end, ssrc, index)?,
             Keys::Gcm256 { aead, salt } => gcm_rtp_open(&**aead, salt, buf, hdr, end, ssrc, index)?,
@@ -444,9 +452,9 @@ impl Context {
         };
         stream.tx_rtp = Some(stream.tx_rtp.map_or(index, |h| h.max(index)));
         match &self.rtp {
-            Keys::Cm { key, salt, auth } => {
+            Keys::Cm { cipher, salt, auth } => {
                 let iv = cm_iv(salt, ssrc, index);
-                Aes128Ctr::new(key.into(), &iv.into()).apply_keystream(&mut buf[hdr..len]);
+                cm_keystream(cipher, iv, &mut buf[hdr..len]);
                 let mut mac = auth.clone();
                 mac.update(&buf[..len]);
                 mac.update(&((index >> 16) as u32).to_be_bytes());
@@ -480,7 +488,7 @@ impl Context {
         let index = e_index & 0x7FFF_FFFF;
         self.stream(ssrc)?.rtcp.check(u64::from(index))?;
         let plain_len = match &self.rtcp {
-            Keys::Cm { key, salt, auth } => {
+            Keys::Cm { cipher, salt, auth } => {
                 let mut mac = auth.clone();
                 mac.update(&buf[..tag_at]);
                 let full = mac.finalize().into_bytes();
@@ -489,7 +497,7 @@ impl Context {
                 }
                 if encrypted {
                     let iv = cm_iv(salt, ssrc, u64::from(index));
-                    Aes128Ctr::new(key.into(), &iv.into()).apply_keystream(&mut buf[8..e_at]);
+                    cm_keystream(cipher, iv, &mut buf[8..e_at]);
                 }
                 e_at
             }
@@ -518,9 +526,9 @@ impl Context {
         stream.tx_rtcp_index = (index + 1) & 0x7FFF_FFFF;
         let e_index = 0x8000_0000 | index;
         match &self.rtcp {
-            Keys::Cm { key, salt, auth } => {
+            Keys::Cm { cipher, salt, auth } => {
                 let iv = cm_iv(salt, ssrc, u64::from(index));
-                Aes128Ctr::new(key.into(), &iv.into()).apply_keystream(&mut buf[8..len]);
+                cm_keystream(cipher, iv, &mut buf[8..len]);
                 buf[len..len + 4].copy_from_slice(&e_index.to_be_bytes());
                 let mut mac = auth.clone();
                 mac.update(&buf[..len + 4]);
