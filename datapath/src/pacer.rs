@@ -8,9 +8,10 @@
 //!
 //! Congestion control will replace the rate with each subscriber's bandwidth estimate.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::IdMap;
 use crate::outbox::Queued;
 use crate::shard::TransportId;
 
@@ -96,7 +97,7 @@ impl Flow {
 /// The shard's pacer.
 #[derive(Debug, Default)]
 pub struct Pacer {
-    flows: HashMap<TransportId, Flow>,
+    flows: IdMap<TransportId, Flow>,
     /// Transports with held datagrams.
     waiting: Vec<TransportId>,
     /// Datagrams that waited, since the last `take_paced`.

@@ -6,9 +6,9 @@
 //! rooms: the media router lives in the `sfu` crate. `Fanout` here is the simplest router,
 //! transport-level fan-out, used by the forwarding benchmark and tests.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::IdMap;
 use crate::outbox::Outbox;
 use crate::shard::{Transport, TransportId};
 use crate::stats::{DropReason, ShardStats};
@@ -61,7 +61,7 @@ pub trait Router: Send + 'static {
 
 /// What a router may do with the shard's transports: write, encrypt and queue packets.
 pub struct RouteIo<'a> {
-    pub(crate) transports: &'a mut HashMap<TransportId, Transport>,
+    pub(crate) transports: &'a mut IdMap<TransportId, Transport>,
     pub(crate) outbox: &'a mut Outbox,
     pub(crate) stats: &'a mut ShardStats,
 }
@@ -135,7 +135,7 @@ impl RouteIo<'_> {
 /// transport (re-encrypted with its keys).
 #[derive(Debug, Default)]
 pub struct Fanout {
-    routes: HashMap<TransportId, Vec<TransportId>>,
+    routes: IdMap<TransportId, Vec<TransportId>>,
 }
 
 /// Commands of the `Fanout` router.

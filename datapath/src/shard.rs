@@ -2,12 +2,12 @@
 //! 7983 demux, and what each datagram leads to. The IO loop (`io`) feeds datagrams and time in
 //! and sends the datagrams queued in `outbox`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::SslContext;
 
+use crate::IdMap;
 use crate::dtls::{Dtls, DtlsEvent, Fingerprint, Role};
 use crate::ice::{CheckOutcome, IceLite, Selected};
 use crate::outbox::{Outbox, Queued};
@@ -153,9 +153,9 @@ const SEND_RESERVE_MARGIN: usize = 64;
 pub struct ShardCore<R: Router> {
     ssl: SslContext,
     router: R,
-    transports: HashMap<TransportId, Transport>,
-    by_ufrag: HashMap<String, TransportId>,
-    by_addr: HashMap<SocketAddr, TransportId>,
+    transports: IdMap<TransportId, Transport>,
+    by_ufrag: IdMap<String, TransportId>,
+    by_addr: IdMap<SocketAddr, TransportId>,
     pub outbox: Outbox,
     /// Free slots a datagram may need: the most sends one datagram has produced, plus a margin.
     send_reserve: usize,
@@ -175,9 +175,9 @@ impl<R: Router> ShardCore<R> {
         ShardCore {
             ssl,
             router,
-            transports: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            transports: IdMap::default(),
+            by_ufrag: IdMap::default(),
+            by_addr: IdMap::default(),
             outbox: Outbox::new(slots.max(1)),
             send_reserve: SEND_RESERVE_MARGIN,
             pacer: Pacer::default(),

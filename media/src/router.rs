@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ringcast_control::codec::CodecName;
-use ringcast_datapath::{RouteIo, Router, TransportId};
+use ringcast_datapath::{IdMap, RouteIo, Router, TransportId};
 
 use super::keyframe::starts_keyframe;
 use super::retransmit::{Budget, History, MAX_PACKET, Refusal, Resent};
@@ -542,11 +542,11 @@ pub struct MediaRouter {
     published: RouterStats,
     tracks: Table<Track>,
     /// (publisher transport, SSRC) → (track, layer).
-    by_ssrc: HashMap<(TransportId, u32), (Slot, usize)>,
+    by_ssrc: IdMap<(TransportId, u32), (Slot, usize)>,
     /// (publisher transport, RTX SSRC) → (track, layer).
-    by_rtx: HashMap<(TransportId, u32), (Slot, usize)>,
+    by_rtx: IdMap<(TransportId, u32), (Slot, usize)>,
     /// (subscriber transport, the SSRC Ringcast sends it) → track.
-    by_sub_ssrc: HashMap<(TransportId, u32), Slot>,
+    by_sub_ssrc: IdMap<(TransportId, u32), Slot>,
     pub stats: RouterStats,
 }
 

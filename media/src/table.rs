@@ -2,8 +2,7 @@
 //! plane's track id. The per-packet maps (SSRC → track) hold slots, so a packet reaches its track
 //! without hashing the id; commands, which name ids, go through the index.
 
-use std::collections::HashMap;
-
+use ringcast_datapath::IdMap;
 use slab::Slab;
 
 /// A published track, as the control plane numbers it (its `TrackNum`).
@@ -25,14 +24,14 @@ pub(crate) struct Slot(usize);
 #[derive(Debug)]
 pub(crate) struct Table<T> {
     slab: Slab<T>,
-    slots: HashMap<TrackId, Slot>,
+    slots: IdMap<TrackId, Slot>,
 }
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Table {
             slab: Slab::new(),
-            slots: HashMap::new(),
+            slots: IdMap::default(),
         }
     }
 }
