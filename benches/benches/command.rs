@@ -11,12 +11,10 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringcast_datapath::client::{Client, ClientConfig, connect_blocking};
-use ringcast_datapath::dtls::{self, Fingerprint, Role};
+use ringcast_datapath::client::{Client, connect_blocking};
+use ringcast_datapath::dtls::{self, Fingerprint};
 use ringcast_datapath::srtp::Profile;
-use ringcast_datapath::{
-    Backend, Command, Datapath, DatapathConfig, Fanout, RemoteConfig, TransportConfig, TransportId,
-};
+use ringcast_datapath::{Backend, Command, Datapath, DatapathConfig, Fanout, TransportId};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k)
@@ -52,32 +50,11 @@ fn run(backend: Backend, commands: u64) -> Vec<f64> {
     let ctx = dtls::context(&cc, &ck, &[Profile::AeadAes128Gcm]).unwrap();
     let mut out = Vec::new();
     for i in 0..commands {
-        dp.send(
-            0,
-            Command::Upsert(TransportConfig {
-                id: TransportId(i),
-                local_ufrag: format!("S{i:04}"),
-                local_pwd: "benchpassword0123456789a".into(),
-                remote: Some(RemoteConfig {
-                    ufrag: format!("C{i:04}"),
-                    dtls_role: Role::Server,
-                    fingerprints: vec![client_fp.clone()],
-                }),
-            }),
-        )
-        .unwrap();
+        dp.send(0, ringcast_benches::bench_transport(i, &client_fp))
+            .unwrap();
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut c = Client::new(
-            &ctx,
-            ClientConfig {
-                local_ufrag: format!("C{i:04}"),
-                remote_ufrag: format!("S{i:04}"),
-                remote_pwd: "benchpassword0123456789a".into(),
-                tie_breaker: i + 1,
-                server_fingerprints: vec![server_fp.clone()],
-            },
-        )
-        .unwrap();
+        let mut c =
+            Client::new(&ctx, ringcast_benches::bench_client_config(i, &server_fp)).unwrap();
         connect_blocking(&mut c, &sock, server, Duration::from_secs(10)).unwrap();
         // Let the shard go idle: it is then blocked waiting for a datagram or its timer.
         std::thread::sleep(Duration::from_millis(23));

@@ -19,12 +19,11 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use ringcast_control::codec::CodecName;
-use ringcast_datapath::client::{Client, ClientConfig, connect_blocking};
-use ringcast_datapath::dtls::{self, Fingerprint, Role};
+use ringcast_datapath::client::{Client, connect_blocking};
+use ringcast_datapath::dtls::{self, Fingerprint};
 use ringcast_datapath::srtp::{Context, Profile};
 use ringcast_datapath::{
-    Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, RemoteConfig, Router,
-    TransportConfig, TransportId,
+    Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, Router, TransportId,
 };
 use ringcast_media::fixtures;
 use ringcast_media::router::{MediaCommand, MediaRouter, TrackId};
@@ -80,13 +79,7 @@ fn connect(
 ) -> dtls::SrtpKeys {
     let mut c = Client::new(
         ctx,
-        ClientConfig {
-            local_ufrag: format!("C{i:03}"),
-            remote_ufrag: format!("S{i:03}"),
-            remote_pwd: "benchpassword0123456789a".into(),
-            tie_breaker: i as u64 + 1,
-            server_fingerprints: vec![server_fp.clone()],
-        },
+        ringcast_benches::bench_client_config(i as u64, server_fp),
     )
     .unwrap();
     connect_blocking(&mut c, sock, server, Duration::from_secs(10)).unwrap();
@@ -164,20 +157,8 @@ fn run_with<R: Router>(
     let mut socks = Vec::new();
     let mut keys = Vec::new();
     for i in 0..=SUBSCRIBERS as u64 {
-        dp.send(
-            0,
-            Command::Upsert(TransportConfig {
-                id: TransportId(i),
-                local_ufrag: format!("S{i:03}"),
-                local_pwd: "benchpassword0123456789a".into(),
-                remote: Some(RemoteConfig {
-                    ufrag: format!("C{i:03}"),
-                    dtls_role: Role::Server,
-                    fingerprints: vec![fp(&cc)],
-                }),
-            }),
-        )
-        .unwrap();
+        dp.send(0, ringcast_benches::bench_transport(i, &fp(&cc)))
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(50));
     for i in 0..=SUBSCRIBERS {

@@ -12,6 +12,40 @@ pub fn rtp_packet(seq: u16, len: usize) -> Vec<u8> {
     p
 }
 
+/// The shard-side half of a benchmark client: transport `id` with ufrag `S{id:04}`, the
+/// benchmarks' password, and the client's DTLS fingerprint (the client speaks `C{id:04}`).
+pub fn bench_transport<C>(
+    id: u64,
+    client_fp: &ringcast_datapath::dtls::Fingerprint,
+) -> ringcast_datapath::Command<C> {
+    ringcast_datapath::Command::Upsert(ringcast_datapath::TransportConfig {
+        id: ringcast_datapath::TransportId(id),
+        local_ufrag: format!("S{id:04}"),
+        local_pwd: BENCH_PASSWORD.into(),
+        remote: Some(ringcast_datapath::RemoteConfig {
+            ufrag: format!("C{id:04}"),
+            dtls_role: ringcast_datapath::dtls::Role::Server,
+            fingerprints: vec![client_fp.clone()],
+        }),
+    })
+}
+
+/// The client-side half of `bench_transport`.
+pub fn bench_client_config(
+    id: u64,
+    server_fp: &ringcast_datapath::dtls::Fingerprint,
+) -> ringcast_datapath::client::ClientConfig {
+    ringcast_datapath::client::ClientConfig {
+        local_ufrag: format!("C{id:04}"),
+        remote_ufrag: format!("S{id:04}"),
+        remote_pwd: BENCH_PASSWORD.into(),
+        tie_breaker: id + 1,
+        server_fingerprints: vec![server_fp.clone()],
+    }
+}
+
+const BENCH_PASSWORD: &str = "benchpassword0123456789a";
+
 /// The reference forwarder: what one core does with no protocol logic at all (recvmmsg, then
 /// per egress packet a copy and an AES-128-GCM encryption, then sendmmsg), and the publisher
 /// that feeds it. The forwarding and end-to-end benchmarks report Ringcast against it,
