@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringcast_datapath::client::{Client, connect_blocking};
-use ringcast_datapath::dtls::{self, Fingerprint};
-use ringcast_datapath::srtp::Profile;
+use ringcast_datapath::dtls;
+use ringcast_datapath::srtp::SrtpProfile;
 use ringcast_datapath::{Backend, Command, Datapath, DatapathConfig, Fanout, TransportId};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
@@ -27,8 +27,8 @@ fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
 fn run(backend: Backend, commands: u64) -> Vec<f64> {
     let (sc, sk) = dtls::self_signed().unwrap();
     let (cc, ck) = dtls::self_signed().unwrap();
-    let client_fp = Fingerprint::sha256(&cc).unwrap();
-    let server_fp = Fingerprint::sha256(&sc).unwrap();
+    let client_fp = dtls::fingerprint_sha256(&cc).unwrap();
+    let server_fp = dtls::fingerprint_sha256(&sc).unwrap();
     let mut dp = Datapath::start(
         DatapathConfig {
             shards: 1,
@@ -37,7 +37,7 @@ fn run(backend: Backend, commands: u64) -> Vec<f64> {
             backend,
             certificate: sc,
             private_key: sk,
-            srtp_profiles: vec![Profile::AeadAes128Gcm],
+            srtp_profiles: vec![SrtpProfile::AeadAes128Gcm],
             pin_threads: true,
             send_slots: ringcast_datapath::OUTBOX_SLOTS,
             pace_bursts: true,
@@ -47,7 +47,7 @@ fn run(backend: Backend, commands: u64) -> Vec<f64> {
     )
     .unwrap();
     let server = dp.local_addrs()[0];
-    let ctx = dtls::context(&cc, &ck, &[Profile::AeadAes128Gcm]).unwrap();
+    let ctx = dtls::context(&cc, &ck, &[SrtpProfile::AeadAes128Gcm]).unwrap();
     let mut out = Vec::new();
     for i in 0..commands {
         dp.send(0, ringcast_benches::bench_transport(i, &client_fp))

@@ -21,7 +21,7 @@ use openssl::x509::X509;
 use ringcast_control::codec::CodecName;
 use ringcast_datapath::client::{Client, connect_blocking};
 use ringcast_datapath::dtls::{self, Fingerprint};
-use ringcast_datapath::srtp::{Context, Profile};
+use ringcast_datapath::srtp::{Context, SrtpProfile};
 use ringcast_datapath::{
     Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, Router, TransportId,
 };
@@ -66,7 +66,7 @@ fn cert() -> (X509, PKey<Private>) {
 }
 
 fn fp(c: &X509) -> Fingerprint {
-    Fingerprint::sha256(c).unwrap()
+    dtls::fingerprint_sha256(c).unwrap()
 }
 
 /// ICE + DTLS from a client socket (the shared client); returns its SRTP keys.
@@ -143,7 +143,7 @@ fn run_with<R: Router>(
             backend,
             certificate: sc.clone(),
             private_key: sk,
-            srtp_profiles: vec![Profile::AeadAes128Gcm],
+            srtp_profiles: vec![SrtpProfile::AeadAes128Gcm],
             pin_threads: true,
             send_slots: ringcast_datapath::OUTBOX_SLOTS,
             pace_bursts: true,
@@ -153,7 +153,7 @@ fn run_with<R: Router>(
     )
     .unwrap();
     let server = dp.local_addrs()[0];
-    let ctx = dtls::context(&cc, &ck, &[Profile::AeadAes128Gcm]).unwrap();
+    let ctx = dtls::context(&cc, &ck, &[SrtpProfile::AeadAes128Gcm]).unwrap();
     let mut socks = Vec::new();
     let mut keys = Vec::new();
     for i in 0..=SUBSCRIBERS as u64 {

@@ -9,16 +9,16 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ringcast_benches::rtp_packet;
 use ringcast_datapath::ice::IceLite;
-use ringcast_datapath::srtp::{Context, Profile};
+use ringcast_datapath::srtp::{Context, SrtpProfile};
 use ringcast_datapath::stun::{self, IceRole, Message};
 
-const PROFILES: [(Profile, &str); 3] = [
-    (Profile::AeadAes128Gcm, "aead_aes_128_gcm"),
-    (Profile::AeadAes256Gcm, "aead_aes_256_gcm"),
-    (Profile::Aes128CmHmacSha1_80, "aes_cm_128_hmac_sha1_80"),
+const PROFILES: [(SrtpProfile, &str); 3] = [
+    (SrtpProfile::AeadAes128Gcm, "aead_aes_128_gcm"),
+    (SrtpProfile::AeadAes256Gcm, "aead_aes_256_gcm"),
+    (SrtpProfile::Aes128CmHmacSha1_80, "aes_cm_128_hmac_sha1_80"),
 ];
 
-fn context(p: Profile) -> Context {
+fn context(p: SrtpProfile) -> Context {
     let key: Vec<u8> = (0..p.master_key_len() as u8).collect();
     let salt: Vec<u8> = (0..p.master_salt_len() as u8).collect();
     Context::new(p, &key, &salt).unwrap()

@@ -24,7 +24,7 @@ pub fn bench_transport<C>(
         local_pwd: BENCH_PASSWORD.into(),
         remote: Some(ringcast_datapath::RemoteConfig {
             ufrag: format!("C{id:04}"),
-            dtls_role: ringcast_datapath::dtls::Role::Server,
+            dtls_role: ringcast_datapath::dtls::DtlsRole::Server,
             fingerprints: vec![client_fp.clone()],
         }),
     })
@@ -59,7 +59,7 @@ pub mod reference {
 
     use aes_gcm::aead::AeadInPlace;
     use aes_gcm::{Aes128Gcm, KeyInit, Nonce};
-    use ringcast_datapath::srtp::{Context, Profile};
+    use ringcast_datapath::srtp::{Context, SrtpProfile};
 
     use crate::rtp_packet;
 
@@ -283,7 +283,7 @@ pub mod reference {
         let sender_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let key: Vec<u8> = (0..16).collect();
         let salt: Vec<u8> = (0..12).collect();
-        let tx = Context::new(Profile::AeadAes128Gcm, &key, &salt).unwrap();
+        let tx = Context::new(SrtpProfile::AeadAes128Gcm, &key, &salt).unwrap();
         let sender = publisher(sender_sock, ingress_addr, tx, payload, stop.clone());
         std::thread::sleep(Duration::from_millis(500));
         let start_count = egress.load(Ordering::Relaxed);

@@ -1,106 +1,20 @@
 //! What media Ringcast forwards: codecs, RTCP feedback and RTP header extensions, and the rules
 //! that decide whether an offered codec matches one of ours. Pure functions, no state.
 
-use std::fmt;
-
 use crate::sdp::{Fmtp, MediaDescription, RtcpFb, RtpMap};
 
-/// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MediaKind {
-    Audio,
-    Video,
-}
+pub use ringcast_types::{CodecName, MediaKind};
 
-impl MediaKind {
-    pub fn from_sdp(kind: &str) -> Option<Self> {
-        match kind {
-            "audio" => Some(MediaKind::Audio),
-            "video" => Some(MediaKind::Video),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-        }
-    }
-}
-
-/// The codecs Ringcast forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CodecName {
-    Opus,
-    Vp8,
-    Vp9,
-    H264,
-    Av1,
-}
-
-impl CodecName {
-    pub const ALL: [CodecName; 5] = [
-        CodecName::Opus,
-        CodecName::Vp8,
-        CodecName::Vp9,
-        CodecName::H264,
-        CodecName::Av1,
-    ];
-
-    /// The rtpmap encoding name as browsers write it.
-    pub fn encoding(self) -> &'static str {
-        match self {
-            CodecName::Opus => "opus",
-            CodecName::Vp8 => "VP8",
-            CodecName::Vp9 => "VP9",
-            CodecName::H264 => "H264",
-            CodecName::Av1 => "AV1",
-        }
-    }
-
-    pub fn kind(self) -> MediaKind {
-        match self {
-            CodecName::Opus => MediaKind::Audio,
-            _ => MediaKind::Video,
-        }
-    }
-
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            CodecName::Opus => 48_000,
-            _ => 90_000,
-        }
-    }
-
-    pub fn channels(self) -> Option<u16> {
-        match self {
-            CodecName::Opus => Some(2),
-            _ => None,
-        }
-    }
-
-    /// MIME type, e.g. `video/VP8`.
-    pub fn mime_type(self) -> String {
-        format!("{}/{}", self.kind().as_str(), self.encoding())
-    }
-
-    fn from_rtpmap(r: &RtpMap) -> Option<Self> {
-        let c = CodecName::ALL
-            .into_iter()
-            .find(|c| c.encoding().eq_ignore_ascii_case(&r.encoding))?;
-        let channels_ok = match c.channels() {
-            Some(n) => r.channels == Some(n),
-            None => r.channels.is_none() || r.channels == Some(1),
-        };
-        (r.clock_rate == c.clock_rate() && channels_ok).then_some(c)
-    }
-}
-
-impl fmt::Display for CodecName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.encoding())
-    }
+/// The codec an rtpmap names, if it is one of ours with our clock rate and channels.
+fn codec_from_rtpmap(r: &RtpMap) -> Option<CodecName> {
+    let c = CodecName::ALL
+        .into_iter()
+        .find(|c| c.encoding().eq_ignore_ascii_case(&r.encoding))?;
+    let channels_ok = match c.channels() {
+        Some(n) => r.channels == Some(n),
+        None => r.channels.is_none() || r.channels == Some(1),
+    };
+    (r.clock_rate == c.clock_rate() && channels_ok).then_some(c)
 }
 
 /// H.264 profiles (RFC 6184 §8.1, profile_idc + profile-iop), as WebRTC endpoints match them.
@@ -180,7 +94,7 @@ impl CodecParams {
     /// forward it (unknown codec, or a profile we don't support).
     pub fn from_sdp(r: &RtpMap, fmtp: Option<&Fmtp>) -> Option<Self> {
         let get = |k: &str| fmtp.and_then(|f| f.get(k));
-        Some(match CodecName::from_rtpmap(r)? {
+        Some(match codec_from_rtpmap(r)? {
             CodecName::Opus => CodecParams::Opus,
             CodecName::Vp8 => CodecParams::Vp8,
             CodecName::Vp9 => {
@@ -336,17 +250,7 @@ pub fn answer_fmtp(params: &CodecParams, offered: Option<&Fmtp>) -> String {
 }
 
 /// RTP header extensions Ringcast understands.
-pub mod ext {
-    pub const MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-    pub const RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
-    pub const REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
-    pub const ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
-    pub const TRANSPORT_CC: &str =
-        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
-    pub const AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-    pub const DEPENDENCY_DESCRIPTOR: &str =
-        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
-}
+pub use ringcast_types::ext;
 
 /// Extensions Ringcast accepts from publishers, per kind (transport-wide sequence numbers only
 /// once Ringcast answers them with feedback).

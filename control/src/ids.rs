@@ -147,15 +147,7 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// One ICE + DTLS-SRTP transport (a participant has a publisher and a subscriber transport).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransportId(pub u64);
-
-impl fmt::Display for TransportId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "transport-{}", self.0)
-    }
-}
+pub use ringcast_types::TransportId;
 
 #[cfg(test)]
 mod tests {

@@ -52,14 +52,7 @@ pub enum NegotiationError {
     AnswerNotBundled,
 }
 
-/// Who starts the DTLS handshake on a transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DtlsRole {
-    /// Ringcast waits for the ClientHello (`a=setup:passive` on our side).
-    Server,
-    /// Ringcast sends the ClientHello (`a=setup:active` on our side).
-    Client,
-}
+pub use ringcast_types::DtlsRole;
 
 /// Ringcast's side of a transport, as written into its descriptions.
 #[derive(Debug, Clone)]

@@ -26,30 +26,7 @@ pub enum TransportRole {
     Subscriber,
 }
 
-/// SRTP protection profiles (RFC 5764, RFC 7714), in Ringcast's order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SrtpProfile {
-    AeadAes128Gcm,
-    AeadAes256Gcm,
-    Aes128CmHmacSha1_80,
-}
-
-impl SrtpProfile {
-    pub const ALL: [SrtpProfile; 3] = [
-        SrtpProfile::AeadAes128Gcm,
-        SrtpProfile::AeadAes256Gcm,
-        SrtpProfile::Aes128CmHmacSha1_80,
-    ];
-
-    /// The name OpenSSL's `use_srtp` list uses.
-    pub fn openssl_name(self) -> &'static str {
-        match self {
-            SrtpProfile::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
-            SrtpProfile::AeadAes256Gcm => "SRTP_AEAD_AES_256_GCM",
-            SrtpProfile::Aes128CmHmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
-        }
-    }
-}
+pub use ringcast_types::{SrtpProfile, TrackId};
 
 /// Everything a shard needs to run one transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,28 +55,24 @@ pub enum ShardCommand {
     RemoveTransport(TransportId),
     /// A track the publisher transport sends (again, if renegotiated: it replaces the old one).
     PublishTrack(TrackSpec),
-    UnpublishTrack(TrackNum),
+    UnpublishTrack(TrackId),
     /// Pauses or resumes forwarding of a track.
     MuteTrack {
-        track: TrackNum,
+        track: TrackId,
         muted: bool,
     },
     /// Starts sending a track to a subscriber transport.
     Subscribe(SubscriptionSpec),
     Unsubscribe {
-        track: TrackNum,
+        track: TrackId,
         subscriber: TransportId,
     },
 }
 
-/// A published track as the shards number it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TrackNum(pub u64);
-
 /// What a shard needs to route a published track.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackSpec {
-    pub track: TrackNum,
+    pub track: TrackId,
     pub publisher: TransportId,
     /// The negotiated m-section: codec and payload types, extension ids, encodings.
     pub media: crate::negotiate::PublishedMedia,
@@ -108,7 +81,7 @@ pub struct TrackSpec {
 /// One subscriber's copy of a track, as its transport negotiated it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionSpec {
-    pub track: TrackNum,
+    pub track: TrackId,
     pub subscriber: TransportId,
     pub ssrc: u32,
     pub rtx_ssrc: Option<u32>,
@@ -142,7 +115,7 @@ pub enum ShardEvent {
     /// when that list changes, at most every 200 ms.
     ActiveSpeakers {
         shard: ShardId,
-        speakers: Vec<(TrackNum, f32)>,
+        speakers: Vec<(TrackId, f32)>,
     },
 }
 

@@ -19,7 +19,7 @@ use crate::negotiate::{
     RemoteTransport, SubscriberOffer,
 };
 use crate::plane::{
-    MediaPlane, PlaneError, ShardCommand, ShardEvent, SrtpProfile, SubscriptionSpec, TrackNum,
+    MediaPlane, PlaneError, ShardCommand, ShardEvent, SrtpProfile, SubscriptionSpec, TrackId,
     TrackSpec, TransportRole, TransportSpec, TransportState,
 };
 use crate::sdp::{self, Candidate, SdpError, SessionDescription};
@@ -211,7 +211,7 @@ pub struct RegistryConfig {
 struct Track {
     sid: TrackSid,
     /// The shards' number for it.
-    num: TrackNum,
+    num: TrackId,
     name: String,
     muted: bool,
     media: PublishedMedia,
@@ -238,7 +238,7 @@ struct SubscriberTransport {
     /// The shard knows this transport (from the first offer on).
     added: bool,
     /// Subscriptions the shard forwards (from the answer that accepted them).
-    on_shard: HashMap<TrackSid, TrackNum>,
+    on_shard: HashMap<TrackSid, TrackId>,
     /// SSRCs Ringcast sends with, per subscribed track.
     ssrcs: HashMap<TrackSid, (u32, Option<u32>)>,
 }
@@ -883,7 +883,7 @@ impl Registry {
                     kept.push(t);
                 }
                 None => {
-                    let num = TrackNum(next_track);
+                    let num = TrackId(next_track);
                     next_track += 1;
                     shard_cmds.push(ShardCommand::PublishTrack(TrackSpec {
                         track: num,
@@ -1043,7 +1043,7 @@ impl Registry {
                 sending.push((sid, t.clone(), slot.mid.clone()));
             }
         }
-        let nums: Vec<Option<TrackNum>> = sending
+        let nums: Vec<Option<TrackId>> = sending
             .iter()
             .map(|(sid, _, _)| r.find_track(sid).map(|(_, t)| t.num))
             .collect();
@@ -1183,7 +1183,7 @@ impl Registry {
 
     /// A shard's audible tracks, split by room: each room on the shard whose speakers changed
     /// hears the new list.
-    fn active_speakers(&mut self, shard: ShardId, speakers: &[(TrackNum, f32)]) {
+    fn active_speakers(&mut self, shard: ShardId, speakers: &[(TrackId, f32)]) {
         for room in self.rooms.values_mut().filter(|r| r.shard == shard) {
             let list: Vec<Speaker> = speakers
                 .iter()

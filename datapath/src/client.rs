@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use openssl::ssl::SslContext;
 
-use crate::dtls::{Dtls, DtlsError, DtlsEvent, Fingerprint, Role, SrtpKeys};
+use crate::dtls::{Dtls, DtlsError, DtlsEvent, DtlsRole, Fingerprint, SrtpKeys};
 use crate::shard::{Kind, classify};
-use crate::srtp::{self, Profile, SrtpError};
+use crate::srtp::{self, SrtpError, SrtpProfile};
 use crate::stun::{self, Class, IceRole, Message};
 
 /// A check is retransmitted this often until it is answered (RFC 8445 §14.3 paces checks at
@@ -103,7 +103,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client with its DTLS ClientHello ready; `ctx` carries our certificate.
     pub fn new(ctx: &SslContext, config: ClientConfig) -> Result<Self, ClientError> {
-        let dtls = Dtls::new(ctx, Role::Client, config.server_fingerprints.clone())?;
+        let dtls = Dtls::new(ctx, DtlsRole::Client, config.server_fingerprints.clone())?;
         let mut txid = [0u8; 12];
         txid[..8].copy_from_slice(&config.tie_breaker.to_be_bytes());
         Ok(Client {
@@ -144,7 +144,7 @@ impl Client {
         self.failed.as_deref()
     }
 
-    pub fn profile(&self) -> Option<Profile> {
+    pub fn profile(&self) -> Option<SrtpProfile> {
         self.keys.as_ref().map(|k| k.profile)
     }
 

@@ -20,7 +20,7 @@ use openssl::ssl::{
 };
 use openssl::x509::X509;
 
-use crate::srtp::Profile;
+use crate::srtp::SrtpProfile;
 
 /// `SSL_CTX_set_max_send_fragment` (a macro over SSL_CTX_ctrl in ssl.h).
 const SSL_CTRL_SET_MAX_SEND_FRAGMENT: std::ffi::c_int = 52;
@@ -46,25 +46,12 @@ pub enum DtlsError {
     UnknownSrtpProfile,
 }
 
-/// Who sends the ClientHello.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Server,
-    Client,
-}
-
-/// A peer certificate fingerprint from SDP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint {
-    /// `sha-256`, `sha-1`, ...
-    pub algorithm: String,
-    pub bytes: Vec<u8>,
-}
+pub use ringcast_types::{DtlsRole, Fingerprint};
 
 /// Keys exported after the handshake, per direction.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SrtpKeys {
-    pub profile: Profile,
+    pub profile: SrtpProfile,
     /// What we encrypt with.
     pub local_key: Vec<u8>,
     pub local_salt: Vec<u8>,
@@ -105,21 +92,19 @@ pub fn self_signed() -> Result<(X509, PKey<Private>), DtlsError> {
     Ok((b.build(), key))
 }
 
-impl Fingerprint {
-    /// The SHA-256 fingerprint of `cert`, as SDP carries it.
-    pub fn sha256(cert: &X509) -> Result<Self, DtlsError> {
-        Ok(Fingerprint {
-            algorithm: "sha-256".to_owned(),
-            bytes: cert.digest(MessageDigest::sha256())?.to_vec(),
-        })
-    }
+/// The SHA-256 fingerprint of `cert`, as SDP carries it.
+pub fn fingerprint_sha256(cert: &X509) -> Result<Fingerprint, DtlsError> {
+    Ok(Fingerprint {
+        algorithm: "sha-256".to_owned(),
+        bytes: cert.digest(MessageDigest::sha256())?.to_vec(),
+    })
 }
 
 /// One SSL context per shard: the node's certificate, DTLS 1.2, use_srtp.
 pub fn context(
     cert: &X509,
     key: &PKey<Private>,
-    profiles: &[Profile],
+    profiles: &[SrtpProfile],
 ) -> Result<SslContext, DtlsError> {
     Ok(context_builder(cert, key, profiles)?.build())
 }
@@ -127,7 +112,7 @@ pub fn context(
 fn context_builder(
     cert: &X509,
     key: &PKey<Private>,
-    profiles: &[Profile],
+    profiles: &[SrtpProfile],
 ) -> Result<SslContextBuilder, DtlsError> {
     let mut b = SslContextBuilder::new(SslMethod::dtls())?;
     b.set_certificate(cert)?;
@@ -159,9 +144,9 @@ fn context_builder(
     let names: Vec<&str> = profiles
         .iter()
         .map(|p| match p {
-            Profile::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
-            Profile::AeadAes256Gcm => "SRTP_AEAD_AES_256_GCM",
-            Profile::Aes128CmHmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
+            SrtpProfile::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
+            SrtpProfile::AeadAes256Gcm => "SRTP_AEAD_AES_256_GCM",
+            SrtpProfile::Aes128CmHmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
         })
         .collect();
     b.set_tlsext_use_srtp(&names.join(":"))?;
@@ -256,14 +241,14 @@ impl std::fmt::Debug for Dtls {
 impl Dtls {
     pub fn new(
         ctx: &SslContext,
-        role: Role,
+        role: DtlsRole,
         fingerprints: Vec<Fingerprint>,
     ) -> Result<Self, DtlsError> {
         let mut ssl = Ssl::new(ctx)?;
         ssl.set_mtu(DTLS_MTU)?;
         match role {
-            Role::Server => ssl.set_accept_state(),
-            Role::Client => ssl.set_connect_state(),
+            DtlsRole::Server => ssl.set_accept_state(),
+            DtlsRole::Client => ssl.set_connect_state(),
         }
         let stream = SslStream::new(ssl, MemIo::default())?;
         let mut d = Dtls {
@@ -272,7 +257,7 @@ impl Dtls {
             state: State::Handshaking,
             settle_tried: false,
         };
-        if role == Role::Client {
+        if role == DtlsRole::Client {
             // Produces the ClientHello.
             let _ = d.drive();
         }
@@ -432,7 +417,7 @@ impl Dtls {
             .ok_or(DtlsError::NoSrtpProfile)?
             .id();
         let profile =
-            Profile::from_dtls_id(id.as_raw() as u16).ok_or(DtlsError::UnknownSrtpProfile)?;
+            SrtpProfile::from_dtls_id(id.as_raw() as u16).ok_or(DtlsError::UnknownSrtpProfile)?;
         let (kl, sl) = (profile.master_key_len(), profile.master_salt_len());
         let mut m = vec![0u8; 2 * (kl + sl)];
         ssl.export_keying_material(&mut m, "EXTRACTOR-dtls_srtp", None)?;

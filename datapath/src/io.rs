@@ -15,7 +15,7 @@ use openssl::x509::X509;
 
 use crate::router::Router;
 use crate::shard::{Command, Event, ShardCore};
-use crate::srtp::Profile;
+use crate::srtp::SrtpProfile;
 use crate::stats::ShardMetrics;
 use crate::wake::Waker;
 
@@ -49,7 +49,7 @@ pub struct DatapathConfig {
     pub backend: Backend,
     pub certificate: X509,
     pub private_key: PKey<Private>,
-    pub srtp_profiles: Vec<Profile>,
+    pub srtp_profiles: Vec<SrtpProfile>,
     /// Pin shard i to core i (mod the core count).
     pub pin_threads: bool,
     /// Send slots per shard at most (`shard::OUTBOX_SLOTS` is the default): what sends may be

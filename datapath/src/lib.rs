@@ -21,11 +21,8 @@ pub mod stun;
 mod uring;
 mod wake;
 
-/// A hash map for keys Ringcast issues or has authenticated (transport and track ids, SSRCs,
-/// validated addresses): foldhash, seeded per process, instead of SipHash on the per-packet
-/// lookups.
-pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub use ringcast_types::IdMap;
 
 pub use io::{Backend, Datapath, DatapathConfig, EventSink, SendError};
-pub use router::{Fanout, FanoutCommand, RouteIo, Router};
+pub use router::{Egress, Fanout, FanoutCommand, RouteIo, Router};
 pub use shard::{Command, Event, OUTBOX_SLOTS, RemoteConfig, TransportConfig, TransportId};

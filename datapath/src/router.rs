@@ -1,9 +1,6 @@
-//! The seam between a shard's transports and media routing.
-//!
-//! The shard owns sockets, ICE, DTLS and SRTP; a `Router` owns what happens to decrypted media
-//! (rooms, tracks, subscriptions, rewriting, NACK, PLI). It sees plaintext packets and sends
-//! through `RouteIo`, which encrypts into the shard's send slots. The datapath knows nothing of
-//! rooms: the media router lives in the `sfu` crate. `Fanout` here is the simplest router,
+//! The shard's side of the routing seam (`ringcast_types::route`): `RouteIo`, the `Egress`
+//! that encrypts a router's packets into the shard's send slots. The datapath knows nothing of
+//! rooms: the media router lives in `ringcast-media`. `Fanout` here is the simplest router,
 //! transport-level fan-out, used by the forwarding benchmark and tests.
 
 use std::time::Instant;
@@ -13,51 +10,7 @@ use crate::outbox::Outbox;
 use crate::shard::{Transport, TransportId};
 use crate::stats::{DropReason, ShardStats};
 
-/// Media routing on one shard. All calls come from the shard's thread, one at a time.
-pub trait Router: Send + 'static {
-    /// What the control plane sends this router (through `Command::Router`).
-    type Command: Send + std::fmt::Debug + 'static;
-
-    fn handle_command(&mut self, cmd: Self::Command, io: &mut RouteIo<'_>, now: Instant);
-
-    /// A decrypted RTP packet from `from`.
-    fn handle_rtp(&mut self, from: TransportId, packet: &[u8], io: &mut RouteIo<'_>, now: Instant);
-
-    /// A decrypted (compound) RTCP packet from `from`.
-    fn handle_rtcp(
-        &mut self,
-        _from: TransportId,
-        _packet: &[u8],
-        _io: &mut RouteIo<'_>,
-        _now: Instant,
-    ) {
-    }
-
-    /// A transport is gone; forget what refers to it.
-    fn transport_removed(&mut self, _id: TransportId) {}
-
-    /// A transport completed DTLS: it can be sent to from now on.
-    fn transport_connected(&mut self, _id: TransportId, _io: &mut RouteIo<'_>, _now: Instant) {}
-
-    /// Publishes the router's own counters (called with the shard's, every 250 ms).
-    fn publish_metrics(&mut self, _shard: u16) {}
-
-    /// Periodic work (reports, keyframe request throttling); called at least once a second,
-    /// and when `poll_timeout` asks.
-    fn handle_timeout(&mut self, _io: &mut RouteIo<'_>, _now: Instant) {}
-
-    /// When `handle_timeout` should run next, if sooner than a second from now.
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-
-    /// A deadline the packets and commands just handled created (a gap to NACK, a throttled
-    /// keyframe request), checked after every sweep; must be cheap. `poll_timeout` is the full
-    /// answer, asked after each `handle_timeout`.
-    fn wake_at(&self) -> Option<Instant> {
-        None
-    }
-}
+pub use ringcast_types::route::{Egress, Router};
 
 /// What a router may do with the shard's transports: write, encrypt and queue packets.
 pub struct RouteIo<'a> {
@@ -131,6 +84,16 @@ impl RouteIo<'_> {
     }
 }
 
+impl Egress for RouteIo<'_> {
+    fn send_rtp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        RouteIo::send_rtp(self, to, write)
+    }
+
+    fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        RouteIo::send_rtcp(self, to, write)
+    }
+}
+
 /// Transport-level fan-out: every RTP packet of a transport goes, unchanged, to each routed
 /// transport (re-encrypted with its keys).
 #[derive(Debug, Default)]
@@ -151,7 +114,7 @@ pub enum FanoutCommand {
 impl Router for Fanout {
     type Command = FanoutCommand;
 
-    fn handle_command(&mut self, cmd: FanoutCommand, _io: &mut RouteIo<'_>, _now: Instant) {
+    fn handle_command(&mut self, cmd: FanoutCommand, _io: &mut dyn Egress, _now: Instant) {
         let FanoutCommand::Route { from, to } = cmd;
         if to.is_empty() {
             self.routes.remove(&from);
@@ -160,18 +123,12 @@ impl Router for Fanout {
         }
     }
 
-    fn handle_rtp(
-        &mut self,
-        from: TransportId,
-        packet: &[u8],
-        io: &mut RouteIo<'_>,
-        _now: Instant,
-    ) {
+    fn handle_rtp(&mut self, from: TransportId, packet: &[u8], io: &mut dyn Egress, _now: Instant) {
         let Some(targets) = self.routes.get(&from) else {
             return;
         };
         for &to in targets {
-            io.send_rtp(to, |buf| {
+            io.send_rtp(to, &mut |buf| {
                 buf[..packet.len()].copy_from_slice(packet);
                 packet.len()
             });

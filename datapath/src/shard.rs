@@ -8,24 +8,16 @@ use std::time::{Duration, Instant};
 use openssl::ssl::SslContext;
 
 use crate::IdMap;
-use crate::dtls::{Dtls, DtlsEvent, Fingerprint, Role};
+use crate::dtls::{Dtls, DtlsEvent, DtlsRole, Fingerprint};
 use crate::ice::{CheckOutcome, IceLite, Selected};
 use crate::outbox::{Outbox, Queued};
 use crate::pacer::Pacer;
 use crate::router::{RouteIo, Router};
-use crate::srtp::{self, Profile};
+use crate::srtp::{self, SrtpProfile};
 use crate::stats::{DropReason, ShardStats};
 use crate::stun::{self, Message};
 
-/// Control-plane id of a transport (its `TransportId` there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransportId(pub u64);
-
-impl std::fmt::Display for TransportId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "transport {}", self.0)
-    }
-}
+pub use ringcast_types::TransportId;
 
 /// What the control plane tells a shard about a transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +32,7 @@ pub struct TransportConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteConfig {
     pub ufrag: String,
-    pub dtls_role: Role,
+    pub dtls_role: DtlsRole,
     pub fingerprints: Vec<Fingerprint>,
 }
 
@@ -59,7 +51,7 @@ pub enum Command<C> {
 pub enum Event {
     Connected {
         id: TransportId,
-        profile: Profile,
+        profile: SrtpProfile,
     },
     Failed {
         id: TransportId,

@@ -23,52 +23,7 @@ fn cm_keystream(cipher: &Aes128Enc, iv: [u8; 16], data: &mut [u8]) {
 }
 type HmacSha1 = Hmac<Sha1>;
 
-/// SRTP protection profiles Ringcast speaks (RFC 5764 §4.1.2, RFC 7714 §14.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Profile {
-    Aes128CmHmacSha1_80,
-    AeadAes128Gcm,
-    AeadAes256Gcm,
-}
-
-impl Profile {
-    pub fn master_key_len(self) -> usize {
-        match self {
-            Profile::Aes128CmHmacSha1_80 | Profile::AeadAes128Gcm => 16,
-            Profile::AeadAes256Gcm => 32,
-        }
-    }
-
-    pub fn master_salt_len(self) -> usize {
-        match self {
-            Profile::Aes128CmHmacSha1_80 => 14,
-            _ => 12,
-        }
-    }
-
-    /// Bytes `protect_rtp` appends.
-    pub fn rtp_overhead(self) -> usize {
-        match self {
-            Profile::Aes128CmHmacSha1_80 => 10,
-            _ => 16,
-        }
-    }
-
-    /// Bytes `protect_rtcp` appends (tag + E|index).
-    pub fn rtcp_overhead(self) -> usize {
-        self.rtp_overhead() + 4
-    }
-
-    /// IANA DTLS-SRTP protection profile id (RFC 5764, RFC 7714).
-    pub fn from_dtls_id(id: u16) -> Option<Self> {
-        match id {
-            0x0001 => Some(Profile::Aes128CmHmacSha1_80),
-            0x0007 => Some(Profile::AeadAes128Gcm),
-            0x0008 => Some(Profile::AeadAes256Gcm),
-            _ => None,
-        }
-    }
-}
+pub use ringcast_types::SrtpProfile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SrtpError {
@@ -142,9 +97,9 @@ enum Keys {
 
 impl Keys {
     /// Derives keys with labels `base` (cipher), `base + 1` (auth), `base + 2` (salt).
-    fn derive(profile: Profile, mk: &[u8], ms: &[u8], base: u8) -> Keys {
+    fn derive(profile: SrtpProfile, mk: &[u8], ms: &[u8], base: u8) -> Keys {
         match profile {
-            Profile::Aes128CmHmacSha1_80 => {
+            SrtpProfile::Aes128CmHmacSha1_80 => {
                 let mut key = [0u8; 16];
                 let mut auth = [0u8; 20];
                 let mut salt = [0u8; 14];
@@ -153,14 +108,14 @@ impl Keys {
                 derive(mk, ms, base + 2, &mut salt);
                 Keys::cm(key, salt, &auth)
             }
-            Profile::AeadAes128Gcm => {
+            SrtpProfile::AeadAes128Gcm => {
                 let mut key = [0u8; 16];
                 let mut salt = [0u8; 12];
                 derive(mk, ms, base, &mut key);
                 derive(mk, ms, base + 2, &mut salt);
                 Keys::gcm(&key, salt)
             }
-            Profile::AeadAes256Gcm => {
+            SrtpProfile::AeadAes256Gcm => {
                 let mut key = [0u8; 32];
                 let mut salt = [0u8; 12];
                 derive(mk, ms, base, &mut key);
@@ -306,7 +261,7 @@ struct Stream {
 
 /// One direction's SRTP/SRTCP state: either what we receive or what we send.
 pub struct Context {
-    profile: Profile,
+    profile: SrtpProfile,
     rtp: Keys,
     rtcp: Keys,
     streams: Vec<Stream>,
@@ -362,7 +317,11 @@ pub fn rtp_header_len(b: &[u8]) -> Result<usize, SrtpError> {
 }
 
 impl Context {
-    pub fn new(profile: Profile, master_key: &[u8], master_salt: &[u8]) -> Result<Self, SrtpError> {
+    pub fn new(
+        profile: SrtpProfile,
+        master_key: &[u8],
+        master_salt: &[u8],
+    ) -> Result<Self, SrtpError> {
         if master_key.len() != profile.master_key_len()
             || master_salt.len() != profile.master_salt_len()
         {
@@ -376,7 +335,7 @@ impl Context {
         })
     }
 
-    pub fn profile(&self) -> Profile {
+    pub fn profile(&self) -> SrtpProfile {
         self.profile
     }
 
@@ -643,9 +602,9 @@ fn gcm_rtcp_seal<A: Gcm>(
 /// Test access to the session-key layer (RFC vectors give session keys directly).
 #[cfg(test)]
 impl Context {
-    fn from_session_keys(profile: Profile, key: &[u8], salt: &[u8]) -> Self {
+    fn from_session_keys(profile: SrtpProfile, key: &[u8], salt: &[u8]) -> Self {
         let make = || match profile {
-            Profile::Aes128CmHmacSha1_80 => unreachable!("CM vectors go through the KDF"),
+            SrtpProfile::Aes128CmHmacSha1_80 => unreachable!("CM vectors go through the KDF"),
             _ => {
                 let mut s = [0u8; 12];
                 s.copy_from_slice(salt);

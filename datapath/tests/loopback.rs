@@ -13,8 +13,8 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use ringcast_datapath::client::{Client, ClientConfig, Received, connect_blocking};
-use ringcast_datapath::dtls::{self, Fingerprint, Role};
-use ringcast_datapath::srtp::Profile;
+use ringcast_datapath::dtls::{self, DtlsRole, Fingerprint};
+use ringcast_datapath::srtp::SrtpProfile;
 use ringcast_datapath::{
     Backend, Command, Datapath, DatapathConfig, Event, Fanout, FanoutCommand, RemoteConfig,
     TransportConfig, TransportId,
@@ -76,13 +76,13 @@ fn cert() -> (X509, PKey<Private>) {
 }
 
 fn fp(c: &X509) -> Fingerprint {
-    Fingerprint::sha256(c).unwrap()
+    dtls::fingerprint_sha256(c).unwrap()
 }
 
 /// One datapath with a single shard on loopback, and its events.
 fn start(
     backend: Backend,
-    profile: Profile,
+    profile: SrtpProfile,
     send_slots: usize,
     server_cert: &(X509, PKey<Private>),
 ) -> (Datapath<Fanout>, mpsc::Receiver<(u16, Event)>) {
@@ -136,7 +136,7 @@ fn connect(
             local_pwd: pwd.clone(),
             remote: Some(RemoteConfig {
                 ufrag: format!("C{id:03}"),
-                dtls_role: Role::Server,
+                dtls_role: DtlsRole::Server,
                 fingerprints: vec![client_fp.clone()],
             }),
         }),
@@ -174,7 +174,7 @@ fn rtp(seq: u16, payload: usize) -> (Vec<u8>, usize) {
     (p, len)
 }
 
-fn run(backend: Backend, profile: Profile) {
+fn run(backend: Backend, profile: SrtpProfile) {
     // The tests share shard 0's counters: one at a time.
     let _serial = serial();
     snapshotter();
@@ -235,12 +235,12 @@ fn run(backend: Backend, profile: Profile) {
 
 #[test]
 fn io_uring_backend() {
-    run(Backend::IoUring, Profile::AeadAes128Gcm);
+    run(Backend::IoUring, SrtpProfile::AeadAes128Gcm);
 }
 
 #[test]
 fn fallback_backend() {
-    run(Backend::Fallback, Profile::Aes128CmHmacSha1_80);
+    run(Backend::Fallback, SrtpProfile::Aes128CmHmacSha1_80);
 }
 
 /// A burst whose fan-out needs several times the shard's send slots: the sweep yields until
@@ -252,7 +252,7 @@ fn burst(backend: Backend) {
     snapshotter();
     let server_cert = cert();
     let (cc, ck) = cert();
-    let profile = Profile::AeadAes128Gcm;
+    let profile = SrtpProfile::AeadAes128Gcm;
     let (mut dp, _events) = start(backend, profile, 256, &server_cert);
     let server = dp.local_addrs()[0];
     let ctx = dtls::context(&cc, &ck, &[profile]).unwrap();

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use ringcast_control::codec::CodecName;
-use ringcast_datapath::TransportId;
+use ringcast_types::CodecName;
+use ringcast_types::TransportId;
 use ringcast_media::router::{
     Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig,
     SubscriptionConfig, TrackConfig, TrackId,

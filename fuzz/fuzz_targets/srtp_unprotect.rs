@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringcast_datapath::srtp::{Context, Profile};
+use ringcast_datapath::srtp::{Context, SrtpProfile};
 
 fuzz_target!(|data: &[u8]| {
-    for p in [Profile::AeadAes128Gcm, Profile::AeadAes256Gcm, Profile::Aes128CmHmacSha1_80] {
+    for p in [SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
         let key = vec![7u8; p.master_key_len()];
         let salt = vec![9u8; p.master_salt_len()];
         let mut ctx = Context::new(p, &key, &salt).expect("valid key lengths");

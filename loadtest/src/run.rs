@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ringcast_datapath::dtls::{self, Fingerprint};
+use ringcast_datapath::dtls;
 
 use crate::engine::{Command, Engine, EngineReport, Live};
 use crate::report::{self, Report, RunFacts, Server};
@@ -112,7 +112,7 @@ pub async fn run(s: &Scenario, o: &Options) -> Result<Report, RunError> {
     }
     let (cert, key) = dtls::self_signed()?;
     let ssl = dtls::context(&cert, &key, &[s.srtp_profile])?;
-    let fingerprint = Fingerprint::sha256(&cert)?;
+    let fingerprint = dtls::fingerprint_sha256(&cert)?;
     let epoch = Instant::now();
     let live = Arc::new(Mutex::new(Live::default()));
     let (tx, rx) = sync_channel::<Command>(65536);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ringcast_datapath::srtp::Profile;
+use ringcast_datapath::srtp::SrtpProfile;
 use serde::{Deserialize, Serialize};
 
 /// Synthetic Ringcast rooms: publishers and subscribers that do ICE, DTLS and SRTP through the
@@ -138,7 +138,7 @@ pub struct Scenario {
     pub simulcast: bool,
     pub unpaced: bool,
     #[serde(serialize_with = "profile_name")]
-    pub srtp_profile: Profile,
+    pub srtp_profile: SrtpProfile,
     pub ramp_rate: u32,
     pub seed: u64,
     pub decrypt_every: u64,
@@ -153,16 +153,12 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-fn profile_name<S: serde::Serializer>(p: &Profile, s: S) -> Result<S::Ok, S::Error> {
+fn profile_name<S: serde::Serializer>(p: &SrtpProfile, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(profile_str(*p))
 }
 
-pub fn profile_str(p: Profile) -> &'static str {
-    match p {
-        Profile::AeadAes128Gcm => "AEAD_AES_128_GCM",
-        Profile::AeadAes256Gcm => "AEAD_AES_256_GCM",
-        Profile::Aes128CmHmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
-    }
+pub fn profile_str(p: SrtpProfile) -> &'static str {
+    p.name()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -204,12 +200,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-pub fn parse_profile(s: &str) -> Result<Profile, ScenarioError> {
+pub fn parse_profile(s: &str) -> Result<SrtpProfile, ScenarioError> {
     match s.to_ascii_uppercase().replace('-', "_").as_str() {
-        "AEAD_AES_128_GCM" => Ok(Profile::AeadAes128Gcm),
-        "AEAD_AES_256_GCM" => Ok(Profile::AeadAes256Gcm),
+        "AEAD_AES_128_GCM" => Ok(SrtpProfile::AeadAes128Gcm),
+        "AEAD_AES_256_GCM" => Ok(SrtpProfile::AeadAes256Gcm),
         "AES_CM_128_HMAC_SHA1_80" | "AES128_CM_HMAC_SHA1_80" | "SRTP_AES128_CM_SHA1_80" => {
-            Ok(Profile::Aes128CmHmacSha1_80)
+            Ok(SrtpProfile::Aes128CmHmacSha1_80)
         }
         _ => Err(ScenarioError::Profile(s.to_owned())),
     }
@@ -271,7 +267,7 @@ impl Scenario {
             unpaced: a.unpaced || f.unpaced.unwrap_or(false),
             srtp_profile: match a.srtp_profile.as_ref().or(f.srtp_profile.as_ref()) {
                 Some(p) => parse_profile(p)?,
-                None => Profile::AeadAes128Gcm,
+                None => SrtpProfile::AeadAes128Gcm,
             },
             ramp_rate: a.ramp_rate.or(f.ramp_rate).unwrap_or(100),
             seed: a.seed.or(f.seed).unwrap_or(1),
@@ -388,7 +384,7 @@ mod tests {
         let s = Scenario::resolve(&args(&["--scenario", path, "--subscribers", "7"])).unwrap();
         assert_eq!(s.subscribers, 7);
         assert_eq!(s.duration, Duration::from_secs(3));
-        assert_eq!(s.srtp_profile, Profile::AeadAes256Gcm);
+        assert_eq!(s.srtp_profile, SrtpProfile::AeadAes256Gcm);
         std::fs::write(&p, "subscriber = 40\n").unwrap();
         let e = Scenario::resolve(&args(&["--scenario", path])).unwrap_err();
         assert!(matches!(e, ScenarioError::Parse(..)), "{e}");

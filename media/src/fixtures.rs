@@ -1,8 +1,8 @@
 //! Ready-made configurations for tests, benchmarks and fuzz targets: a VP8 track as Chromium
 //! publishes it and a subscription as Chromium answers it. The server never uses these.
 
-use ringcast_control::codec::CodecName;
-use ringcast_datapath::TransportId;
+use ringcast_types::CodecName;
+use ringcast_types::TransportId;
 
 use crate::router::{
     EncodingConfig, ForwardedExt, RtxConfig, SubscriptionConfig, TrackConfig, TrackId,

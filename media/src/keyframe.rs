@@ -2,7 +2,7 @@
 //! VP8 (RFC 7741), VP9 (RFC 9628), H.264 (RFC 6184) and AV1 (the AV1 RTP payload format).
 //! True means "this packet starts a keyframe"; anything malformed is "no".
 
-use ringcast_control::codec::CodecName;
+use ringcast_types::CodecName;
 
 /// Whether `payload` (the RTP payload, after the header) begins a keyframe of `codec`.
 pub fn starts_keyframe(codec: CodecName, payload: &[u8]) -> bool {

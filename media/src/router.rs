@@ -15,8 +15,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ringcast_control::codec::CodecName;
-use ringcast_datapath::{IdMap, RouteIo, Router, TransportId};
+pub use ringcast_types::route::Egress;
+use ringcast_types::route::Router;
+use ringcast_types::{CodecName, ext};
+use ringcast_types::{IdMap, TransportId};
 
 use super::keyframe::starts_keyframe;
 use super::retransmit::{Budget, History, MAX_PACKET, Refusal, Resent};
@@ -63,6 +65,18 @@ pub enum ForwardedExt {
     AudioLevel,
     AbsSendTime,
     DependencyDescriptor,
+}
+
+impl ForwardedExt {
+    /// The forwarded extension a negotiated URI names, if it is one.
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        match uri {
+            ext::AUDIO_LEVEL => Some(ForwardedExt::AudioLevel),
+            ext::ABS_SEND_TIME => Some(ForwardedExt::AbsSendTime),
+            ext::DEPENDENCY_DESCRIPTOR => Some(ForwardedExt::DependencyDescriptor),
+            _ => None,
+        }
+    }
 }
 
 /// One simulcast layer (or the only encoding) of a track.
@@ -130,22 +144,6 @@ pub enum MediaCommand {
         track: TrackId,
         subscriber: TransportId,
     },
-}
-
-/// Where packets go; the shard's `RouteIo` in production, a recorder in tests.
-pub trait Egress {
-    fn send_rtp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
-    fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
-}
-
-impl Egress for RouteIo<'_> {
-    fn send_rtp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
-        RouteIo::send_rtp(self, to, write)
-    }
-
-    fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
-        RouteIo::send_rtcp(self, to, write)
-    }
 }
 
 /// Counters the router keeps (read by tests; published with the shard's later).
@@ -1357,21 +1355,15 @@ impl MediaRouter {
 impl Router for MediaRouter {
     type Command = MediaCommand;
 
-    fn handle_command(&mut self, cmd: MediaCommand, io: &mut RouteIo<'_>, now: Instant) {
+    fn handle_command(&mut self, cmd: MediaCommand, io: &mut dyn Egress, now: Instant) {
         self.command(cmd, io, now);
     }
 
-    fn handle_rtp(&mut self, from: TransportId, packet: &[u8], io: &mut RouteIo<'_>, now: Instant) {
+    fn handle_rtp(&mut self, from: TransportId, packet: &[u8], io: &mut dyn Egress, now: Instant) {
         self.rtp(from, packet, io, now);
     }
 
-    fn handle_rtcp(
-        &mut self,
-        from: TransportId,
-        packet: &[u8],
-        io: &mut RouteIo<'_>,
-        now: Instant,
-    ) {
+    fn handle_rtcp(&mut self, from: TransportId, packet: &[u8], io: &mut dyn Egress, now: Instant) {
         self.rtcp(from, packet, io, now);
     }
 
@@ -1379,7 +1371,7 @@ impl Router for MediaRouter {
         MediaRouter::transport_removed(self, id);
     }
 
-    fn transport_connected(&mut self, id: TransportId, io: &mut RouteIo<'_>, now: Instant) {
+    fn transport_connected(&mut self, id: TransportId, io: &mut dyn Egress, now: Instant) {
         MediaRouter::transport_connected(self, id, io, now);
     }
 
@@ -1449,7 +1441,7 @@ impl Router for MediaRouter {
         self.published = s;
     }
 
-    fn handle_timeout(&mut self, io: &mut RouteIo<'_>, now: Instant) {
+    fn handle_timeout(&mut self, io: &mut dyn Egress, now: Instant) {
         self.timeout(io, now);
     }
 

@@ -2,18 +2,10 @@
 //! plane's track id. The per-packet maps (SSRC → track) hold slots, so a packet reaches its track
 //! without hashing the id; commands, which name ids, go through the index.
 
-use ringcast_datapath::IdMap;
+use ringcast_types::IdMap;
 use slab::Slab;
 
-/// A published track, as the control plane numbers it (its `TrackNum`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TrackId(pub u64);
-
-impl std::fmt::Display for TrackId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "track {}", self.0)
-    }
-}
+pub use ringcast_types::TrackId;
 
 /// Where a track lives in the table. Valid until the track is removed; whoever holds one must
 /// forget it then (the router's maps are purged on removal).

@@ -9,7 +9,6 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use ringcast_datapath::TransportId;
 use ringcast_media::fixtures;
 use ringcast_media::router::{
     Egress, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig, TrackId,
@@ -17,6 +16,7 @@ use ringcast_media::router::{
 use ringcast_media::rtcp::{self, Rtcp};
 use ringcast_media::rtp::RtpPacket;
 use ringcast_media::sequence::extend;
+use ringcast_types::TransportId;
 
 const TICK: Duration = Duration::from_millis(5);
 const FRAME: Duration = Duration::from_micros(33_333);

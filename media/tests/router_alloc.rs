@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use ringcast_datapath::TransportId;
 use ringcast_datapath::alloc_count::{Counting, count};
 use ringcast_media::fixtures;
 use ringcast_media::router::{Egress, MediaCommand, MediaRouter, TrackId};
 use ringcast_media::rtcp;
+use ringcast_types::TransportId;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

@@ -36,8 +36,8 @@ pub enum SrtpProfileName {
 }
 
 impl SrtpProfileName {
-    pub fn to_control(self) -> ringcast_control::plane::SrtpProfile {
-        use ringcast_control::plane::SrtpProfile as P;
+    pub fn profile(self) -> ringcast_types::SrtpProfile {
+        use ringcast_types::SrtpProfile as P;
         match self {
             SrtpProfileName::AeadAes128Gcm => P::AeadAes128Gcm,
             SrtpProfileName::AeadAes256Gcm => P::AeadAes256Gcm,

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, MediaBackend};
-use crate::media_plane::{DatapathPlane, srtp_profile};
+use crate::media_plane::DatapathPlane;
 
 /// A running node.
 pub struct Server {
@@ -45,11 +45,7 @@ impl Server {
         let metrics = crate::telemetry::prometheus();
         metrics::gauge!("ringcast_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let shards = config.shard_count();
-        let srtp: Vec<SrtpProfile> = config
-            .srtp_profiles
-            .iter()
-            .map(|p| p.to_control())
-            .collect();
+        let srtp: Vec<SrtpProfile> = config.srtp_profiles.iter().map(|p| p.profile()).collect();
         // Shards report transport events here; the control plane applies them.
         let (shard_events_tx, shard_events) = mpsc::channel(4096);
         let datapath = DatapathPlane::start(
@@ -64,7 +60,7 @@ impl Server {
                 },
                 certificate: identity.certificate.clone(),
                 private_key: identity.private_key.clone(),
-                srtp_profiles: srtp.iter().map(|p| srtp_profile(*p)).collect(),
+                srtp_profiles: srtp.clone(),
                 pin_threads: true,
                 send_slots: ringcast_datapath::OUTBOX_SLOTS,
                 pace_bursts: config.pace_bursts,

@@ -630,7 +630,7 @@ fn active_speakers_reach_their_room_only_when_they_change() {
     drain(&mut carol);
     let speaking = ShardEvent::ActiveSpeakers {
         shard: ShardId(0),
-        speakers: vec![(audio, 0.5), (TrackNum(9999), 0.9)],
+        speakers: vec![(audio, 0.5), (TrackId(9999), 0.9)],
     };
     f.reg.handle_shard_event(speaking.clone());
     let expected = ParticipantEvent::ActiveSpeakers(vec![Speaker {

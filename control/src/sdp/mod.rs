@@ -131,25 +131,7 @@ impl Setup {
 }
 
 /// `a=fingerprint:<hash> <hex bytes>` (RFC 8122).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fingerprint {
-    /// Lower case hash function name, e.g. `sha-256`.
-    pub algorithm: String,
-    pub bytes: Vec<u8>,
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ", self.algorithm)?;
-        for (i, b) in self.bytes.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
+pub use ringcast_types::Fingerprint;
 
 /// `a=group:<semantics> <mid>...`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ fn cert() -> (X509, PKey<Private>) {
 }
 
 fn fp(c: &X509) -> Fingerprint {
-    Fingerprint::sha256(c).unwrap()
+    crate::dtls::fingerprint_sha256(c).unwrap()
 }
 
 /// Pumps datagrams between the two until neither sends; returns their events.
@@ -41,14 +41,14 @@ fn handshake_exports_matching_keys_for_each_profile() {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
     for p in [
-        Profile::AeadAes128Gcm,
-        Profile::AeadAes256Gcm,
-        Profile::Aes128CmHmacSha1_80,
+        SrtpProfile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm,
+        SrtpProfile::Aes128CmHmacSha1_80,
     ] {
         let server_ctx = context(&sc, &sk, &[p]).unwrap();
         let client_ctx = context(&cc, &ck, &[p]).unwrap();
-        let mut server = Dtls::new(&server_ctx, Role::Server, vec![fp(&cc)]).unwrap();
-        let mut client = Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap();
+        let mut server = Dtls::new(&server_ctx, DtlsRole::Server, vec![fp(&cc)]).unwrap();
+        let mut client = Dtls::new(&client_ctx, DtlsRole::Client, vec![fp(&sc)]).unwrap();
         let (se, ce, _) = pump(&mut server, &mut client);
         let [DtlsEvent::Connected(s)] = &se[..] else {
             panic!("server: {se:?}")
@@ -79,27 +79,27 @@ fn preference_order_picks_gcm_when_both_offer_everything() {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
     let all = [
-        Profile::AeadAes128Gcm,
-        Profile::AeadAes256Gcm,
-        Profile::Aes128CmHmacSha1_80,
+        SrtpProfile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm,
+        SrtpProfile::Aes128CmHmacSha1_80,
     ];
     let mut server = Dtls::new(
         &context(&sc, &sk, &all).unwrap(),
-        Role::Server,
+        DtlsRole::Server,
         vec![fp(&cc)],
     )
     .unwrap();
-    let client_order = [Profile::Aes128CmHmacSha1_80, Profile::AeadAes128Gcm];
+    let client_order = [SrtpProfile::Aes128CmHmacSha1_80, SrtpProfile::AeadAes128Gcm];
     let mut client = Dtls::new(
         &context(&cc, &ck, &client_order).unwrap(),
-        Role::Client,
+        DtlsRole::Client,
         vec![fp(&sc)],
     )
     .unwrap();
     let (se, _, _) = pump(&mut server, &mut client);
     // The server's (Ringcast's) preference wins: GCM even when the client lists SHA1_80 first.
     assert!(
-        matches!(&se[..], [DtlsEvent::Connected(k)] if k.profile == Profile::AeadAes128Gcm),
+        matches!(&se[..], [DtlsEvent::Connected(k)] if k.profile == SrtpProfile::AeadAes128Gcm),
         "{se:?}"
     );
 }
@@ -110,14 +110,14 @@ fn wrong_fingerprint_fails_the_transport() {
     let (cc, ck) = cert();
     let (other, _) = cert();
     let mut server = Dtls::new(
-        &context(&sc, &sk, &[Profile::AeadAes128Gcm]).unwrap(),
-        Role::Server,
+        &context(&sc, &sk, &[SrtpProfile::AeadAes128Gcm]).unwrap(),
+        DtlsRole::Server,
         vec![fp(&other)],
     )
     .unwrap();
     let mut client = Dtls::new(
-        &context(&cc, &ck, &[Profile::AeadAes128Gcm]).unwrap(),
-        Role::Client,
+        &context(&cc, &ck, &[SrtpProfile::AeadAes128Gcm]).unwrap(),
+        DtlsRole::Client,
         vec![fp(&sc)],
     )
     .unwrap();
@@ -134,22 +134,22 @@ fn garbage_and_no_common_profile_fail_cleanly() {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
     let mut server = Dtls::new(
-        &context(&sc, &sk, &[Profile::AeadAes128Gcm]).unwrap(),
-        Role::Server,
+        &context(&sc, &sk, &[SrtpProfile::AeadAes128Gcm]).unwrap(),
+        DtlsRole::Server,
         vec![fp(&cc)],
     )
     .unwrap();
     // A datagram that is not DTLS: an error or nothing, never a panic.
     let _ = server.handle_datagram(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5]);
     let mut server = Dtls::new(
-        &context(&sc, &sk, &[Profile::AeadAes128Gcm]).unwrap(),
-        Role::Server,
+        &context(&sc, &sk, &[SrtpProfile::AeadAes128Gcm]).unwrap(),
+        DtlsRole::Server,
         vec![fp(&cc)],
     )
     .unwrap();
     let mut client = Dtls::new(
-        &context(&cc, &ck, &[Profile::Aes128CmHmacSha1_80]).unwrap(),
-        Role::Client,
+        &context(&cc, &ck, &[SrtpProfile::Aes128CmHmacSha1_80]).unwrap(),
+        DtlsRole::Client,
         vec![fp(&sc)],
     )
     .unwrap();
@@ -162,8 +162,8 @@ fn garbage_and_no_common_profile_fail_cleanly() {
 fn client_retransmits_on_timeout() {
     let (cc, ck) = cert();
     let mut client = Dtls::new(
-        &context(&cc, &ck, &[Profile::AeadAes128Gcm]).unwrap(),
-        Role::Client,
+        &context(&cc, &ck, &[SrtpProfile::AeadAes128Gcm]).unwrap(),
+        DtlsRole::Client,
         vec![],
     )
     .unwrap();
@@ -179,13 +179,13 @@ fn client_retransmits_on_timeout() {
 fn connected_with_suite(suite: &str) -> (Dtls, Dtls) {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
-    let p = [Profile::AeadAes128Gcm];
+    let p = [SrtpProfile::AeadAes128Gcm];
     let server_ctx = context(&sc, &sk, &p).unwrap();
     let mut client_ctx = context_builder(&cc, &ck, &p).unwrap();
     client_ctx.set_cipher_list(suite).unwrap();
     let client_ctx = client_ctx.build();
-    let mut server = Dtls::new(&server_ctx, Role::Server, vec![fp(&cc)]).unwrap();
-    let mut client = Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap();
+    let mut server = Dtls::new(&server_ctx, DtlsRole::Server, vec![fp(&cc)]).unwrap();
+    let mut client = Dtls::new(&client_ctx, DtlsRole::Client, vec![fp(&sc)]).unwrap();
     let (se, ce, _) = pump(&mut server, &mut client);
     assert!(matches!(se[..], [DtlsEvent::Connected(_)]), "{se:?}");
     assert!(matches!(ce[..], [DtlsEvent::Connected(_)]), "{ce:?}");
@@ -287,8 +287,8 @@ fn settling_keeps_openssl_for_a_suite_it_cannot_authenticate_and_waits_for_the_h
     assert_eq!(server.handle_datagram(&alert), Some(DtlsEvent::PeerClosed));
 
     let (sc, sk) = cert();
-    let ctx = context(&sc, &sk, &[Profile::AeadAes128Gcm]).unwrap();
-    let mut handshaking = Dtls::new(&ctx, Role::Server, Vec::new()).unwrap();
+    let ctx = context(&sc, &sk, &[SrtpProfile::AeadAes128Gcm]).unwrap();
+    let mut handshaking = Dtls::new(&ctx, DtlsRole::Server, Vec::new()).unwrap();
     handshaking.settle();
     assert!(!handshaking.is_settled());
 }

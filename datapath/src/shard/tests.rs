@@ -4,7 +4,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use super::*;
-use crate::router::{Fanout, FanoutCommand};
+use crate::router::{Egress, Fanout, FanoutCommand, Router};
 use crate::stun::IceRole;
 
 fn cert() -> (X509, PKey<Private>) {
@@ -12,7 +12,7 @@ fn cert() -> (X509, PKey<Private>) {
 }
 
 fn fp(c: &X509) -> Fingerprint {
-    Fingerprint::sha256(c).unwrap()
+    crate::dtls::fingerprint_sha256(c).unwrap()
 }
 
 const PEER: &str = "127.0.0.1:50000";
@@ -39,9 +39,9 @@ fn setup_with<R: Router>(n: u16, router: R) -> (ShardCore<R>, Vec<Peer>, Instant
     let (sc, sk) = cert();
     let (cc, ck) = cert();
     let all = [
-        Profile::AeadAes128Gcm,
-        Profile::AeadAes256Gcm,
-        Profile::Aes128CmHmacSha1_80,
+        SrtpProfile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm,
+        SrtpProfile::Aes128CmHmacSha1_80,
     ];
     let mut core = ShardCore::new(crate::dtls::context(&sc, &sk, &all).unwrap(), router);
     let client_ctx = crate::dtls::context(&cc, &ck, &all).unwrap();
@@ -60,7 +60,7 @@ fn setup_with<R: Router>(n: u16, router: R) -> (ShardCore<R>, Vec<Peer>, Instant
                     local_pwd: "serverpassword012345678".into(),
                     remote: Some(RemoteConfig {
                         ufrag: remote.clone(),
-                        dtls_role: Role::Server,
+                        dtls_role: DtlsRole::Server,
                         fingerprints: vec![fp(&cc)],
                     }),
                 }),
@@ -68,7 +68,7 @@ fn setup_with<R: Router>(n: u16, router: R) -> (ShardCore<R>, Vec<Peer>, Instant
             );
             Peer {
                 id,
-                dtls: Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap(),
+                dtls: Dtls::new(&client_ctx, DtlsRole::Client, vec![fp(&sc)]).unwrap(),
                 addr: SocketAddr::new([127, 0, 0, 1].into(), 50000 + i),
                 user: format!("{local}:{remote}").into_bytes(),
                 keys: None,
@@ -134,7 +134,7 @@ fn connect_with(core: &mut ShardCore<Fanout>, peer: &mut Peer, now: Instant, nom
         ev,
         [Event::Connected {
             id: peer.id,
-            profile: Profile::AeadAes128Gcm
+            profile: SrtpProfile::AeadAes128Gcm
         }]
     );
 }
@@ -154,11 +154,11 @@ struct Greeter;
 
 impl Router for Greeter {
     type Command = ();
-    fn handle_command(&mut self, _: (), _: &mut RouteIo<'_>, _: Instant) {}
-    fn handle_rtp(&mut self, _: TransportId, _: &[u8], _: &mut RouteIo<'_>, _: Instant) {}
-    fn transport_connected(&mut self, id: TransportId, io: &mut RouteIo<'_>, _now: Instant) {
+    fn handle_command(&mut self, _: (), _: &mut dyn Egress, _: Instant) {}
+    fn handle_rtp(&mut self, _: TransportId, _: &[u8], _: &mut dyn Egress, _: Instant) {}
+    fn transport_connected(&mut self, id: TransportId, io: &mut dyn Egress, _now: Instant) {
         let p = rtp(1);
-        assert!(io.send_rtp(id, |buf| {
+        assert!(io.send_rtp(id, &mut |buf| {
             buf[..p.len()].copy_from_slice(&p);
             p.len()
         }));
@@ -470,7 +470,7 @@ fn srtp_receive_and_fanout_path_does_not_allocate() {
 fn an_early_dtls_flight_waits_for_the_peer_parameters() {
     let (sc, sk) = cert();
     let (cc, ck) = cert();
-    let all = [Profile::AeadAes128Gcm];
+    let all = [SrtpProfile::AeadAes128Gcm];
     let mut core = ShardCore::new(
         crate::dtls::context(&sc, &sk, &all).unwrap(),
         Fanout::default(),
@@ -492,7 +492,7 @@ fn an_early_dtls_flight_waits_for_the_peer_parameters() {
         "checks are answered before the answer"
     );
     let client_ctx = crate::dtls::context(&cc, &ck, &all).unwrap();
-    let mut client = Dtls::new(&client_ctx, Role::Client, vec![fp(&sc)]).unwrap();
+    let mut client = Dtls::new(&client_ctx, DtlsRole::Client, vec![fp(&sc)]).unwrap();
     while let Some(mut d) = client.poll_transmit() {
         core.handle_datagram(addr, &mut d, now);
     }
@@ -504,7 +504,7 @@ fn an_early_dtls_flight_waits_for_the_peer_parameters() {
     );
     config.remote = Some(RemoteConfig {
         ufrag: "CLNT".into(),
-        dtls_role: Role::Server,
+        dtls_role: DtlsRole::Server,
         fingerprints: vec![fp(&cc)],
     });
     core.handle_command(Command::Upsert(config), now);

@@ -61,12 +61,12 @@ fn rfc7714_16_1_aead_aes_128_gcm() {
         hex("51753c6580c2726f20718414")
     );
     let plain = hex(RFC7714_RTP);
-    let mut tx = Context::from_session_keys(Profile::AeadAes128Gcm, &key, &salt);
+    let mut tx = Context::from_session_keys(SrtpProfile::AeadAes128Gcm, &key, &salt);
     let mut buf = plain.clone();
     buf.resize(plain.len() + 16, 0);
     let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
     assert_eq!(buf[..n].to_vec(), hex(RFC7714_SRTP_128));
-    let mut rx = Context::from_session_keys(Profile::AeadAes128Gcm, &key, &salt);
+    let mut rx = Context::from_session_keys(SrtpProfile::AeadAes128Gcm, &key, &salt);
     let mut p = hex(RFC7714_SRTP_128);
     let len = rx.unprotect_rtp(&mut p).unwrap();
     assert_eq!(p[..len].to_vec(), plain);
@@ -98,7 +98,7 @@ fn rtp(seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn pair(profile: Profile) -> (Context, Context) {
+fn pair(profile: SrtpProfile) -> (Context, Context) {
     let mk: Vec<u8> = (0..profile.master_key_len() as u8).collect();
     let ms: Vec<u8> = (100..100 + profile.master_salt_len() as u8).collect();
     (
@@ -107,10 +107,10 @@ fn pair(profile: Profile) -> (Context, Context) {
     )
 }
 
-const PROFILES: [Profile; 3] = [
-    Profile::Aes128CmHmacSha1_80,
-    Profile::AeadAes128Gcm,
-    Profile::AeadAes256Gcm,
+const PROFILES: [SrtpProfile; 3] = [
+    SrtpProfile::Aes128CmHmacSha1_80,
+    SrtpProfile::AeadAes128Gcm,
+    SrtpProfile::AeadAes256Gcm,
 ];
 
 #[test]
@@ -190,13 +190,13 @@ fn rtcp_round_trip_and_tamper() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    let (_, mut rx) = pair(Profile::AeadAes128Gcm);
+    let (_, mut rx) = pair(SrtpProfile::AeadAes128Gcm);
     assert_eq!(rx.unprotect_rtp(&mut [0x80; 5]), Err(SrtpError::TooShort));
     assert_eq!(
         rx.unprotect_rtp(&mut [0x00; 40]),
         Err(SrtpError::BadVersion)
     );
-    assert!(Context::new(Profile::AeadAes128Gcm, &[0; 16], &[0; 14]).is_err());
+    assert!(Context::new(SrtpProfile::AeadAes128Gcm, &[0; 16], &[0; 14]).is_err());
     // Extension length pointing past the end.
     let mut p = rtp(1, 1, &[0; 30]);
     p[0] |= 0x10;

@@ -1,0 +1,69 @@
+//! The seam between a shard's transports and media routing.
+//!
+//! The shard (datapath) owns sockets, ICE, DTLS and SRTP; a `Router` owns what happens to
+//! decrypted media (rooms, tracks, subscriptions, rewriting, NACK, PLI). It sees plaintext
+//! packets and sends through an `Egress`, which for the shard encrypts into its send slots.
+//! Neither side knows the other's crate: the datapath runs any `Router`, the media router runs
+//! on any `Egress` (the shard's, or a recorder in tests and benchmarks).
+
+use std::fmt;
+use std::time::Instant;
+
+use crate::TransportId;
+
+/// Where a router's packets go.
+pub trait Egress {
+    /// Sends one RTP packet to `to`: `write` puts the plaintext packet at the start of the
+    /// buffer and returns its length (0: nothing to send). False if it was not sent (the
+    /// transport is not connected, or nothing could take it).
+    fn send_rtp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
+
+    /// As `send_rtp`, for a compound RTCP packet.
+    fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
+}
+
+/// Media routing on one shard. All calls come from the shard's thread, one at a time.
+pub trait Router: Send + 'static {
+    /// What the control plane sends this router.
+    type Command: Send + fmt::Debug + 'static;
+
+    fn handle_command(&mut self, cmd: Self::Command, io: &mut dyn Egress, now: Instant);
+
+    /// A decrypted RTP packet from `from`.
+    fn handle_rtp(&mut self, from: TransportId, packet: &[u8], io: &mut dyn Egress, now: Instant);
+
+    /// A decrypted (compound) RTCP packet from `from`.
+    fn handle_rtcp(
+        &mut self,
+        _from: TransportId,
+        _packet: &[u8],
+        _io: &mut dyn Egress,
+        _now: Instant,
+    ) {
+    }
+
+    /// A transport is gone; forget what refers to it.
+    fn transport_removed(&mut self, _id: TransportId) {}
+
+    /// A transport completed DTLS: it can be sent to from now on.
+    fn transport_connected(&mut self, _id: TransportId, _io: &mut dyn Egress, _now: Instant) {}
+
+    /// Publishes the router's own counters (called with the shard's, every 250 ms).
+    fn publish_metrics(&mut self, _shard: u16) {}
+
+    /// Periodic work (reports, keyframe request throttling); called at least once a second,
+    /// and when `poll_timeout` asks.
+    fn handle_timeout(&mut self, _io: &mut dyn Egress, _now: Instant) {}
+
+    /// When `handle_timeout` should run next, if sooner than a second from now.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// A deadline the packets and commands just handled created (a gap to NACK, a throttled
+    /// keyframe request), checked after every sweep; must be cheap. `poll_timeout` is the full
+    /// answer, asked after each `handle_timeout`.
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
+}
