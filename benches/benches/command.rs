@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ringcast_datapath::client::{Client, connect_blocking};
 use ringcast_datapath::dtls;
 use ringcast_datapath::srtp::SrtpProfile;
-use ringcast_datapath::{Backend, Command, Datapath, DatapathConfig, Fanout, TransportId};
+use ringcast_datapath::{Backend, Command, Datapath, Fanout, TransportId};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k)
@@ -25,27 +25,10 @@ fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
 
 /// Latencies in microseconds, one per command.
 fn run(backend: Backend, commands: u64) -> Vec<f64> {
-    let (sc, sk) = dtls::self_signed().unwrap();
+    let (config, server_fp) = ringcast_benches::bench_datapath_config(backend);
     let (cc, ck) = dtls::self_signed().unwrap();
     let client_fp = dtls::fingerprint_sha256(&cc).unwrap();
-    let server_fp = dtls::fingerprint_sha256(&sc).unwrap();
-    let mut dp = Datapath::start(
-        DatapathConfig {
-            shards: 1,
-            bind_ip: "127.0.0.1".parse().unwrap(),
-            port_base: 0,
-            backend,
-            certificate: sc,
-            private_key: sk,
-            srtp_profiles: vec![SrtpProfile::AeadAes128Gcm],
-            pin_threads: true,
-            send_slots: ringcast_datapath::OUTBOX_SLOTS,
-            pace_bursts: true,
-        },
-        |_| Fanout::default(),
-        Arc::new(|_, _| {}),
-    )
-    .unwrap();
+    let mut dp = Datapath::start(config, |_| Fanout::default(), Arc::new(|_, _| {})).unwrap();
     let server = dp.local_addrs()[0];
     let ctx = dtls::context(&cc, &ck, &[SrtpProfile::AeadAes128Gcm]).unwrap();
     let mut out = Vec::new();

@@ -22,9 +22,7 @@ use ringcast_control::codec::CodecName;
 use ringcast_datapath::client::{Client, connect_blocking};
 use ringcast_datapath::dtls::{self, Fingerprint};
 use ringcast_datapath::srtp::{Context, SrtpProfile};
-use ringcast_datapath::{
-    Backend, Command, Datapath, DatapathConfig, Fanout, FanoutCommand, Router, TransportId,
-};
+use ringcast_datapath::{Backend, Command, Datapath, Fanout, FanoutCommand, Router, TransportId};
 use ringcast_media::fixtures;
 use ringcast_media::router::{MediaCommand, MediaRouter, TrackId};
 
@@ -133,25 +131,9 @@ fn run_with<R: Router>(
     router: impl Fn(u16) -> R,
     routes: Vec<R::Command>,
 ) -> f64 {
-    let (sc, sk) = cert();
+    let (config, server_fp) = ringcast_benches::bench_datapath_config(backend);
     let (cc, ck) = cert();
-    let mut dp = Datapath::start(
-        DatapathConfig {
-            shards: 1,
-            bind_ip: "127.0.0.1".parse().unwrap(),
-            port_base: 0,
-            backend,
-            certificate: sc.clone(),
-            private_key: sk,
-            srtp_profiles: vec![SrtpProfile::AeadAes128Gcm],
-            pin_threads: true,
-            send_slots: ringcast_datapath::OUTBOX_SLOTS,
-            pace_bursts: true,
-        },
-        router,
-        Arc::new(|_, _| {}),
-    )
-    .unwrap();
+    let mut dp = Datapath::start(config, router, Arc::new(|_, _| {})).unwrap();
     let server = dp.local_addrs()[0];
     let ctx = dtls::context(&cc, &ck, &[SrtpProfile::AeadAes128Gcm]).unwrap();
     let mut socks = Vec::new();
@@ -163,7 +145,7 @@ fn run_with<R: Router>(
     std::thread::sleep(Duration::from_millis(50));
     for i in 0..=SUBSCRIBERS {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        keys.push(connect(&s, server, i, &ctx, &fp(&sc)));
+        keys.push(connect(&s, server, i, &ctx, &server_fp));
         socks.push(s);
     }
     for r in routes {

@@ -12,6 +12,32 @@ pub fn rtp_packet(seq: u16, len: usize) -> Vec<u8> {
     p
 }
 
+/// The datapath as the benchmarks run it: one shard on loopback (an ephemeral port), pinned,
+/// burst pacing on, AES-128-GCM, a fresh certificate; and that certificate's fingerprint, for
+/// the clients to check.
+pub fn bench_datapath_config(
+    backend: ringcast_datapath::Backend,
+) -> (
+    ringcast_datapath::DatapathConfig,
+    ringcast_datapath::dtls::Fingerprint,
+) {
+    let (certificate, private_key) = ringcast_datapath::dtls::self_signed().unwrap();
+    let fingerprint = ringcast_datapath::dtls::fingerprint_sha256(&certificate).unwrap();
+    let config = ringcast_datapath::DatapathConfig {
+        shards: 1,
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        port_base: 0,
+        backend,
+        certificate,
+        private_key,
+        srtp_profiles: vec![ringcast_datapath::srtp::SrtpProfile::AeadAes128Gcm],
+        pin_threads: true,
+        send_slots: ringcast_datapath::OUTBOX_SLOTS,
+        pace_bursts: true,
+    };
+    (config, fingerprint)
+}
+
 /// The shard-side half of a benchmark client: transport `id` with ufrag `S{id:04}`, the
 /// benchmarks' password, and the client's DTLS fingerprint (the client speaks `C{id:04}`).
 pub fn bench_transport<C>(

@@ -141,14 +141,7 @@ fn context_builder(
         SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
         |_, _| true,
     );
-    let names: Vec<&str> = profiles
-        .iter()
-        .map(|p| match p {
-            SrtpProfile::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
-            SrtpProfile::AeadAes256Gcm => "SRTP_AEAD_AES_256_GCM",
-            SrtpProfile::Aes128CmHmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
-        })
-        .collect();
+    let names: Vec<&str> = profiles.iter().map(|p| p.openssl_name()).collect();
     b.set_tlsext_use_srtp(&names.join(":"))?;
     // AEAD suites only; after the handshake `Dtls::settle` authenticates alerts itself for the
     // AES-GCM ones.

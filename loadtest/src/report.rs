@@ -347,7 +347,7 @@ impl Report {
             if s.video { "video" } else { "" },
             s.video_kbps,
             s.fps,
-            crate::scenario::profile_str(s.srtp_profile),
+            s.srtp_profile.name(),
             s.duration.as_secs_f64()
         );
         let c = &self.connect;

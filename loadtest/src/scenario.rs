@@ -154,11 +154,7 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 fn profile_name<S: serde::Serializer>(p: &SrtpProfile, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(profile_str(*p))
-}
-
-pub fn profile_str(p: SrtpProfile) -> &'static str {
-    p.name()
+    s.serialize_str(p.name())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
