@@ -34,6 +34,29 @@ impl RouteIo<'_> {
         self.send(to, false, write)
     }
 
+    /// Sends one RTP packet: `head` writes the header (and any plaintext prefix of the
+    /// payload) at the start of the slot and returns its length (0: nothing to send); the
+    /// rest of the payload, `payload`, is encrypted from where it lies straight into the slot
+    /// after it. One write of the payload, no copy before the cipher.
+    pub fn send_rtp_payload(
+        &mut self,
+        to: TransportId,
+        head: impl FnOnce(&mut [u8]) -> usize,
+        payload: &[u8],
+    ) -> bool {
+        self.seal(to, false, |tx, buf| {
+            let room = buf.len() - tx.profile().rtp_overhead();
+            let Some(head_room) = room.checked_sub(payload.len()) else {
+                return Err(0);
+            };
+            let n = head(&mut buf[..head_room]);
+            if n == 0 {
+                return Err(0);
+            }
+            tx.protect_rtp_from(buf, n, payload).map_err(|_| n)
+        })
+    }
+
     /// As `send_rtp`, for a compound RTCP packet.
     pub fn send_rtcp(&mut self, to: TransportId, write: impl FnOnce(&mut [u8]) -> usize) -> bool {
         self.send(to, true, write)
@@ -44,6 +67,27 @@ impl RouteIo<'_> {
         to: TransportId,
         rtcp: bool,
         write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        self.seal(to, rtcp, |tx, buf| {
+            // Leave room for the SRTP tag and SRTCP index.
+            let room = buf.len() - tx.profile().rtcp_overhead();
+            let n = write(&mut buf[..room]);
+            match (n, rtcp) {
+                (0, _) => Err(0),
+                (n, false) => tx.protect_rtp(buf, n).map_err(|_| n),
+                (n, true) => tx.protect_rtcp(buf, n).map_err(|_| n),
+            }
+        })
+    }
+
+    /// Takes a send slot for `to` and queues what `seal` leaves in it: `Ok(length)` of the
+    /// protected packet, or `Err(n)` when there is nothing to send (n = 0) or the n bytes
+    /// written could not be protected.
+    fn seal(
+        &mut self,
+        to: TransportId,
+        rtcp: bool,
+        seal: impl FnOnce(&mut crate::srtp::Context, &mut [u8]) -> Result<usize, usize>,
     ) -> bool {
         let Some(t) = self.transports.get_mut(&to) else {
             return false;
@@ -56,16 +100,8 @@ impl RouteIo<'_> {
             self.stats.drop(DropReason::SendQueueFull);
             return false;
         };
-        // Leave room for the SRTP tag and SRTCP index.
-        let room = buf.len() - tx.profile().rtcp_overhead();
-        let len = write(&mut buf[..room]);
-        let sealed = match (len, rtcp) {
-            (0, _) => None,
-            (n, false) => tx.protect_rtp(buf, n).ok(),
-            (n, true) => tx.protect_rtcp(buf, n).ok(),
-        };
-        match sealed {
-            Some(n) => {
+        match seal(tx, buf) {
+            Ok(n) => {
                 // RTP is paced per transport; RTCP (small, and feedback) goes at once.
                 self.outbox.push_flow(slot, addr, n, (!rtcp).then_some(to));
                 if !rtcp {
@@ -73,9 +109,9 @@ impl RouteIo<'_> {
                 }
                 true
             }
-            None => {
+            Err(written) => {
                 self.outbox.release(slot);
-                if len > 0 {
+                if written > 0 {
                     self.stats.drop(DropReason::MalformedRtp);
                 }
                 false
@@ -87,6 +123,15 @@ impl RouteIo<'_> {
 impl Egress for RouteIo<'_> {
     fn send_rtp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
         RouteIo::send_rtp(self, to, write)
+    }
+
+    fn send_rtp_payload(
+        &mut self,
+        to: TransportId,
+        head: &mut dyn FnMut(&mut [u8]) -> usize,
+        payload: &[u8],
+    ) -> bool {
+        RouteIo::send_rtp_payload(self, to, head, payload)
     }
 
     fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
@@ -127,11 +172,23 @@ impl Router for Fanout {
         let Some(targets) = self.routes.get(&from) else {
             return;
         };
+        // The header goes as it is; the payload is sealed from the packet into each slot.
+        let Ok(hdr) = crate::srtp::rtp_header_len(packet) else {
+            return;
+        };
+        let (header, payload) = packet.split_at(hdr);
         for &to in targets {
-            io.send_rtp(to, &mut |buf| {
-                buf[..packet.len()].copy_from_slice(packet);
-                packet.len()
-            });
+            io.send_rtp_payload(
+                to,
+                &mut |buf| match buf.get_mut(..hdr) {
+                    Some(b) => {
+                        b.copy_from_slice(header);
+                        hdr
+                    }
+                    None => 0,
+                },
+                payload,
+            );
         }
     }
 

@@ -2,24 +2,29 @@
 //! AEAD_AES_128_GCM and AEAD_AES_256_GCM, rollover counter estimation and replay windows.
 //!
 //! Sans-IO and in place: `unprotect_*` authenticates and decrypts inside the receive buffer,
-//! `protect_*` encrypts inside the send buffer and appends the tag. No allocation per packet
-//! (per-SSRC state is allocated once, when an SSRC is first seen).
+//! `protect_*` encrypts inside the send buffer and appends the tag, and `protect_rtp_from`
+//! encrypts a payload from where it lies (the received packet) straight into the send buffer.
+//! No allocation per packet (per-SSRC state is allocated once, when an SSRC is first seen).
 
-use aes::cipher::{BlockEncrypt, InnerIvInit, StreamCipher};
-use aes::{Aes128, Aes128Enc, Aes256};
-use aes_gcm::KeyInit;
-use aes_gcm::aead::consts::{U12, U16};
-use aes_gcm::aead::{AeadCore, AeadInPlace};
-use aes_gcm::{Aes128Gcm, Aes256Gcm, Nonce, Tag};
+use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher};
+use aes::{Aes128, Aes128Enc, Aes256, Aes256Enc};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-/// XORs AES-CM's keystream from `iv` into `data`, with the context's expanded key borrowed:
-/// no key schedule per packet.
-fn cm_keystream(cipher: &Aes128Enc, iv: [u8; 16], data: &mut [u8]) {
+mod gcm;
+use gcm::{Gcm, GcmCipher};
+
+/// AES-CM's keystream from `iv`, with the context's expanded key borrowed: no key schedule
+/// per packet.
+fn cm_ctr(cipher: &Aes128Enc, iv: [u8; 16]) -> ctr::Ctr128BE<&Aes128Enc> {
     let core =
         ctr::CtrCore::<&Aes128Enc, ctr::flavors::Ctr128BE>::inner_iv_init(cipher, &iv.into());
-    ctr::Ctr128BE::from_core(core).apply_keystream(data);
+    ctr::Ctr128BE::from_core(core)
+}
+
+/// XORs AES-CM's keystream from `iv` into `data`.
+fn cm_keystream(cipher: &Aes128Enc, iv: [u8; 16], data: &mut [u8]) {
+    cm_ctr(cipher, iv).apply_keystream(data);
 }
 type HmacSha1 = Hmac<Sha1>;
 
@@ -86,11 +91,11 @@ enum Keys {
         auth: HmacSha1,
     },
     Gcm128 {
-        aead: Box<Aes128Gcm>,
+        aead: Box<Gcm<Aes128Enc>>,
         salt: [u8; 12],
     },
     Gcm256 {
-        aead: Box<Aes256Gcm>,
+        aead: Box<Gcm<Aes256Enc>>,
         salt: [u8; 12],
     },
 }
@@ -135,15 +140,12 @@ impl Keys {
     }
 
     fn gcm(key: &[u8], salt: [u8; 12]) -> Keys {
-        match (
-            Aes128Gcm::new_from_slice(key),
-            Aes256Gcm::new_from_slice(key),
-        ) {
-            (_, Ok(aead)) => Keys::Gcm256 {
+        match (Gcm::new(key), Gcm::new(key)) {
+            (_, Some(aead)) => Keys::Gcm256 {
                 aead: Box::new(aead),
                 salt,
             },
-            (Ok(aead), _) => Keys::Gcm128 {
+            (Some(aead), _) => Keys::Gcm128 {
                 aead: Box::new(aead),
                 salt,
             },
@@ -384,8 +386,8 @@ impl Context {
                 let iv = cm_iv(salt, ssrc, index);
                 cm_keystream(cipher, iv, &mut buf[hdr..end]);
             }
-            Keys::Gcm128 { aead, salt } => gcm_rtp_open(&**aead, salt, buf, hdr, end, ssrc, index)?,
-            Keys::Gcm256 { aead, salt } => gcm_rtp_open(&**aead, salt, buf, hdr, end, ssrc, index)?,
+            Keys::Gcm128 { aead, salt } => gcm_rtp_open(aead, salt, buf, hdr, end, ssrc, index)?,
+            Keys::Gcm256 { aead, salt } => gcm_rtp_open(aead, salt, buf, hdr, end, ssrc, index)?,
         }
         // Authenticated: now the index may move the window.
         if let Some(s) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
@@ -397,11 +399,27 @@ impl Context {
     /// Encrypts the RTP packet in `buf[..len]` in place and appends the tag; returns the SRTP
     /// length. `buf` needs `profile().rtp_overhead()` spare bytes.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.protect_rtp_from(buf, len, &[])
+    }
+
+    /// Seals an RTP packet whose first `head` bytes (the header, and any plaintext before
+    /// `payload`, such as an RTX packet's original sequence number) are in `buf`, and whose
+    /// remaining payload is `payload`, wherever it lies: its ciphertext is written straight
+    /// into `buf[head..]`, so a forwarded payload is read once and written once. Appends the
+    /// tag; returns the SRTP length. `buf` needs `payload.len()` plus
+    /// `profile().rtp_overhead()` bytes after `head`.
+    pub fn protect_rtp_from(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        payload: &[u8],
+    ) -> Result<usize, SrtpError> {
         let tag_len = self.rtp.tag_len();
-        if buf.len() < len + tag_len {
+        let len = head + payload.len();
+        if head > buf.len() || buf.len() < len + tag_len {
             return Err(SrtpError::NoRoom);
         }
-        let hdr = rtp_header_len(&buf[..len])?;
+        let hdr = rtp_header_len(&buf[..head])?;
         let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
         let seq = u16::from_be_bytes([buf[2], buf[3]]);
         let stream = self.stream(ssrc)?;
@@ -410,19 +428,28 @@ impl Context {
             None => u64::from(seq),
         };
         stream.tx_rtp = Some(stream.tx_rtp.map_or(index, |h| h.max(index)));
-        match &self.rtp {
+        let tag = match &self.rtp {
             Keys::Cm { cipher, salt, auth } => {
-                let iv = cm_iv(salt, ssrc, index);
-                cm_keystream(cipher, iv, &mut buf[hdr..len]);
+                let mut ctr = cm_ctr(cipher, cm_iv(salt, ssrc, index));
+                ctr.apply_keystream(&mut buf[hdr..head]);
+                ctr.apply_keystream_b2b(payload, &mut buf[head..len])
+                    .map_err(|_| SrtpError::NoRoom)?;
                 let mut mac = auth.clone();
                 mac.update(&buf[..len]);
                 mac.update(&((index >> 16) as u32).to_be_bytes());
                 let full = mac.finalize().into_bytes();
-                buf[len..len + 10].copy_from_slice(&full[..10]);
+                let mut tag = [0u8; 16];
+                tag[..10].copy_from_slice(&full[..10]);
+                tag
             }
-            Keys::Gcm128 { aead, salt } => gcm_rtp_seal(&**aead, salt, buf, hdr, len, ssrc, index)?,
-            Keys::Gcm256 { aead, salt } => gcm_rtp_seal(&**aead, salt, buf, hdr, len, ssrc, index)?,
-        }
+            Keys::Gcm128 { aead, salt } => {
+                aead.seal_from(&gcm_rtp_iv(salt, ssrc, index), buf, hdr, head, payload)
+            }
+            Keys::Gcm256 { aead, salt } => {
+                aead.seal_from(&gcm_rtp_iv(salt, ssrc, index), buf, hdr, head, payload)
+            }
+        };
+        buf[len..len + tag_len].copy_from_slice(&tag[..tag_len]);
         Ok(len + tag_len)
     }
 
@@ -460,12 +487,8 @@ impl Context {
                 }
                 e_at
             }
-            Keys::Gcm128 { aead, salt } => {
-                gcm_rtcp_open(&**aead, salt, buf, ssrc, e_index, tag_at)?
-            }
-            Keys::Gcm256 { aead, salt } => {
-                gcm_rtcp_open(&**aead, salt, buf, ssrc, e_index, tag_at)?
-            }
+            Keys::Gcm128 { aead, salt } => gcm_rtcp_open(aead, salt, buf, ssrc, e_index, tag_at)?,
+            Keys::Gcm256 { aead, salt } => gcm_rtcp_open(aead, salt, buf, ssrc, e_index, tag_at)?,
         };
         if let Some(s) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
             s.rtcp.accept(u64::from(index));
@@ -494,43 +517,15 @@ impl Context {
                 let full = mac.finalize().into_bytes();
                 buf[len + 4..len + 14].copy_from_slice(&full[..10]);
             }
-            Keys::Gcm128 { aead, salt } => gcm_rtcp_seal(&**aead, salt, buf, len, ssrc, e_index)?,
-            Keys::Gcm256 { aead, salt } => gcm_rtcp_seal(&**aead, salt, buf, len, ssrc, e_index)?,
+            Keys::Gcm128 { aead, salt } => gcm_rtcp_seal(aead, salt, buf, len, ssrc, e_index),
+            Keys::Gcm256 { aead, salt } => gcm_rtcp_seal(aead, salt, buf, len, ssrc, e_index),
         }
         Ok(len + overhead)
     }
 }
 
-/// AES-GCM with SRTP's nonce and tag sizes (both key lengths).
-trait Gcm: AeadInPlace + AeadCore<NonceSize = U12, TagSize = U16> {}
-impl<T: AeadInPlace + AeadCore<NonceSize = U12, TagSize = U16>> Gcm for T {}
-
-fn tag_of(b: &[u8]) -> Tag {
-    let mut t = [0u8; 16];
-    t.copy_from_slice(&b[..16]);
-    Tag::from(t)
-}
-
-fn gcm_rtp_seal<A: Gcm>(
-    aead: &A,
-    salt: &[u8; 12],
-    buf: &mut [u8],
-    hdr: usize,
-    len: usize,
-    ssrc: u32,
-    index: u64,
-) -> Result<(), SrtpError> {
-    let iv = gcm_rtp_iv(salt, ssrc, index);
-    let (head, rest) = buf.split_at_mut(hdr);
-    let tag = aead
-        .encrypt_in_place_detached(&Nonce::from(iv), head, &mut rest[..len - hdr])
-        .map_err(|_| SrtpError::NoRoom)?;
-    rest[len - hdr..len - hdr + 16].copy_from_slice(&tag);
-    Ok(())
-}
-
-fn gcm_rtp_open<A: Gcm>(
-    aead: &A,
+fn gcm_rtp_open<A: GcmCipher>(
+    aead: &Gcm<A>,
     salt: &[u8; 12],
     buf: &mut [u8],
     hdr: usize,
@@ -541,7 +536,7 @@ fn gcm_rtp_open<A: Gcm>(
     let iv = gcm_rtp_iv(salt, ssrc, index);
     let (head, rest) = buf.split_at_mut(hdr);
     let (payload, tag) = rest.split_at_mut(end - hdr);
-    aead.decrypt_in_place_detached(&Nonce::from(iv), head, payload, &tag_of(tag))
+    aead.open_in_place(&iv, head, payload, tag)
         .map_err(|_| SrtpError::AuthFailed)
 }
 
@@ -552,8 +547,8 @@ fn gcm_aad(buf: &[u8], e_index: u32) -> [u8; 12] {
     aad
 }
 
-fn gcm_rtcp_open<A: Gcm>(
-    aead: &A,
+fn gcm_rtcp_open<A: GcmCipher>(
+    aead: &Gcm<A>,
     salt: &[u8; 12],
     buf: &mut [u8],
     ssrc: u32,
@@ -563,7 +558,7 @@ fn gcm_rtcp_open<A: Gcm>(
     let iv = gcm_rtcp_iv(salt, ssrc, e_index & 0x7FFF_FFFF);
     let aad = gcm_aad(buf, e_index);
     let (body, tail) = buf.split_at_mut(tag_at);
-    let tag = &tag_of(&tail[..16]);
+    let tag = &tail[..16];
     if e_index & 0x8000_0000 == 0 {
         // Unencrypted SRTCP: the whole packet is authenticated data.
         let mut aad_full = [0u8; 1500];
@@ -572,31 +567,28 @@ fn gcm_rtcp_open<A: Gcm>(
         }
         aad_full[..body.len()].copy_from_slice(body);
         aad_full[body.len()..body.len() + 4].copy_from_slice(&e_index.to_be_bytes());
-        aead.decrypt_in_place_detached(&Nonce::from(iv), &aad_full[..body.len() + 4], &mut [], tag)
+        aead.open_in_place(&iv, &aad_full[..body.len() + 4], &mut [], tag)
             .map_err(|_| SrtpError::AuthFailed)?;
         return Ok(tag_at);
     }
-    aead.decrypt_in_place_detached(&Nonce::from(iv), &aad, &mut body[8..], tag)
+    aead.open_in_place(&iv, &aad, &mut body[8..], tag)
         .map_err(|_| SrtpError::AuthFailed)?;
     Ok(tag_at)
 }
 
-fn gcm_rtcp_seal<A: Gcm>(
-    aead: &A,
+fn gcm_rtcp_seal<A: GcmCipher>(
+    aead: &Gcm<A>,
     salt: &[u8; 12],
     buf: &mut [u8],
     len: usize,
     ssrc: u32,
     e_index: u32,
-) -> Result<(), SrtpError> {
+) {
     let iv = gcm_rtcp_iv(salt, ssrc, e_index & 0x7FFF_FFFF);
     let aad = gcm_aad(buf, e_index);
-    let tag = aead
-        .encrypt_in_place_detached(&Nonce::from(iv), &aad, &mut buf[8..len])
-        .map_err(|_| SrtpError::NoRoom)?;
+    let tag = aead.seal_in_place(&iv, &aad, &mut buf[8..len]);
     buf[len..len + 16].copy_from_slice(&tag);
     buf[len + 16..len + 20].copy_from_slice(&e_index.to_be_bytes());
-    Ok(())
 }
 
 /// Test access to the session-key layer (RFC vectors give session keys directly).

@@ -18,6 +18,29 @@ pub trait Egress {
     /// transport is not connected, or nothing could take it).
     fn send_rtp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
 
+    /// Sends one RTP packet whose payload (or its tail) is `payload`, taken as it is: `head`
+    /// writes what comes before it (the header, and any plaintext prefix such as an RTX
+    /// packet's original sequence number) at the start of the buffer and returns that length
+    /// (0: nothing to send). The shard's egress encrypts `payload` from where it lies straight
+    /// into its send slot, so a forwarded payload is read once and written once; this default
+    /// copies it after the head and sends that.
+    fn send_rtp_payload(
+        &mut self,
+        to: TransportId,
+        head: &mut dyn FnMut(&mut [u8]) -> usize,
+        payload: &[u8],
+    ) -> bool {
+        self.send_rtp(to, &mut |buf| {
+            let n = head(buf);
+            let end = n + payload.len();
+            if n == 0 || end > buf.len() {
+                return 0;
+            }
+            buf[n..end].copy_from_slice(payload);
+            end
+        })
+    }
+
     /// As `send_rtp`, for a compound RTCP packet.
     fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
 }

@@ -139,6 +139,52 @@ fn rtp_round_trip_tamper_replay_and_rollover() {
     }
 }
 
+/// Sealing a payload from elsewhere gives the bytes sealing it in place gives, for every
+/// profile and wherever the head ends (header only, or header plus a plaintext prefix).
+#[test]
+fn sealing_from_a_source_matches_sealing_in_place() {
+    for profile in PROFILES {
+        for payload_len in [0usize, 1, 15, 16, 17, 100, 1200] {
+            let plain = rtp(
+                7,
+                0xBEEF,
+                &(0..payload_len).map(|i| i as u8).collect::<Vec<_>>(),
+            );
+            for head in [12, 12 + payload_len / 3, plain.len()] {
+                let (mut a, _) = pair(profile);
+                let (mut b, mut rx) = pair(profile);
+                let mut in_place = plain.clone();
+                in_place.resize(plain.len() + profile.rtp_overhead(), 0);
+                let n = a.protect_rtp(&mut in_place, plain.len()).unwrap();
+                let mut slot = vec![0x5A; 2048];
+                slot[..head].copy_from_slice(&plain[..head]);
+                let m = b.protect_rtp_from(&mut slot, head, &plain[head..]).unwrap();
+                assert_eq!(slot[..m], in_place[..n], "{profile:?} {payload_len} {head}");
+                let len = rx.unprotect_rtp(&mut slot[..m]).unwrap();
+                assert_eq!(slot[..len], plain[..]);
+            }
+        }
+        // No room for the payload and tag, or a head that isn't an RTP header: refused.
+        let (mut tx, _) = pair(profile);
+        let plain = rtp(1, 1, &[0; 100]);
+        let mut small = vec![0; plain.len() + profile.rtp_overhead() - 1];
+        small[..12].copy_from_slice(&plain[..12]);
+        assert_eq!(
+            tx.protect_rtp_from(&mut small, 12, &plain[12..]),
+            Err(SrtpError::NoRoom)
+        );
+        let mut slot = vec![0; 2048];
+        assert_eq!(
+            tx.protect_rtp_from(&mut slot, 4000, &[]),
+            Err(SrtpError::NoRoom)
+        );
+        assert_eq!(
+            tx.protect_rtp_from(&mut slot, 8, &plain[8..]),
+            Err(SrtpError::TooShort)
+        );
+    }
+}
+
 #[test]
 fn reordered_within_window_accepted_once() {
     for profile in PROFILES {
