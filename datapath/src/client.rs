@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use openssl::ssl::SslContext;
 
+use crate::demux::{Kind, classify};
 use crate::dtls::{Dtls, DtlsError, DtlsEvent, DtlsRole, Fingerprint, SrtpKeys};
-use crate::shard::{Kind, classify};
 use crate::srtp::{self, SrtpError, SrtpProfile};
 use crate::stun::{self, Class, IceRole, Message};
 

@@ -1,23 +1,27 @@
-//! The shard threads and their IO: one thread per shard, pinned to a core, one UDP socket on
-//! `port_base + index`, io_uring (`uring`) or, where that can't be set up, recvmmsg/sendmmsg
-//! with GRO/GSO through quinn-udp. Both backends drive the same `ShardCore`.
+//! The running datapath: one thread per shard, pinned to a core, one UDP socket on
+//! `port_base + index`, and a backend (`backend::uring`, or where io_uring can't be set up
+//! `backend::fallback`) driving the shard's `ShardLoop`. `Datapath` is the handle the control
+//! side holds: it queues commands and wakes the shard.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
-use crate::router::Router;
-use crate::shard::{Command, Event, ShardCore};
+use crate::backend;
+use crate::shard::driver::ShardLoop;
+use crate::shard::{Command, ShardCore};
 use crate::srtp::SrtpProfile;
 use crate::stats::ShardMetrics;
 use crate::wake::Waker;
+use ringcast_types::route::Router;
+
+pub use crate::shard::driver::EventSink;
 
 /// Which IO backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +63,6 @@ pub struct DatapathConfig {
     pub pace_bursts: bool,
 }
 
-/// Receives shard events on the shard's thread; must not block.
-pub type EventSink = Arc<dyn Fn(u16, Event) + Send + Sync>;
-
 /// Why a command could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -89,105 +90,6 @@ pub struct Datapath<R: Router> {
     shards: Vec<ShardHandle<R::Command>>,
     stop: Arc<AtomicBool>,
     backend: Arc<Mutex<&'static str>>,
-}
-
-/// A shard's state as its IO loop sees it.
-pub(crate) struct Shard<R: Router> {
-    pub(crate) core: ShardCore<R>,
-    pub(crate) metrics: ShardMetrics,
-    index: u16,
-    commands: Receiver<Command<R::Command>>,
-    /// Written when a command is queued; the loop waits on it beside the socket.
-    pub(crate) waker: Arc<Waker>,
-    events: EventSink,
-    stop: Arc<AtomicBool>,
-    next_timer: Instant,
-    next_publish: Instant,
-    /// Drops since the last warning, and when the next warning may be logged.
-    drops_unreported: [u64; crate::stats::DropReason::ALL.len()],
-    next_drop_warning: Instant,
-    /// Reused each sweep for the datagrams to send.
-    pub(crate) queued: Vec<crate::outbox::Queued>,
-}
-
-impl<R: Router> Shard<R> {
-    pub(crate) fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// How long the loop may block: until the next timer or pacer release, at most 10 ms (a
-    /// queued command wakes it sooner, see `wake`).
-    pub(crate) fn next_wait(&self, now: Instant) -> Duration {
-        let pacer = self
-            .core
-            .next_release()
-            .map_or(Duration::MAX, |t| t.saturating_duration_since(now));
-        self.next_timer
-            .saturating_duration_since(now)
-            .min(pacer)
-            .min(Duration::from_millis(10))
-    }
-
-    /// Commands, timers, events and metrics after each sweep.
-    pub(crate) fn after_sweep(&mut self, now: Instant) {
-        self.waker.clear();
-        while let Ok(cmd) = self.commands.try_recv() {
-            self.core.handle_command(cmd, now);
-        }
-        // The sweep's packets may have made router work due sooner (a gap to NACK now).
-        if let Some(wake) = self.core.router().wake_at() {
-            self.next_timer = self.next_timer.min(wake);
-        }
-        if now >= self.next_timer {
-            self.core.handle_timeout(now);
-            self.next_timer = now + self.core.poll_timeout(now);
-        }
-        for ev in self.core.take_events() {
-            (self.events)(self.index, ev);
-        }
-        if now >= self.next_publish {
-            self.warn_drops(now);
-            let transports = self.core.transport_count();
-            self.metrics.publish(&mut self.core.stats, transports);
-            // The send slots' pages a past burst touched go back after an interval without it.
-            self.core.outbox.trim(now);
-            self.metrics
-                .record_send_slots(self.core.outbox.touched_slots(), self.core.outbox.slots());
-            self.core.router_mut().publish_metrics(self.index);
-            self.next_publish = now + Duration::from_millis(250);
-        }
-    }
-}
-
-/// Drop warnings: at most one log line per shard per this period, however many packets drop.
-const DROP_WARNING_PERIOD: Duration = Duration::from_secs(10);
-
-impl<R: Router> Shard<R> {
-    fn warn_drops(&mut self, now: Instant) {
-        for (acc, n) in self.drops_unreported.iter_mut().zip(self.core.stats.drops) {
-            *acc += n;
-        }
-        if now < self.next_drop_warning || self.drops_unreported.iter().all(|n| *n == 0) {
-            return;
-        }
-        let mut summary = String::new();
-        for (reason, n) in crate::stats::DropReason::ALL
-            .iter()
-            .zip(self.drops_unreported)
-        {
-            if n > 0 {
-                use std::fmt::Write;
-                let _ = write!(summary, "{}={n} ", reason.as_str());
-            }
-        }
-        tracing::warn!(
-            shard = self.index,
-            drops = summary.trim_end(),
-            "datagrams dropped in the last period"
-        );
-        self.drops_unreported = [0; crate::stats::DropReason::ALL.len()];
-        self.next_drop_warning = now + DROP_WARNING_PERIOD;
-    }
 }
 
 fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
@@ -320,10 +222,10 @@ impl<R: Router> Datapath<R> {
         let stop = Arc::new(AtomicBool::new(false));
         let backend_name = Arc::new(Mutex::new(match config.backend {
             Backend::Fallback => Backend::Fallback.name(),
-            _ if crate::uring::available() => Backend::IoUring.name(),
+            _ if backend::uring::available() => Backend::IoUring.name(),
             _ => Backend::Fallback.name(),
         }));
-        if config.backend == Backend::IoUring && !crate::uring::available() {
+        if config.backend == Backend::IoUring && !backend::uring::available() {
             return Err(io::Error::other(
                 "io_uring was required but can't be set up here",
             ));
@@ -343,24 +245,19 @@ impl<R: Router> Datapath<R> {
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
             let waker = Arc::new(Waker::new()?);
             let running = Arc::new(AtomicBool::new(true));
-            let mut shard = Shard {
-                core: ShardCore::with_send_slots(ctx.clone(), router(index), config.send_slots)
+            let mut shard = ShardLoop::new(
+                ShardCore::with_send_slots(ctx.clone(), router(index), config.send_slots)
                     .pacing(config.pace_bursts),
-                metrics: ShardMetrics::register(
+                ShardMetrics::register(
                     index,
                     *backend_name.lock().unwrap_or_else(|p| p.into_inner()),
                 ),
                 index,
-                commands: rx,
-                waker: waker.clone(),
-                events: events.clone(),
-                stop: stop.clone(),
-                next_timer: Instant::now(),
-                next_publish: Instant::now(),
-                queued: Vec::with_capacity(config.send_slots),
-                drops_unreported: [0; crate::stats::DropReason::ALL.len()],
-                next_drop_warning: Instant::now(),
-            };
+                rx,
+                waker.clone(),
+                events.clone(),
+                stop.clone(),
+            );
             let (r, b, pin, want) = (
                 running.clone(),
                 backend_name.clone(),
@@ -375,13 +272,13 @@ impl<R: Router> Datapath<R> {
                     }
                     let fallback_socket = socket.try_clone();
                     let res = match want {
-                        Backend::Fallback => crate::fallback::run(socket, &mut shard),
-                        _ => match crate::uring::run(socket, &mut shard) {
+                        Backend::Fallback => backend::fallback::run(socket, &mut shard),
+                        _ => match backend::uring::run(socket, &mut shard) {
                             Err(e) if want == Backend::Auto && !shard.should_stop() => {
                                 tracing::warn!(shard = index, error = %e, "io_uring unavailable; using recvmmsg/sendmmsg");
                                 *b.lock().unwrap_or_else(|p| p.into_inner()) = Backend::Fallback.name();
                                 match fallback_socket {
-                                    Ok(s) => crate::fallback::run(s, &mut shard),
+                                    Ok(s) => backend::fallback::run(s, &mut shard),
                                     Err(e) => Err(e),
                                 }
                             }
@@ -461,54 +358,4 @@ impl<R: Router> Drop for Datapath<R> {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A socket address from kernel bytes (`sockaddr_in` or `sockaddr_in6`); IPv4-mapped IPv6
-/// addresses come back as IPv4.
-pub(crate) fn sockaddr_from(b: &[u8]) -> Option<SocketAddr> {
-    let family = i32::from(u16::from_ne_bytes([*b.first()?, *b.get(1)?]));
-    if family == libc::AF_INET && b.len() >= std::mem::size_of::<libc::sockaddr_in>() {
-        // SAFETY: length checked; read_unaligned copies the bytes.
-        let s: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) };
-        Some(SocketAddr::from((
-            s.sin_addr.s_addr.to_ne_bytes(),
-            u16::from_be(s.sin_port),
-        )))
-    } else if family == libc::AF_INET6 && b.len() >= std::mem::size_of::<libc::sockaddr_in6>() {
-        // SAFETY: as above.
-        let s: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) };
-        let ip = Ipv6Addr::from(s.sin6_addr.s6_addr);
-        let port = u16::from_be(s.sin6_port);
-        Some(match ip.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, port)),
-            None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, s.sin6_scope_id)),
-        })
-    } else {
-        None
-    }
-}
-
-/// The kernel form of `addr` for a socket of the shard's family: a dual-stack or IPv6 socket
-/// takes IPv4 destinations as mapped addresses; an IPv4 socket gets a `sockaddr_in` (which fits
-/// in the `sockaddr_in6` storage).
-pub(crate) fn sockaddr_to(addr: SocketAddr) -> libc::sockaddr_in6 {
-    // SAFETY: zeroed sockaddr_in6 is valid.
-    let mut out: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_in is smaller than sockaddr_in6; both are plain C structs.
-            let sin =
-                unsafe { &mut *(&mut out as *mut libc::sockaddr_in6).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-        }
-        SocketAddr::V6(a) => {
-            out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            out.sin6_port = a.port().to_be();
-            out.sin6_addr.s6_addr = a.ip().octets();
-            out.sin6_scope_id = a.scope_id();
-        }
-    }
-    out
 }

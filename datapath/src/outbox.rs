@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::shard::TransportId;
+use ringcast_types::TransportId;
 
 /// Bytes per slot: any datagram a shard sends fits.
 pub const SLOT_SIZE: usize = 2048;

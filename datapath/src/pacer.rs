@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::IdMap;
 use crate::outbox::Queued;
-use crate::shard::TransportId;
+use ringcast_types::TransportId;
 
 /// Held datagrams leave at this multiple of the transport's recent rate (libwebrtc's pacer
 /// uses the same factor for the sender's own bursts).

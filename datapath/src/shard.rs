@@ -1,6 +1,7 @@
-//! One shard's protocol state, without IO: transports keyed by ufrag and by address, the RFC
-//! 7983 demux, and what each datagram leads to. The IO loop (`io`) feeds datagrams and time in
-//! and sends the datagrams queued in `outbox`.
+//! One shard's protocol state, without IO: transports keyed by ufrag and by address (their
+//! state and `RouteIo` in `transport`), the RFC 7983 demux, and what each datagram leads to.
+//! A backend running `driver::ShardLoop` feeds datagrams and time in and sends the datagrams
+//! queued in `outbox`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,12 +13,18 @@ use crate::dtls::{Dtls, DtlsEvent, DtlsRole, Fingerprint};
 use crate::ice::{CheckOutcome, IceLite, Selected};
 use crate::outbox::{Outbox, Queued};
 use crate::pacer::Pacer;
-use crate::router::{RouteIo, Router};
 use crate::srtp::{self, SrtpProfile};
 use crate::stats::{DropReason, ShardStats};
 use crate::stun::{self, Message};
+use ringcast_types::route::Router;
 
+pub(crate) mod driver;
+mod transport;
+
+pub use crate::demux::{Kind, classify};
 pub use ringcast_types::TransportId;
+pub use transport::RouteIo;
+use transport::{MAX_EARLY_DTLS, MAX_VALIDATED, Transport};
 
 /// What the control plane tells a shard about a transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,65 +78,6 @@ pub enum Event {
 pub struct Transmit {
     pub to: SocketAddr,
     pub data: Vec<u8>,
-}
-
-/// DTLS datagrams kept per transport while its peer parameters are unknown (a ClientHello
-/// flight is two or three).
-const MAX_EARLY_DTLS: usize = 8;
-
-/// Addresses per transport that may send media: those that passed an authenticated check.
-const MAX_VALIDATED: usize = 8;
-
-pub(crate) struct Transport {
-    config: TransportConfig,
-    ice: IceLite,
-    /// Sources that passed an authenticated check, newest last. ICE lets the controlling peer
-    /// send DTLS and media on a checked pair before it nominates it (Chromium sends its
-    /// ClientHello right after the first successful check, and moves media to a new pair
-    /// before nominating it), so all of them are accepted; we send to the nominated one, or
-    /// before any nomination to the newest.
-    validated: Vec<SocketAddr>,
-    /// First DTLS datagram from the peer: the handshake's start, for its duration metric.
-    dtls_started: Option<Instant>,
-    /// DTLS datagrams that arrived before the peer's parameters; replayed when DTLS starts.
-    early_dtls: Vec<Vec<u8>>,
-    dtls: Option<Dtls>,
-    rx: Option<srtp::Context>,
-    pub(crate) tx: Option<srtp::Context>,
-    failed: bool,
-}
-
-impl Transport {
-    /// Where to send: the nominated address, else the newest checked one.
-    pub(crate) fn send_addr(&self) -> Option<SocketAddr> {
-        self.ice
-            .selected()
-            .or_else(|| self.validated.last().copied())
-    }
-}
-
-/// Packets a shard demuxes (RFC 7983 §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Stun,
-    Dtls,
-    Rtp,
-    Rtcp,
-    Other,
-}
-
-/// RFC 7983: STUN 0–3, DTLS 20–63, RTP/RTCP 128–191 (RTCP by payload type 192–223, RFC 5761).
-pub fn classify(d: &[u8]) -> Kind {
-    match d.first() {
-        Some(0..=3) => Kind::Stun,
-        Some(20..=63) => Kind::Dtls,
-        Some(128..=191) => match d.get(1) {
-            Some(192..=223) => Kind::Rtcp,
-            Some(_) => Kind::Rtp,
-            None => Kind::Other,
-        },
-        _ => Kind::Other,
-    }
 }
 
 /// Largest datagram a shard accepts; bigger ones are counted drops.

@@ -8,6 +8,8 @@
 //! timestamp continuity across pauses and source switches), `upstream` (publisher loss to
 //! NACK), `speakers` (audio levels), `retransmit` (NACK history and budgets).
 
+/// Ready-made tracks and subscriptions for tests and benchmarks (the `test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
 pub mod keyframe;
 pub mod retransmit;

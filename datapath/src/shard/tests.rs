@@ -4,8 +4,8 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use super::*;
-use crate::router::{Egress, Fanout, FanoutCommand, Router};
 use crate::stun::IceRole;
+use crate::{Egress, Fanout, FanoutCommand, Router};
 
 fn cert() -> (X509, PKey<Private>) {
     crate::dtls::self_signed().unwrap()

@@ -1,22 +1,61 @@
-//! The shard's side of the routing seam (`ringcast_types::route`): `RouteIo`, the `Egress`
-//! that encrypts a router's packets into the shard's send slots. The datapath knows nothing of
-//! rooms: the media router lives in `ringcast-media`. `Fanout` here is the simplest router,
-//! transport-level fan-out, used by the forwarding benchmark and tests.
+//! A transport's state on the shard (ICE, DTLS, SRTP contexts, validated addresses) and
+//! `RouteIo`, the `Egress` through which a router writes, encrypts and queues packets for the
+//! shard's transports.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::IdMap;
+use crate::dtls::Dtls;
+use crate::ice::IceLite;
 use crate::outbox::Outbox;
-use crate::shard::{Transport, TransportId};
+use crate::srtp;
 use crate::stats::{DropReason, ShardStats};
+use ringcast_types::TransportId;
+use ringcast_types::route::Egress;
 
-pub use ringcast_types::route::{Egress, Router};
+use super::TransportConfig;
+
+/// DTLS datagrams kept per transport while its peer parameters are unknown (a ClientHello
+/// flight is two or three).
+pub(super) const MAX_EARLY_DTLS: usize = 8;
+
+/// Addresses per transport that may send media: those that passed an authenticated check.
+pub(super) const MAX_VALIDATED: usize = 8;
+
+pub(crate) struct Transport {
+    pub(super) config: TransportConfig,
+    pub(super) ice: IceLite,
+    /// Sources that passed an authenticated check, newest last. ICE lets the controlling peer
+    /// send DTLS and media on a checked pair before it nominates it (Chromium sends its
+    /// ClientHello right after the first successful check, and moves media to a new pair
+    /// before nominating it), so all of them are accepted; we send to the nominated one, or
+    /// before any nomination to the newest.
+    pub(super) validated: Vec<SocketAddr>,
+    /// First DTLS datagram from the peer: the handshake's start, for its duration metric.
+    pub(super) dtls_started: Option<Instant>,
+    /// DTLS datagrams that arrived before the peer's parameters; replayed when DTLS starts.
+    pub(super) early_dtls: Vec<Vec<u8>>,
+    pub(super) dtls: Option<Dtls>,
+    pub(super) rx: Option<srtp::Context>,
+    pub(super) tx: Option<srtp::Context>,
+    pub(super) failed: bool,
+}
+
+impl Transport {
+    /// Where to send: the nominated address, else the newest checked one.
+    pub(crate) fn send_addr(&self) -> Option<SocketAddr> {
+        self.ice
+            .selected()
+            .or_else(|| self.validated.last().copied())
+    }
+}
 
 /// What a router may do with the shard's transports: write, encrypt and queue packets.
 pub struct RouteIo<'a> {
-    pub(crate) transports: &'a mut IdMap<TransportId, Transport>,
-    pub(crate) outbox: &'a mut Outbox,
-    pub(crate) stats: &'a mut ShardStats,
+    pub(super) transports: &'a mut IdMap<TransportId, Transport>,
+    pub(super) outbox: &'a mut Outbox,
+    pub(super) stats: &'a mut ShardStats,
 }
 
 impl RouteIo<'_> {
@@ -136,66 +175,5 @@ impl Egress for RouteIo<'_> {
 
     fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
         RouteIo::send_rtcp(self, to, write)
-    }
-}
-
-/// Transport-level fan-out: every RTP packet of a transport goes, unchanged, to each routed
-/// transport (re-encrypted with its keys).
-#[derive(Debug, Default)]
-pub struct Fanout {
-    routes: IdMap<TransportId, Vec<TransportId>>,
-}
-
-/// Commands of the `Fanout` router.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FanoutCommand {
-    /// Replaces the routes of `from`; an empty `to` removes them.
-    Route {
-        from: TransportId,
-        to: Vec<TransportId>,
-    },
-}
-
-impl Router for Fanout {
-    type Command = FanoutCommand;
-
-    fn handle_command(&mut self, cmd: FanoutCommand, _io: &mut dyn Egress, _now: Instant) {
-        let FanoutCommand::Route { from, to } = cmd;
-        if to.is_empty() {
-            self.routes.remove(&from);
-        } else {
-            self.routes.insert(from, to);
-        }
-    }
-
-    fn handle_rtp(&mut self, from: TransportId, packet: &[u8], io: &mut dyn Egress, _now: Instant) {
-        let Some(targets) = self.routes.get(&from) else {
-            return;
-        };
-        // The header goes as it is; the payload is sealed from the packet into each slot.
-        let Ok(hdr) = crate::srtp::rtp_header_len(packet) else {
-            return;
-        };
-        let (header, payload) = packet.split_at(hdr);
-        for &to in targets {
-            io.send_rtp_payload(
-                to,
-                &mut |buf| match buf.get_mut(..hdr) {
-                    Some(b) => {
-                        b.copy_from_slice(header);
-                        hdr
-                    }
-                    None => 0,
-                },
-                payload,
-            );
-        }
-    }
-
-    fn transport_removed(&mut self, id: TransportId) {
-        self.routes.remove(&id);
-        for targets in self.routes.values_mut() {
-            targets.retain(|t| *t != id);
-        }
     }
 }

@@ -10,16 +10,16 @@ use std::os::fd::AsRawFd;
 
 use quinn_udp::{RecvMeta, UdpSocketState};
 
-use crate::io::Shard;
-use crate::router::Router;
+use crate::shard::driver::ShardLoop;
 use crate::stats::DropReason;
+use ringcast_types::route::Router;
 
 /// Datagrams (or GRO batches) received per call.
 const BATCH: usize = 32;
 /// Each buffer holds one GRO batch.
 const BUF_SIZE: usize = 64 * 1024;
 
-pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()> {
+pub fn run<R: Router>(socket: UdpSocket, shard: &mut ShardLoop<R>) -> io::Result<()> {
     // quinn-udp makes the socket non-blocking: the loop waits in poll(2), and only when a
     // receive found nothing (a busy shard never polls).
     let state = UdpSocketState::new((&socket).into())?;
@@ -117,7 +117,7 @@ fn wait_readable(
 }
 
 /// Sends every queued datagram and releases their slots.
-fn flush<R: Router>(socket: &UdpSocket, shard: &mut Shard<R>, batch: &mut SendBatch) {
+fn flush<R: Router>(socket: &UdpSocket, shard: &mut ShardLoop<R>, batch: &mut SendBatch) {
     let mut queued = std::mem::take(&mut shard.queued);
     shard.core.outbox.take_queue(&mut queued);
     shard.core.pace(&mut queued, Instant::now());
@@ -154,7 +154,7 @@ impl SendBatch {
 
 fn send_batch<R: Router>(
     socket: &UdpSocket,
-    shard: &mut Shard<R>,
+    shard: &mut ShardLoop<R>,
     queued: &[crate::outbox::Queued],
     b: &mut SendBatch,
 ) {
@@ -164,7 +164,7 @@ fn send_batch<R: Router>(
                 iov_base: shard.core.outbox.slot_ptr(q.slot).cast(),
                 iov_len: q.len as usize,
             };
-            b.addrs[i] = crate::io::sockaddr_to(q.to);
+            b.addrs[i] = super::sockaddr::sockaddr_to(q.to);
             let h = &mut b.msgs[i].msg_hdr;
             h.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_in6).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;

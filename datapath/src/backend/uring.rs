@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use io_uring::{IoUring, cqueue, opcode, types};
 
+use super::sockaddr::{sockaddr_from, sockaddr_to};
 use crate::bufring::BufRing;
-use crate::io::{Shard, sockaddr_from, sockaddr_to};
-use crate::router::Router;
+use crate::shard::driver::ShardLoop;
+use ringcast_types::route::Router;
 
 /// Receive buffers in the provided ring (a power of two).
 const RECV_BUFS: u16 = 1024;
@@ -39,7 +40,7 @@ struct SendSlot {
 
 /// Runs the shard until it is told to stop. Returns an error only if io_uring can't be set up,
 /// so the caller can fall back to the other backend before any packet was handled.
-pub fn run<R: Router>(socket: UdpSocket, shard: &mut Shard<R>) -> io::Result<()> {
+pub fn run<R: Router>(socket: UdpSocket, shard: &mut ShardLoop<R>) -> io::Result<()> {
     // Declared before the ring, so it outlives the read armed on it.
     let mut wake_buf = Box::new(0u64);
     // Room for every send slot in flight plus the receive buffers, so the kernel never has to
@@ -121,7 +122,7 @@ fn sweep_loop<R: Router>(
     armed: Armed<'_>,
     slots: &mut [SendSlot],
     fd: types::Fd,
-    shard: &mut Shard<R>,
+    shard: &mut ShardLoop<R>,
 ) -> io::Result<()> {
     let mut stopping = false;
     // Receives not yet handled for lack of send slots, oldest first; at most every buffer.
@@ -272,7 +273,12 @@ fn sweep_loop<R: Router>(
 
 /// Parses one received datagram out of its ring buffer, hands it to the core, and gives the
 /// buffer back to the ring.
-fn handle_received<R: Router>(bufs: &mut BufRing, d: Deferred, shard: &mut Shard<R>, now: Instant) {
+fn handle_received<R: Router>(
+    bufs: &mut BufRing,
+    d: Deferred,
+    shard: &mut ShardLoop<R>,
+    now: Instant,
+) {
     let buf = bufs.buf_mut(d.bid);
     let (src, at, len, truncated) =
         match types::RecvMsgOut::parse(&buf[..d.len as usize], &tmpl_for_parse()) {
