@@ -177,6 +177,25 @@ pub fn write_rewritten(
     rtx_osn: Option<u16>,
     out: &mut [u8],
 ) -> Result<usize, RtpError> {
+    let at = write_rewritten_head(pkt, rw, map, rtx_osn, out)?;
+    let end = at + pkt.payload.len();
+    if out.len() < end {
+        return Err(RtpError::NoRoom);
+    }
+    out[at..end].copy_from_slice(pkt.payload);
+    Ok(end)
+}
+
+/// As `write_rewritten`, without the payload: writes the header (and an RTX packet's original
+/// sequence number) and returns its length, for an egress that seals `pkt.payload` straight
+/// after it (`Egress::send_rtp_payload`).
+pub fn write_rewritten_head(
+    pkt: &RtpPacket<'_>,
+    rw: &Rewrite,
+    map: impl Fn(u8) -> Option<u8>,
+    rtx_osn: Option<u16>,
+    out: &mut [u8],
+) -> Result<usize, RtpError> {
     let fixed = 12 + pkt.csrc.len();
     if out.len() < fixed {
         return Err(RtpError::NoRoom);
@@ -238,12 +257,7 @@ pub fn write_rewritten(
         out[at..at + 2].copy_from_slice(&osn.to_be_bytes());
         at += 2;
     }
-    let end = at + pkt.payload.len();
-    if out.len() < end {
-        return Err(RtpError::NoRoom);
-    }
-    out[at..end].copy_from_slice(pkt.payload);
-    Ok(end)
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -313,6 +327,33 @@ mod tests {
             write_rewritten(&p, &rw, |_| None, None, &mut [0u8; 10]),
             Err(RtpError::NoRoom)
         );
+    }
+
+    /// The head alone is the whole packet up to its payload, for every form and with an OSN.
+    #[test]
+    fn the_head_is_the_packet_without_its_payload() {
+        let b = sample();
+        let p = RtpPacket::parse(&b).unwrap();
+        let rw = Rewrite {
+            ssrc: 1,
+            payload_type: 100,
+            sequence: 9,
+            timestamp: 3,
+            marker: true,
+        };
+        let maps: [fn(u8) -> Option<u8>; 3] =
+            [|_| None, |id| (id == 3).then_some(5), |id| Some(id + 20)];
+        for map in maps {
+            for osn in [None, Some(0xBEEF)] {
+                let mut whole = [0u8; 200];
+                let n = write_rewritten(&p, &rw, map, osn, &mut whole).unwrap();
+                let mut head = [0u8; 200];
+                let h = write_rewritten_head(&p, &rw, map, osn, &mut head).unwrap();
+                assert_eq!(h + p.payload.len(), n);
+                assert_eq!(head[..h], whole[..h]);
+                assert_eq!(&whole[h..n], p.payload);
+            }
+        }
     }
 
     #[test]
