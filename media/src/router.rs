@@ -20,32 +20,27 @@ use ringcast_types::route::Router;
 use ringcast_types::{CodecName, ext};
 use ringcast_types::{IdMap, TransportId};
 
-use super::keyframe::starts_keyframe;
-use super::retransmit::{Budget, History, MAX_PACKET, Refusal, Resent};
+use super::retransmit::{Budget, MAX_PACKET, Refusal, Resent};
 use super::rtcp::{self, Rtcp};
 use super::rtp::{Rewrite, RtpPacket, write_rewritten};
-use super::sequence::{SequenceRewriter, extend};
-use super::speakers::{LevelMeter, SPEAKER_INTERVAL};
+use super::sequence::SequenceRewriter;
+use super::speakers::SPEAKER_INTERVAL;
 use super::table::{Slot, Table};
-use super::upstream::{MIN_RETRY, Missing};
+use super::upstream::MIN_RETRY;
+use track::{Arrival, Track};
 
 pub use super::table::TrackId;
+pub use track::{
+    EncodingConfig, KEYFRAME_REPLAY_AGE, LAYER_STABLE, LAYER_TIMEOUT, PLI_INTERVAL,
+    REPLAY_MAX_PACKETS, TrackConfig,
+};
+
+mod track;
 
 /// SSRC Ringcast signs its own RTCP with.
 pub const ROUTER_SSRC: u32 = 1;
-/// Keyframe requests to one publisher's track: at most one per this period.
-pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
-/// A new subscriber starts from the layer's latest keyframe in the history when it began at
-/// most this long ago (and at most `REPLAY_MAX_PACKETS` back), instead of asking for a new one:
-/// a join storm costs the publisher no keyframes, and the newcomer starts at once.
-pub const KEYFRAME_REPLAY_AGE: Duration = Duration::from_millis(500);
-pub const REPLAY_MAX_PACKETS: u64 = 256;
 /// Until RTCP tells us better.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
-/// A simulcast layer without packets for this long is paused: subscribers move down.
-pub const LAYER_TIMEOUT: Duration = Duration::from_millis(500);
-/// A layer must flow this long before subscribers move up to it (no flapping).
-pub const LAYER_STABLE: Duration = Duration::from_secs(1);
 /// RTT samples above this are taken as this (a stalled peer, a stale report).
 pub const MAX_RTT: Duration = Duration::from_secs(1);
 /// Sender reports remembered per subscription, to match the LSR of its receiver reports.
@@ -77,37 +72,6 @@ impl ForwardedExt {
             _ => None,
         }
     }
-}
-
-/// One simulcast layer (or the only encoding) of a track.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodingConfig {
-    pub rid: Option<String>,
-    /// Signalled SSRC, if any (Chromium's simulcast signals none: learned from RTP).
-    pub ssrc: Option<u32>,
-    /// Signalled RTX SSRC (FID group), if any; else learned from MID and repaired-RID.
-    pub rtx_ssrc: Option<u32>,
-}
-
-/// What the shard needs to know about a published track.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackConfig {
-    pub id: TrackId,
-    pub publisher: TransportId,
-    pub codec: CodecName,
-    pub clock_rate: u32,
-    pub payload_type: u8,
-    pub rtx_payload_type: Option<u8>,
-    pub mid: String,
-    /// The publisher's extension ids for MID and RID, to learn unsignalled SSRCs.
-    pub mid_ext: Option<u8>,
-    pub rid_ext: Option<u8>,
-    /// The publisher's id for repaired-RID, to learn unsignalled RTX SSRCs.
-    pub rrid_ext: Option<u8>,
-    /// The publisher's ids of extensions that are forwarded.
-    pub forwarded_exts: Vec<(u8, ForwardedExt)>,
-    /// Lowest quality first.
-    pub encodings: Vec<EncodingConfig>,
 }
 
 /// RTX (RFC 4588) as a subscriber negotiated it.
@@ -175,45 +139,6 @@ pub struct RouterStats {
     /// NACKed packets not resent, by [`Refusal::index`].
     pub retransmits_refused: [u64; Refusal::ALL.len()],
     pub malformed_rtcp: u64,
-}
-
-struct Layer {
-    rid: Option<String>,
-    ssrc: Option<u32>,
-    rtx_ssrc: Option<u32>,
-    highest: Option<u64>,
-    history: History,
-    /// Packets the publisher sent that did not arrive: NACKed.
-    missing: Missing,
-    /// Receive statistics for receiver reports (RFC 3550 A.3).
-    base: Option<u64>,
-    received: u64,
-    interval: rtcp::ReportInterval,
-    /// Middle 32 bits of the last SR's NTP time, and when it arrived.
-    last_sr: Option<(u32, Instant)>,
-    /// The last packet, and since when packets have come without a pause: a simulcast layer
-    /// the publisher stopped (bandwidth, CPU) is not waited on.
-    last_packet: Option<Instant>,
-    active_since: Option<Instant>,
-    /// The latest keyframe's first packet (extended sequence) and when it arrived.
-    last_keyframe: Option<(u64, Instant)>,
-}
-
-impl Layer {
-    fn is_active(&self, now: Instant) -> bool {
-        self.ssrc.is_some()
-            && self
-                .last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
-    }
-
-    /// Active long enough to switch up to.
-    fn is_stable(&self, now: Instant) -> bool {
-        self.is_active(now)
-            && self
-                .active_since
-                .is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STABLE)
-    }
 }
 
 struct Subscription {
@@ -341,173 +266,6 @@ fn ext_map<'a>(
     }
 }
 
-struct Track {
-    config: TrackConfig,
-    layers: Vec<Layer>,
-    subs: Vec<Subscription>,
-    muted: bool,
-    /// The publisher's id of the audio-level extension (audio tracks that have it).
-    audio_level_ext: Option<u8>,
-    meter: LevelMeter,
-    last_pli: Option<Instant>,
-    /// A keyframe was asked for before the layer's SSRC was known.
-    pli_pending: bool,
-}
-
-impl Track {
-    fn is_video(&self) -> bool {
-        self.config.codec != CodecName::Opus
-    }
-
-    /// The layer a new subscription starts on: the best one flowing steadily, else the best
-    /// one flowing at all, else the top one (nothing known yet).
-    fn initial_layer(&self, now: Instant) -> usize {
-        let top = self.layers.len().saturating_sub(1);
-        let stable = self.layers.iter().rposition(|l| l.is_stable(now));
-        let active = self.layers.iter().rposition(|l| l.is_active(now));
-        stable.or(active).unwrap_or(top)
-    }
-
-    /// The layer a subscription on `current` should move to: up only to a better layer that
-    /// flows steadily; away only when `current` stopped (then to the best one flowing).
-    fn choose_layer(&self, current: usize, now: Instant) -> usize {
-        let stable = self.layers.iter().rposition(|l| l.is_stable(now));
-        if self.layers.get(current).is_some_and(|l| l.is_active(now)) {
-            return stable.filter(|&s| s > current).unwrap_or(current);
-        }
-        stable
-            .or_else(|| self.layers.iter().rposition(|l| l.is_active(now)))
-            .unwrap_or(current)
-    }
-
-    /// The layer a packet belongs to by its MID and (repaired) RID extensions.
-    fn layer_by_mid_rid(&self, p: &RtpPacket<'_>, rid_ext: Option<u8>) -> Option<usize> {
-        let mid = self.config.mid_ext.and_then(|x| p.extension(x))?;
-        if mid != self.config.mid.as_bytes() {
-            return None;
-        }
-        match rid_ext.and_then(|x| p.extension(x)) {
-            Some(rid) => self
-                .layers
-                .iter()
-                .position(|l| l.rid.as_deref().map(str::as_bytes) == Some(rid)),
-            None if self.layers.len() == 1 => Some(0),
-            None => None,
-        }
-    }
-
-    /// The latest keyframe of `layer` is recent and near enough to start a subscriber from.
-    fn replayable(&self, layer: usize, now: Instant) -> Option<(u64, u64)> {
-        let l = self.layers.get(layer)?;
-        let (key, at) = l.last_keyframe?;
-        let high = l.highest?;
-        (now.saturating_duration_since(at) <= KEYFRAME_REPLAY_AGE
-            && high.saturating_sub(key) < REPLAY_MAX_PACKETS
-            && l.history.contains(key))
-        .then_some((key, high))
-    }
-
-    /// Starts subscription `i`, new and waiting for a keyframe, from its layer's latest keyframe
-    /// in the history: the keyframe and every packet since, at once. True if it started; if
-    /// the keyframe could not be sent (no keys yet) nothing changed.
-    fn start_from_history(
-        &mut self,
-        i: usize,
-        stats: &mut RouterStats,
-        out: &mut dyn Egress,
-        now: Instant,
-    ) -> bool {
-        if self.muted {
-            return false;
-        }
-        let Some(s) = self.subs.get(i) else {
-            return false;
-        };
-        // Only a subscription that has sent nothing: a resumed or switched one continues its
-        // timeline and is better served by a fresh keyframe.
-        if !s.waiting_keyframe || s.packets > 0 {
-            return false;
-        }
-        let target = s.target;
-        let Some((key, high)) = self.replayable(target, now) else {
-            return false;
-        };
-        let Track {
-            layers,
-            subs,
-            config,
-            ..
-        } = self;
-        let (s, l) = (&mut subs[i], &layers[target]);
-        let clock = u64::from(config.clock_rate);
-        s.rewriter.rebase();
-        for ext in key..=high {
-            let Ok(stored) = l.history.get(ext, now) else {
-                continue;
-            };
-            let Ok(p) = RtpPacket::parse(stored) else {
-                continue;
-            };
-            let sent = s.forward(&p, &config.forwarded_exts, clock, out, now) == Some(true);
-            if ext == key && !sent {
-                s.rewriter.rebase();
-                return false;
-            }
-            if sent {
-                stats.forwarded += 1;
-            }
-        }
-        s.layer = s.target;
-        s.waiting_keyframe = false;
-        stats.keyframe_replays += 1;
-        true
-    }
-
-    /// Asks the publisher for a keyframe on every layer someone waits on (throttled).
-    fn request_keyframe(&mut self, stats: &mut RouterStats, out: &mut dyn Egress, now: Instant) {
-        if self
-            .last_pli
-            .is_some_and(|l| now.saturating_duration_since(l) < PLI_INTERVAL)
-        {
-            // Asked too recently: ask again when the interval is over (timeout or next packet).
-            self.pli_pending = true;
-            stats.plis_coalesced += 1;
-            return;
-        }
-        // Layers as a bit set (a track has at most a handful): no allocation. First the
-        // layers someone waits to open or switch to.
-        let bit = |l: usize| 1u64 << l.min(63);
-        let mut waiting = self
-            .subs
-            .iter()
-            .filter(|s| s.waiting_keyframe || s.layer != s.target)
-            .fold(0u64, |m, s| m | bit(s.target));
-        if waiting == 0 {
-            // An explicit request (a subscriber's PLI): every layer that is sent to someone.
-            waiting = self.subs.iter().fold(0u64, |m, s| m | bit(s.layer));
-        }
-        let mut sent_any = false;
-        let mut unknown = false;
-        for layer in (0..64).filter(|i| waiting & (1 << i) != 0) {
-            let Some(media) = self.layers.get(layer).and_then(|l| l.ssrc) else {
-                unknown = true;
-                continue;
-            };
-            if out.send_rtcp(self.config.publisher, &mut |buf| {
-                let mut w = rtcp::Writer::new(buf);
-                w.pli(ROUTER_SSRC, media).map_or(0, |()| w.len())
-            }) {
-                sent_any = true;
-                stats.plis_sent += 1;
-            }
-        }
-        self.pli_pending = unknown;
-        if sent_any {
-            self.last_pli = Some(now);
-        }
-    }
-}
-
 /// Receiver-report samples awaiting publication, preallocated so reports never allocate.
 struct ReportSamples(Vec<(Option<Duration>, f64)>);
 
@@ -557,14 +315,6 @@ impl std::fmt::Debug for MediaRouter {
     }
 }
 
-/// History slots per layer: about a second of video, a few seconds of audio.
-fn history_for(codec: CodecName) -> History {
-    match codec {
-        CodecName::Opus => History::new(256, Duration::from_secs(2)),
-        _ => History::new(1024, Duration::from_secs(1)),
-    }
-}
-
 impl MediaRouter {
     /// A router that reports active speakers to `sink`.
     pub fn with_speaker_sink(sink: SpeakerSink) -> Self {
@@ -577,50 +327,12 @@ impl MediaRouter {
     pub fn command(&mut self, cmd: MediaCommand, out: &mut dyn Egress, now: Instant) {
         match cmd {
             MediaCommand::AddTrack(c) => {
-                let layers = c
-                    .encodings
-                    .iter()
-                    .map(|e| Layer {
-                        rid: e.rid.clone(),
-                        ssrc: e.ssrc,
-                        rtx_ssrc: e.rtx_ssrc,
-                        highest: None,
-                        history: history_for(c.codec),
-                        missing: Missing::default(),
-                        last_packet: None,
-                        active_since: None,
-                        last_keyframe: None,
-                        base: None,
-                        received: 0,
-                        interval: rtcp::ReportInterval::default(),
-                        last_sr: None,
-                    })
-                    .collect::<Vec<_>>();
                 self.remove_track(c.id);
-                let publisher = c.publisher;
+                let track = Track::new(c);
+                let publisher = track.config.publisher;
                 let ssrcs: Vec<(Option<u32>, Option<u32>)> =
-                    layers.iter().map(|l| (l.ssrc, l.rtx_ssrc)).collect();
-                let audio_level_ext = (c.codec == CodecName::Opus)
-                    .then(|| {
-                        c.forwarded_exts
-                            .iter()
-                            .find(|(_, k)| *k == ForwardedExt::AudioLevel)
-                            .map(|(id, _)| *id)
-                    })
-                    .flatten();
-                let slot = self.tracks.insert(
-                    c.id,
-                    Track {
-                        config: c,
-                        layers,
-                        subs: Vec::new(),
-                        muted: false,
-                        audio_level_ext,
-                        meter: LevelMeter::default(),
-                        last_pli: None,
-                        pli_pending: false,
-                    },
-                );
+                    track.layers.iter().map(|l| (l.ssrc, l.rtx_ssrc)).collect();
+                let slot = self.tracks.insert(track.config.id, track);
                 for (i, (ssrc, rtx)) in ssrcs.into_iter().enumerate() {
                     if let Some(s) = ssrc {
                         self.by_ssrc.insert((publisher, s), (slot, i));
@@ -897,11 +609,7 @@ impl MediaRouter {
         let due: Vec<Slot> = self
             .tracks
             .iter()
-            .filter(|(_, t)| {
-                t.pli_pending
-                    && t.last_pli
-                        .is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL)
-            })
+            .filter(|(_, t)| t.pli_due(now))
             .map(|(slot, _)| slot)
             .collect();
         for t in due {
@@ -1033,104 +741,72 @@ impl MediaRouter {
         out: &mut dyn Egress,
         now: Instant,
     ) {
-        let mut pli_now = false;
-        {
-            let Some(t) = self.tracks.at_mut(id) else {
-                return;
-            };
-            if p.payload_type != t.config.payload_type {
+        let Some(t) = self.tracks.at_mut(id) else {
+            return;
+        };
+        let keyframe = match t.receive(layer, p, packet, repair, now) {
+            Arrival::Foreign => {
                 self.stats.unknown_stream += 1;
                 return;
             }
-            let keyframe =
-                t.config.codec != CodecName::Opus && starts_keyframe(t.config.codec, p.payload);
-            let l = &mut t.layers[layer];
-            let ext = match l.highest {
-                Some(h) => extend(h, p.sequence),
-                None => u64::from(p.sequence) | (1 << 32),
-            };
-            if l.history.contains(ext) {
+            Arrival::Duplicate => {
                 self.stats.duplicates += 1;
                 return;
             }
-            let missing_before = l.missing.len();
-            l.missing.on_packet(ext, l.highest, now);
-            if l.missing.len() > missing_before {
-                // A new gap: NACK it as soon as this sweep is done, not at the next tick.
-                self.wake = Some(self.wake.map_or(now, |w| w.min(now)));
-            }
-            l.highest = Some(l.highest.map_or(ext, |h| h.max(ext)));
-            l.base = Some(l.base.map_or(ext, |b| b.min(ext)));
-            l.received += 1;
-            l.history.insert(ext, packet, now);
-            if keyframe && l.last_keyframe.is_none_or(|(k, _)| ext > k) {
-                l.last_keyframe = Some((ext, now));
-            }
-            if !repair {
-                if l.last_packet
-                    .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_TIMEOUT)
-                {
-                    l.active_since = Some(now);
+            Arrival::Kept { keyframe, new_gap } => {
+                if new_gap {
+                    // A new gap: NACK it as soon as this sweep is done, not at the next tick.
+                    self.wake = Some(self.wake.map_or(now, |w| w.min(now)));
                 }
-                l.last_packet = Some(now);
+                keyframe
             }
-            if let Some(level) = t.audio_level_ext.and_then(|x| p.extension(x))
-                && let Some(&byte) = level.first()
+        };
+        let pli_now = t.pli_due(now);
+        if !t.muted {
+            let clock = u64::from(t.config.clock_rate);
+            let forwarded_exts = &t.config.forwarded_exts;
+            let mut lost_keyframe = false;
+            for s in t
+                .subs
+                .iter_mut()
+                .filter(|s| s.layer == layer || s.target == layer)
             {
-                t.meter.add(byte);
-            }
-            if t.pli_pending
-                && t.last_pli
-                    .is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL)
-            {
-                pli_now = true;
-            }
-            if !t.muted {
-                let clock = u64::from(t.config.clock_rate);
-                let forwarded_exts = &t.config.forwarded_exts;
-                let mut lost_keyframe = false;
-                for s in t
-                    .subs
-                    .iter_mut()
-                    .filter(|s| s.layer == layer || s.target == layer)
-                {
-                    // Opening: the first packet after subscribing or unmuting, or the switch
-                    // to another layer; either must be a keyframe of the wanted layer.
-                    let opening = s.target == layer && (s.waiting_keyframe || s.layer != s.target);
-                    if opening {
-                        // A late repair does not open the gate: the stream would start behind
-                        // packets already dropped.
-                        if !keyframe || repair {
-                            if s.waiting_keyframe {
-                                self.stats.gated += 1;
-                            }
-                            continue;
+                // Opening: the first packet after subscribing or unmuting, or the switch
+                // to another layer; either must be a keyframe of the wanted layer.
+                let opening = s.target == layer && (s.waiting_keyframe || s.layer != s.target);
+                if opening {
+                    // A late repair does not open the gate: the stream would start behind
+                    // packets already dropped.
+                    if !keyframe || repair {
+                        if s.waiting_keyframe {
+                            self.stats.gated += 1;
                         }
-                        if s.layer != layer && !s.waiting_keyframe {
-                            self.stats.layer_switches += 1;
-                        }
-                        s.layer = layer;
-                        s.waiting_keyframe = false;
-                        s.rewriter.rebase();
-                    } else if s.layer != layer || s.waiting_keyframe {
                         continue;
                     }
-                    let Some(sent) = s.forward(p, forwarded_exts, clock, out, now) else {
-                        continue;
-                    };
-                    if sent {
-                        self.stats.forwarded += 1;
-                    } else if opening {
-                        // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
-                        // stays shut and another keyframe is needed.
-                        s.waiting_keyframe = true;
-                        s.rewriter.rebase();
-                        lost_keyframe = true;
+                    if s.layer != layer && !s.waiting_keyframe {
+                        self.stats.layer_switches += 1;
                     }
+                    s.layer = layer;
+                    s.waiting_keyframe = false;
+                    s.rewriter.rebase();
+                } else if s.layer != layer || s.waiting_keyframe {
+                    continue;
                 }
-                if lost_keyframe {
-                    t.pli_pending = true;
+                let Some(sent) = s.forward(p, forwarded_exts, clock, out, now) else {
+                    continue;
+                };
+                if sent {
+                    self.stats.forwarded += 1;
+                } else if opening {
+                    // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
+                    // stays shut and another keyframe is needed.
+                    s.waiting_keyframe = true;
+                    s.rewriter.rebase();
+                    lost_keyframe = true;
                 }
+            }
+            if lost_keyframe {
+                t.pli_pending = true;
             }
         }
         if pli_now {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fixtures;
+use crate::keyframe::starts_keyframe;
 use crate::rtp::RtpPacket;
 
 #[derive(Default)]

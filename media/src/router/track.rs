@@ -1,0 +1,392 @@
+//! A published track as the router keeps it: its simulcast layers (SSRCs, the history of what
+//! arrived, receive statistics, upstream loss, whether each layer flows), the subscriptions to
+//! it, starting a newcomer from a recent keyframe in the history, and keyframe requests to the
+//! publisher (throttled). No IO, no clock: the caller passes `now`, sends go through `Egress`.
+
+use std::time::{Duration, Instant};
+
+use ringcast_types::route::Egress;
+use ringcast_types::{CodecName, TransportId};
+
+use super::{ForwardedExt, ROUTER_SSRC, RouterStats, Subscription, TrackId};
+use crate::keyframe::starts_keyframe;
+use crate::retransmit::History;
+use crate::rtcp;
+use crate::rtp::RtpPacket;
+use crate::sequence::extend;
+use crate::speakers::LevelMeter;
+use crate::upstream::Missing;
+
+/// Keyframe requests to one publisher's track: at most one per this period.
+pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// A new subscriber starts from the layer's latest keyframe in the history when it began at
+/// most this long ago (and at most `REPLAY_MAX_PACKETS` back), instead of asking for a new one:
+/// a join storm costs the publisher no keyframes, and the newcomer starts at once.
+pub const KEYFRAME_REPLAY_AGE: Duration = Duration::from_millis(500);
+pub const REPLAY_MAX_PACKETS: u64 = 256;
+/// A simulcast layer without packets for this long is paused: subscribers move down.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(500);
+/// A layer must flow this long before subscribers move up to it (no flapping).
+pub const LAYER_STABLE: Duration = Duration::from_secs(1);
+
+/// One simulcast layer (or the only encoding) of a track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodingConfig {
+    pub rid: Option<String>,
+    /// Signalled SSRC, if any (Chromium's simulcast signals none: learned from RTP).
+    pub ssrc: Option<u32>,
+    /// Signalled RTX SSRC (FID group), if any; else learned from MID and repaired-RID.
+    pub rtx_ssrc: Option<u32>,
+}
+
+/// What the shard needs to know about a published track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackConfig {
+    pub id: TrackId,
+    pub publisher: TransportId,
+    pub codec: CodecName,
+    pub clock_rate: u32,
+    pub payload_type: u8,
+    pub rtx_payload_type: Option<u8>,
+    pub mid: String,
+    /// The publisher's extension ids for MID and RID, to learn unsignalled SSRCs.
+    pub mid_ext: Option<u8>,
+    pub rid_ext: Option<u8>,
+    /// The publisher's id for repaired-RID, to learn unsignalled RTX SSRCs.
+    pub rrid_ext: Option<u8>,
+    /// The publisher's ids of extensions that are forwarded.
+    pub forwarded_exts: Vec<(u8, ForwardedExt)>,
+    /// Lowest quality first.
+    pub encodings: Vec<EncodingConfig>,
+}
+
+pub(super) struct Layer {
+    pub(super) rid: Option<String>,
+    pub(super) ssrc: Option<u32>,
+    pub(super) rtx_ssrc: Option<u32>,
+    pub(super) highest: Option<u64>,
+    pub(super) history: History,
+    /// Packets the publisher sent that did not arrive: NACKed.
+    pub(super) missing: Missing,
+    /// Receive statistics for receiver reports (RFC 3550 A.3).
+    pub(super) base: Option<u64>,
+    pub(super) received: u64,
+    pub(super) interval: rtcp::ReportInterval,
+    /// Middle 32 bits of the last SR's NTP time, and when it arrived.
+    pub(super) last_sr: Option<(u32, Instant)>,
+    /// The last packet, and since when packets have come without a pause: a simulcast layer
+    /// the publisher stopped (bandwidth, CPU) is not waited on.
+    last_packet: Option<Instant>,
+    active_since: Option<Instant>,
+    /// The latest keyframe's first packet (extended sequence) and when it arrived.
+    last_keyframe: Option<(u64, Instant)>,
+}
+
+impl Layer {
+    fn new(encoding: &EncodingConfig, codec: CodecName) -> Self {
+        Layer {
+            rid: encoding.rid.clone(),
+            ssrc: encoding.ssrc,
+            rtx_ssrc: encoding.rtx_ssrc,
+            highest: None,
+            history: history_for(codec),
+            missing: Missing::default(),
+            last_packet: None,
+            active_since: None,
+            last_keyframe: None,
+            base: None,
+            received: 0,
+            interval: rtcp::ReportInterval::default(),
+            last_sr: None,
+        }
+    }
+
+    fn is_active(&self, now: Instant) -> bool {
+        self.ssrc.is_some()
+            && self
+                .last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+    }
+
+    /// Active long enough to switch up to.
+    fn is_stable(&self, now: Instant) -> bool {
+        self.is_active(now)
+            && self
+                .active_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STABLE)
+    }
+}
+
+/// History slots per layer: about a second of video, a few seconds of audio.
+fn history_for(codec: CodecName) -> History {
+    match codec {
+        CodecName::Opus => History::new(256, Duration::from_secs(2)),
+        _ => History::new(1024, Duration::from_secs(1)),
+    }
+}
+
+/// What became of a packet of a known stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// Not the track's payload type.
+    Foreign,
+    /// Already in the history (a repair of what was not lost, a network duplicate).
+    Duplicate,
+    /// Kept in the history. `new_gap`: it revealed packets lost upstream, to NACK soon.
+    Kept { keyframe: bool, new_gap: bool },
+}
+
+pub(super) struct Track {
+    pub(super) config: TrackConfig,
+    pub(super) layers: Vec<Layer>,
+    pub(super) subs: Vec<Subscription>,
+    pub(super) muted: bool,
+    /// The publisher's id of the audio-level extension (audio tracks that have it).
+    pub(super) audio_level_ext: Option<u8>,
+    pub(super) meter: LevelMeter,
+    pub(super) last_pli: Option<Instant>,
+    /// A keyframe was asked for before the layer's SSRC was known.
+    pub(super) pli_pending: bool,
+}
+
+impl Track {
+    pub(super) fn new(config: TrackConfig) -> Self {
+        let layers = config
+            .encodings
+            .iter()
+            .map(|e| Layer::new(e, config.codec))
+            .collect();
+        let audio_level_ext = (config.codec == CodecName::Opus)
+            .then(|| {
+                config
+                    .forwarded_exts
+                    .iter()
+                    .find(|(_, k)| *k == ForwardedExt::AudioLevel)
+                    .map(|(id, _)| *id)
+            })
+            .flatten();
+        Track {
+            config,
+            layers,
+            subs: Vec::new(),
+            muted: false,
+            audio_level_ext,
+            meter: LevelMeter::default(),
+            last_pli: None,
+            pli_pending: false,
+        }
+    }
+
+    pub(super) fn is_video(&self) -> bool {
+        self.config.codec != CodecName::Opus
+    }
+
+    /// The layer a new subscription starts on: the best one flowing steadily, else the best
+    /// one flowing at all, else the top one (nothing known yet).
+    pub(super) fn initial_layer(&self, now: Instant) -> usize {
+        let top = self.layers.len().saturating_sub(1);
+        let stable = self.layers.iter().rposition(|l| l.is_stable(now));
+        let active = self.layers.iter().rposition(|l| l.is_active(now));
+        stable.or(active).unwrap_or(top)
+    }
+
+    /// The layer a subscription on `current` should move to: up only to a better layer that
+    /// flows steadily; away only when `current` stopped (then to the best one flowing).
+    pub(super) fn choose_layer(&self, current: usize, now: Instant) -> usize {
+        let stable = self.layers.iter().rposition(|l| l.is_stable(now));
+        if self.layers.get(current).is_some_and(|l| l.is_active(now)) {
+            return stable.filter(|&s| s > current).unwrap_or(current);
+        }
+        stable
+            .or_else(|| self.layers.iter().rposition(|l| l.is_active(now)))
+            .unwrap_or(current)
+    }
+
+    /// The layer a packet belongs to by its MID and (repaired) RID extensions.
+    pub(super) fn layer_by_mid_rid(&self, p: &RtpPacket<'_>, rid_ext: Option<u8>) -> Option<usize> {
+        let mid = self.config.mid_ext.and_then(|x| p.extension(x))?;
+        if mid != self.config.mid.as_bytes() {
+            return None;
+        }
+        match rid_ext.and_then(|x| p.extension(x)) {
+            Some(rid) => self
+                .layers
+                .iter()
+                .position(|l| l.rid.as_deref().map(str::as_bytes) == Some(rid)),
+            None if self.layers.len() == 1 => Some(0),
+            None => None,
+        }
+    }
+
+    /// A packet of `layer` (`repair`: unwrapped from RTX): history, receive statistics,
+    /// upstream loss, whether the layer flows, audio level.
+    pub(super) fn receive(
+        &mut self,
+        layer: usize,
+        p: &RtpPacket<'_>,
+        packet: &[u8],
+        repair: bool,
+        now: Instant,
+    ) -> Arrival {
+        if p.payload_type != self.config.payload_type {
+            return Arrival::Foreign;
+        }
+        let keyframe = self.is_video() && starts_keyframe(self.config.codec, p.payload);
+        let l = &mut self.layers[layer];
+        let ext = match l.highest {
+            Some(h) => extend(h, p.sequence),
+            None => u64::from(p.sequence) | (1 << 32),
+        };
+        if l.history.contains(ext) {
+            return Arrival::Duplicate;
+        }
+        let missing_before = l.missing.len();
+        l.missing.on_packet(ext, l.highest, now);
+        let new_gap = l.missing.len() > missing_before;
+        l.highest = Some(l.highest.map_or(ext, |h| h.max(ext)));
+        l.base = Some(l.base.map_or(ext, |b| b.min(ext)));
+        l.received += 1;
+        l.history.insert(ext, packet, now);
+        if keyframe && l.last_keyframe.is_none_or(|(k, _)| ext > k) {
+            l.last_keyframe = Some((ext, now));
+        }
+        if !repair {
+            if l.last_packet
+                .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_TIMEOUT)
+            {
+                l.active_since = Some(now);
+            }
+            l.last_packet = Some(now);
+        }
+        if let Some(level) = self.audio_level_ext.and_then(|x| p.extension(x))
+            && let Some(&byte) = level.first()
+        {
+            self.meter.add(byte);
+        }
+        Arrival::Kept { keyframe, new_gap }
+    }
+
+    /// A keyframe request held back by the throttle may go now.
+    pub(super) fn pli_due(&self, now: Instant) -> bool {
+        self.pli_pending
+            && self
+                .last_pli
+                .is_none_or(|l| now.saturating_duration_since(l) >= PLI_INTERVAL)
+    }
+
+    /// The latest keyframe of `layer` is recent and near enough to start a subscriber from.
+    pub(super) fn replayable(&self, layer: usize, now: Instant) -> Option<(u64, u64)> {
+        let l = self.layers.get(layer)?;
+        let (key, at) = l.last_keyframe?;
+        let high = l.highest?;
+        (now.saturating_duration_since(at) <= KEYFRAME_REPLAY_AGE
+            && high.saturating_sub(key) < REPLAY_MAX_PACKETS
+            && l.history.contains(key))
+        .then_some((key, high))
+    }
+
+    /// Starts subscription `i`, new and waiting for a keyframe, from its layer's latest keyframe
+    /// in the history: the keyframe and every packet since, at once. True if it started; if
+    /// the keyframe could not be sent (no keys yet) nothing changed.
+    pub(super) fn start_from_history(
+        &mut self,
+        i: usize,
+        stats: &mut RouterStats,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) -> bool {
+        if self.muted {
+            return false;
+        }
+        let Some(s) = self.subs.get(i) else {
+            return false;
+        };
+        // Only a subscription that has sent nothing: a resumed or switched one continues its
+        // timeline and is better served by a fresh keyframe.
+        if !s.waiting_keyframe || s.packets > 0 {
+            return false;
+        }
+        let target = s.target;
+        let Some((key, high)) = self.replayable(target, now) else {
+            return false;
+        };
+        let Track {
+            layers,
+            subs,
+            config,
+            ..
+        } = self;
+        let (s, l) = (&mut subs[i], &layers[target]);
+        let clock = u64::from(config.clock_rate);
+        s.rewriter.rebase();
+        for ext in key..=high {
+            let Ok(stored) = l.history.get(ext, now) else {
+                continue;
+            };
+            let Ok(p) = RtpPacket::parse(stored) else {
+                continue;
+            };
+            let sent = s.forward(&p, &config.forwarded_exts, clock, out, now) == Some(true);
+            if ext == key && !sent {
+                s.rewriter.rebase();
+                return false;
+            }
+            if sent {
+                stats.forwarded += 1;
+            }
+        }
+        s.layer = s.target;
+        s.waiting_keyframe = false;
+        stats.keyframe_replays += 1;
+        true
+    }
+
+    /// Asks the publisher for a keyframe on every layer someone waits on (throttled).
+    pub(super) fn request_keyframe(
+        &mut self,
+        stats: &mut RouterStats,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) {
+        if self
+            .last_pli
+            .is_some_and(|l| now.saturating_duration_since(l) < PLI_INTERVAL)
+        {
+            // Asked too recently: ask again when the interval is over (timeout or next packet).
+            self.pli_pending = true;
+            stats.plis_coalesced += 1;
+            return;
+        }
+        // Layers as a bit set (a track has at most a handful): no allocation. First the
+        // layers someone waits to open or switch to.
+        let bit = |l: usize| 1u64 << l.min(63);
+        let mut waiting = self
+            .subs
+            .iter()
+            .filter(|s| s.waiting_keyframe || s.layer != s.target)
+            .fold(0u64, |m, s| m | bit(s.target));
+        if waiting == 0 {
+            // An explicit request (a subscriber's PLI): every layer that is sent to someone.
+            waiting = self.subs.iter().fold(0u64, |m, s| m | bit(s.layer));
+        }
+        let mut sent_any = false;
+        let mut unknown = false;
+        for layer in (0..64).filter(|i| waiting & (1 << i) != 0) {
+            let Some(media) = self.layers.get(layer).and_then(|l| l.ssrc) else {
+                unknown = true;
+                continue;
+            };
+            if out.send_rtcp(self.config.publisher, &mut |buf| {
+                let mut w = rtcp::Writer::new(buf);
+                w.pli(ROUTER_SSRC, media).map_or(0, |()| w.len())
+            }) {
+                sent_any = true;
+                stats.plis_sent += 1;
+            }
+        }
+        self.pli_pending = unknown;
+        if sent_any {
+            self.last_pli = Some(now);
+        }
+    }
+}
