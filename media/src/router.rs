@@ -15,36 +15,32 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ringcast_types::CodecName;
 pub use ringcast_types::route::Egress;
 use ringcast_types::route::Router;
-use ringcast_types::{CodecName, ext};
 use ringcast_types::{IdMap, TransportId};
 
-use super::retransmit::{Budget, MAX_PACKET, Refusal, Resent};
+use super::retransmit::{MAX_PACKET, Refusal};
 use super::rtcp::{self, Rtcp};
 use super::rtp::{Rewrite, RtpPacket, write_rewritten};
-use super::sequence::SequenceRewriter;
 use super::speakers::SPEAKER_INTERVAL;
 use super::table::{Slot, Table};
 use super::upstream::MIN_RETRY;
+use subscription::{Subscription, ext_map};
 use track::{Arrival, Track};
 
 pub use super::table::TrackId;
+pub use subscription::{DEFAULT_RTT, ForwardedExt, MAX_RTT, RtxConfig, SubscriptionConfig};
 pub use track::{
     EncodingConfig, KEYFRAME_REPLAY_AGE, LAYER_STABLE, LAYER_TIMEOUT, PLI_INTERVAL,
     REPLAY_MAX_PACKETS, TrackConfig,
 };
 
+mod subscription;
 mod track;
 
 /// SSRC Ringcast signs its own RTCP with.
 pub const ROUTER_SSRC: u32 = 1;
-/// Until RTCP tells us better.
-pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
-/// RTT samples above this are taken as this (a stalled peer, a stale report).
-pub const MAX_RTT: Duration = Duration::from_secs(1);
-/// Sender reports remembered per subscription, to match the LSR of its receiver reports.
-const SR_MEMORY: usize = 4;
 /// Receiver-report samples kept between two metrics publications.
 const MAX_REPORT_SAMPLES: usize = 4096;
 /// How often publishers get receiver reports and REMB.
@@ -52,47 +48,6 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The bitrate REMB allows each publisher until bandwidth estimation lands: room for three
 /// simulcast layers of 720p plus audio.
 pub const PUBLISHER_MAX_BITRATE: u64 = 3_000_000;
-
-/// Header extensions Ringcast forwards (others are dropped from subscribers' copies: MID/RID
-/// name the publisher's m-line and layer, transport-wide sequence numbers are per transport).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ForwardedExt {
-    AudioLevel,
-    AbsSendTime,
-    DependencyDescriptor,
-}
-
-impl ForwardedExt {
-    /// The forwarded extension a negotiated URI names, if it is one.
-    pub fn from_uri(uri: &str) -> Option<Self> {
-        match uri {
-            ext::AUDIO_LEVEL => Some(ForwardedExt::AudioLevel),
-            ext::ABS_SEND_TIME => Some(ForwardedExt::AbsSendTime),
-            ext::DEPENDENCY_DESCRIPTOR => Some(ForwardedExt::DependencyDescriptor),
-            _ => None,
-        }
-    }
-}
-
-/// RTX (RFC 4588) as a subscriber negotiated it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RtxConfig {
-    pub ssrc: u32,
-    pub payload_type: u8,
-}
-
-/// One subscriber's copy of a track.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionConfig {
-    pub track: TrackId,
-    pub subscriber: TransportId,
-    pub ssrc: u32,
-    pub payload_type: u8,
-    /// Retransmissions go here when set, else they repeat the original packet.
-    pub rtx: Option<RtxConfig>,
-    /// The subscriber's ids for the forwarded extensions it accepted.
-    pub exts: Vec<(ForwardedExt, u8)>,
-}
 
 /// Commands from the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,131 +94,6 @@ pub struct RouterStats {
     /// NACKed packets not resent, by [`Refusal::index`].
     pub retransmits_refused: [u64; Refusal::ALL.len()],
     pub malformed_rtcp: u64,
-}
-
-struct Subscription {
-    config: SubscriptionConfig,
-    rewriter: SequenceRewriter,
-    /// The simulcast layer forwarded now, and the one wanted: they differ while a switch waits
-    /// for the wanted layer's keyframe.
-    layer: usize,
-    target: usize,
-    waiting_keyframe: bool,
-    last_out: Option<Instant>,
-    budget: Budget,
-    /// `packets` when the budget last followed the send rate.
-    packets_at_rate: u32,
-    resent: Resent,
-    /// Next RTX sequence number.
-    rtx_seq: u16,
-    /// Packets and payload octets sent, for sender reports.
-    packets: u32,
-    octets: u32,
-    /// (middle 32 bits of the NTP time, when sent) of the latest sender reports.
-    sent_reports: [Option<(u32, Instant)>; SR_MEMORY],
-    /// Smoothed RTT from receiver reports; `None` until one matched a sender report.
-    rtt: Option<Duration>,
-    /// Loss the subscriber reported last (RFC 3550 fraction, /256).
-    fraction_lost: u8,
-}
-
-impl Subscription {
-    fn new(config: SubscriptionConfig, layer: usize, video: bool) -> Self {
-        Subscription {
-            layer,
-            target: layer,
-            // Any start is valid (RFC 4588); the SSRC's low bits keep it deterministic.
-            rtx_seq: config.rtx.map_or(0, |r| r.ssrc as u16),
-            config,
-            rewriter: SequenceRewriter::default(),
-            waiting_keyframe: video,
-            last_out: None,
-            budget: Budget::default(),
-            packets_at_rate: 0,
-            resent: Resent::default(),
-            packets: 0,
-            octets: 0,
-            sent_reports: [None; SR_MEMORY],
-            rtt: None,
-            fraction_lost: 0,
-        }
-    }
-
-    /// A receiver report block about this subscription: RTT (RFC 3550 §6.4.1) from the
-    /// sender report it names, smoothed as TCP does (RFC 6298, alpha 1/8).
-    /// Returns the RTT sample, if the block named a sender report of ours.
-    fn on_report(&mut self, block: &rtcp::ReportBlock, now: Instant) -> Option<Duration> {
-        self.fraction_lost = block.fraction_lost;
-        if block.last_sr == 0 {
-            return None;
-        }
-        let (_, sent) = self
-            .sent_reports
-            .iter()
-            .flatten()
-            .find(|(mid, _)| *mid == block.last_sr)?;
-        let held = Duration::from_secs_f64(f64::from(block.delay_since_last_sr) / 65536.0);
-        let sample = now
-            .saturating_duration_since(*sent)
-            .saturating_sub(held)
-            .min(MAX_RTT);
-        self.rtt = Some(match self.rtt {
-            None => sample,
-            Some(r) => (r * 7 + sample) / 8,
-        });
-        Some(sample)
-    }
-
-    /// Writes this subscriber's copy of `p` into a send slot. `None`: the rewriter dropped it
-    /// (older than the current segment); else whether it was sent.
-    fn forward(
-        &mut self,
-        p: &RtpPacket<'_>,
-        forwarded_exts: &[(u8, ForwardedExt)],
-        clock: u64,
-        out: &mut dyn Egress,
-        now: Instant,
-    ) -> Option<bool> {
-        let elapsed = self.last_out.map_or(0, |t| {
-            (now.saturating_duration_since(t).as_micros() as u64 * clock / 1_000_000) as u32
-        });
-        let (seq, ts) = self
-            .rewriter
-            .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)?;
-        let rw = self.rewrite(seq, ts, p.marker);
-        let map = ext_map(forwarded_exts, &self.config.exts);
-        let sent = out.send_rtp(self.config.subscriber, &mut |buf| {
-            write_rewritten(p, &rw, &map, None, buf).unwrap_or(0)
-        });
-        if sent {
-            self.last_out = Some(now);
-            self.packets = self.packets.wrapping_add(1);
-            self.octets = self.octets.wrapping_add(p.payload.len() as u32);
-        }
-        Some(sent)
-    }
-
-    /// The header of this subscriber's copy of a packet.
-    fn rewrite(&self, sequence: u16, timestamp: u32, marker: bool) -> Rewrite {
-        Rewrite {
-            ssrc: self.config.ssrc,
-            payload_type: self.config.payload_type,
-            sequence,
-            timestamp,
-            marker,
-        }
-    }
-}
-
-/// Publisher extension id → subscriber extension id, for the extensions that are forwarded.
-fn ext_map<'a>(
-    forwarded: &'a [(u8, ForwardedExt)],
-    subscriber: &'a [(ForwardedExt, u8)],
-) -> impl Fn(u8) -> Option<u8> + 'a {
-    move |id| {
-        let kind = forwarded.iter().find(|(x, _)| *x == id)?.1;
-        subscriber.iter().find(|(k, _)| *k == kind).map(|(_, x)| *x)
-    }
 }
 
 /// Receiver-report samples awaiting publication, preallocated so reports never allocate.

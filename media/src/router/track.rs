@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use ringcast_types::route::Egress;
 use ringcast_types::{CodecName, TransportId};
 
-use super::{ForwardedExt, ROUTER_SSRC, RouterStats, Subscription, TrackId};
+use super::subscription::{ForwardedExt, Subscription};
+use super::{ROUTER_SSRC, RouterStats, TrackId};
 use crate::keyframe::starts_keyframe;
 use crate::retransmit::History;
 use crate::rtcp;

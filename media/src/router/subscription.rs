@@ -1,0 +1,192 @@
+//! One subscriber's copy of a track: the keyframe gate (a new, resumed or switching
+//! subscription starts on a keyframe), the sequence and timestamp rewrite that keeps its stream
+//! continuous across pauses and layer switches, the header-extension ids it negotiated, what it
+//! was sent (for sender reports and its retransmission budget), and the RTT and loss its
+//! receiver reports give. No IO: its copies are written into `Egress` send slots.
+
+use std::time::{Duration, Instant};
+
+use ringcast_types::route::Egress;
+use ringcast_types::{TransportId, ext};
+
+use super::TrackId;
+use crate::retransmit::{Budget, Resent};
+use crate::rtcp;
+use crate::rtp::{Rewrite, RtpPacket, write_rewritten};
+use crate::sequence::SequenceRewriter;
+
+/// Until RTCP tells us better.
+pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
+/// RTT samples above this are taken as this (a stalled peer, a stale report).
+pub const MAX_RTT: Duration = Duration::from_secs(1);
+/// Sender reports remembered per subscription, to match the LSR of its receiver reports.
+const SR_MEMORY: usize = 4;
+/// Header extensions Ringcast forwards (others are dropped from subscribers' copies: MID/RID
+/// name the publisher's m-line and layer, transport-wide sequence numbers are per transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardedExt {
+    AudioLevel,
+    AbsSendTime,
+    DependencyDescriptor,
+}
+
+impl ForwardedExt {
+    /// The forwarded extension a negotiated URI names, if it is one.
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        match uri {
+            ext::AUDIO_LEVEL => Some(ForwardedExt::AudioLevel),
+            ext::ABS_SEND_TIME => Some(ForwardedExt::AbsSendTime),
+            ext::DEPENDENCY_DESCRIPTOR => Some(ForwardedExt::DependencyDescriptor),
+            _ => None,
+        }
+    }
+}
+
+/// RTX (RFC 4588) as a subscriber negotiated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxConfig {
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
+
+/// One subscriber's copy of a track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionConfig {
+    pub track: TrackId,
+    pub subscriber: TransportId,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    /// Retransmissions go here when set, else they repeat the original packet.
+    pub rtx: Option<RtxConfig>,
+    /// The subscriber's ids for the forwarded extensions it accepted.
+    pub exts: Vec<(ForwardedExt, u8)>,
+}
+
+pub(super) struct Subscription {
+    pub(super) config: SubscriptionConfig,
+    pub(super) rewriter: SequenceRewriter,
+    /// The simulcast layer forwarded now, and the one wanted: they differ while a switch waits
+    /// for the wanted layer's keyframe.
+    pub(super) layer: usize,
+    pub(super) target: usize,
+    pub(super) waiting_keyframe: bool,
+    last_out: Option<Instant>,
+    pub(super) budget: Budget,
+    /// `packets` when the budget last followed the send rate.
+    pub(super) packets_at_rate: u32,
+    pub(super) resent: Resent,
+    /// Next RTX sequence number.
+    pub(super) rtx_seq: u16,
+    /// Packets and payload octets sent, for sender reports.
+    pub(super) packets: u32,
+    pub(super) octets: u32,
+    /// (middle 32 bits of the NTP time, when sent) of the latest sender reports.
+    pub(super) sent_reports: [Option<(u32, Instant)>; SR_MEMORY],
+    /// Smoothed RTT from receiver reports; `None` until one matched a sender report.
+    pub(super) rtt: Option<Duration>,
+    /// Loss the subscriber reported last (RFC 3550 fraction, /256).
+    fraction_lost: u8,
+}
+
+impl Subscription {
+    pub(super) fn new(config: SubscriptionConfig, layer: usize, video: bool) -> Self {
+        Subscription {
+            layer,
+            target: layer,
+            // Any start is valid (RFC 4588); the SSRC's low bits keep it deterministic.
+            rtx_seq: config.rtx.map_or(0, |r| r.ssrc as u16),
+            config,
+            rewriter: SequenceRewriter::default(),
+            waiting_keyframe: video,
+            last_out: None,
+            budget: Budget::default(),
+            packets_at_rate: 0,
+            resent: Resent::default(),
+            packets: 0,
+            octets: 0,
+            sent_reports: [None; SR_MEMORY],
+            rtt: None,
+            fraction_lost: 0,
+        }
+    }
+
+    /// A receiver report block about this subscription: RTT (RFC 3550 §6.4.1) from the
+    /// sender report it names, smoothed as TCP does (RFC 6298, alpha 1/8).
+    /// Returns the RTT sample, if the block named a sender report of ours.
+    pub(super) fn on_report(
+        &mut self,
+        block: &rtcp::ReportBlock,
+        now: Instant,
+    ) -> Option<Duration> {
+        self.fraction_lost = block.fraction_lost;
+        if block.last_sr == 0 {
+            return None;
+        }
+        let (_, sent) = self
+            .sent_reports
+            .iter()
+            .flatten()
+            .find(|(mid, _)| *mid == block.last_sr)?;
+        let held = Duration::from_secs_f64(f64::from(block.delay_since_last_sr) / 65536.0);
+        let sample = now
+            .saturating_duration_since(*sent)
+            .saturating_sub(held)
+            .min(MAX_RTT);
+        self.rtt = Some(match self.rtt {
+            None => sample,
+            Some(r) => (r * 7 + sample) / 8,
+        });
+        Some(sample)
+    }
+
+    /// Writes this subscriber's copy of `p` into a send slot. `None`: the rewriter dropped it
+    /// (older than the current segment); else whether it was sent.
+    pub(super) fn forward(
+        &mut self,
+        p: &RtpPacket<'_>,
+        forwarded_exts: &[(u8, ForwardedExt)],
+        clock: u64,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) -> Option<bool> {
+        let elapsed = self.last_out.map_or(0, |t| {
+            (now.saturating_duration_since(t).as_micros() as u64 * clock / 1_000_000) as u32
+        });
+        let (seq, ts) = self
+            .rewriter
+            .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)?;
+        let rw = self.rewrite(seq, ts, p.marker);
+        let map = ext_map(forwarded_exts, &self.config.exts);
+        let sent = out.send_rtp(self.config.subscriber, &mut |buf| {
+            write_rewritten(p, &rw, &map, None, buf).unwrap_or(0)
+        });
+        if sent {
+            self.last_out = Some(now);
+            self.packets = self.packets.wrapping_add(1);
+            self.octets = self.octets.wrapping_add(p.payload.len() as u32);
+        }
+        Some(sent)
+    }
+
+    /// The header of this subscriber's copy of a packet.
+    pub(super) fn rewrite(&self, sequence: u16, timestamp: u32, marker: bool) -> Rewrite {
+        Rewrite {
+            ssrc: self.config.ssrc,
+            payload_type: self.config.payload_type,
+            sequence,
+            timestamp,
+            marker,
+        }
+    }
+}
+
+/// Publisher extension id → subscriber extension id, for the extensions that are forwarded.
+pub(super) fn ext_map<'a>(
+    forwarded: &'a [(u8, ForwardedExt)],
+    subscriber: &'a [(ForwardedExt, u8)],
+) -> impl Fn(u8) -> Option<u8> + 'a {
+    move |id| {
+        let kind = forwarded.iter().find(|(x, _)| *x == id)?.1;
+        subscriber.iter().find(|(k, _)| *k == kind).map(|(_, x)| *x)
+    }
+}
