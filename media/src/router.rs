@@ -26,6 +26,7 @@ use super::rtp::{Rewrite, RtpPacket, write_rewritten};
 use super::speakers::SPEAKER_INTERVAL;
 use super::table::{Slot, Table};
 use super::upstream::MIN_RETRY;
+use forward::Incoming;
 use subscription::{Subscription, ext_map};
 use track::{Arrival, Track};
 
@@ -36,6 +37,7 @@ pub use track::{
     REPLAY_MAX_PACKETS, TrackConfig,
 };
 
+mod forward;
 mod subscription;
 mod track;
 
@@ -182,7 +184,7 @@ impl MediaRouter {
                         // Resume contiguously, from a keyframe.
                         for s in &mut t.subs {
                             s.rewriter.rebase();
-                            s.waiting_keyframe = t.config.codec != CodecName::Opus;
+                            s.forwarding.waiting_keyframe = t.config.codec != CodecName::Opus;
                         }
                         let video = t.is_video();
                         t.muted = false;
@@ -246,7 +248,7 @@ impl MediaRouter {
             let Some(i) = t
                 .subs
                 .iter()
-                .position(|s| s.config.subscriber == id && s.waiting_keyframe)
+                .position(|s| s.config.subscriber == id && s.forwarding.waiting_keyframe)
             else {
                 continue;
             };
@@ -385,10 +387,10 @@ impl MediaRouter {
             }
             let mut changed = false;
             for i in 0..t.subs.len() {
-                let best = t.choose_layer(t.subs[i].target, now);
+                let best = t.choose_layer(t.subs[i].forwarding.target, now);
                 let s = &mut t.subs[i];
-                if s.target != best {
-                    s.target = best;
+                if s.forwarding.target != best {
+                    s.forwarding.target = best;
                     changed = true;
                 }
             }
@@ -592,53 +594,17 @@ impl MediaRouter {
             }
         };
         let pli_now = t.pli_due(now);
-        if !t.muted {
-            let clock = u64::from(t.config.clock_rate);
-            let forwarded_exts = &t.config.forwarded_exts;
-            let mut lost_keyframe = false;
-            for s in t
-                .subs
-                .iter_mut()
-                .filter(|s| s.layer == layer || s.target == layer)
-            {
-                // Opening: the first packet after subscribing or unmuting, or the switch
-                // to another layer; either must be a keyframe of the wanted layer.
-                let opening = s.target == layer && (s.waiting_keyframe || s.layer != s.target);
-                if opening {
-                    // A late repair does not open the gate: the stream would start behind
-                    // packets already dropped.
-                    if !keyframe || repair {
-                        if s.waiting_keyframe {
-                            self.stats.gated += 1;
-                        }
-                        continue;
-                    }
-                    if s.layer != layer && !s.waiting_keyframe {
-                        self.stats.layer_switches += 1;
-                    }
-                    s.layer = layer;
-                    s.waiting_keyframe = false;
-                    s.rewriter.rebase();
-                } else if s.layer != layer || s.waiting_keyframe {
-                    continue;
-                }
-                let Some(sent) = s.forward(p, forwarded_exts, clock, out, now) else {
-                    continue;
-                };
-                if sent {
-                    self.stats.forwarded += 1;
-                } else if opening {
-                    // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
-                    // stays shut and another keyframe is needed.
-                    s.waiting_keyframe = true;
-                    s.rewriter.rebase();
-                    lost_keyframe = true;
-                }
-            }
-            if lost_keyframe {
-                t.pli_pending = true;
-            }
-        }
+        t.fan_out(
+            Incoming {
+                layer,
+                keyframe,
+                repair,
+            },
+            p,
+            &mut self.stats,
+            out,
+            now,
+        );
         if pli_now {
             self.request_keyframe(id, out, now);
         }
@@ -731,11 +697,9 @@ impl MediaRouter {
         };
         let mid = (ntp >> 16) as u32;
         l.last_sr = Some((mid, now));
-        for s in t
-            .subs
-            .iter_mut()
-            .filter(|s| s.layer == layer && s.packets > 0 && !s.waiting_keyframe)
-        {
+        for s in t.subs.iter_mut().filter(|s| {
+            s.forwarding.layer == layer && s.packets > 0 && !s.forwarding.waiting_keyframe
+        }) {
             let Some(ts) = s.rewriter.timestamp_of(rtp_ts) else {
                 continue;
             };

@@ -10,6 +10,7 @@ use ringcast_types::route::Egress;
 use ringcast_types::{TransportId, ext};
 
 use super::TrackId;
+use super::forward::Forwarding;
 use crate::retransmit::{Budget, Resent};
 use crate::rtcp;
 use crate::rtp::{Rewrite, RtpPacket, write_rewritten};
@@ -65,11 +66,8 @@ pub struct SubscriptionConfig {
 pub(super) struct Subscription {
     pub(super) config: SubscriptionConfig,
     pub(super) rewriter: SequenceRewriter,
-    /// The simulcast layer forwarded now, and the one wanted: they differ while a switch waits
-    /// for the wanted layer's keyframe.
-    pub(super) layer: usize,
-    pub(super) target: usize,
-    pub(super) waiting_keyframe: bool,
+    /// The simulcast layer forwarded now, the one wanted, the keyframe gate.
+    pub(super) forwarding: Forwarding,
     last_out: Option<Instant>,
     pub(super) budget: Budget,
     /// `packets` when the budget last followed the send rate.
@@ -91,13 +89,15 @@ pub(super) struct Subscription {
 impl Subscription {
     pub(super) fn new(config: SubscriptionConfig, layer: usize, video: bool) -> Self {
         Subscription {
-            layer,
-            target: layer,
+            forwarding: Forwarding {
+                layer,
+                target: layer,
+                waiting_keyframe: video,
+            },
             // Any start is valid (RFC 4588); the SSRC's low bits keep it deterministic.
             rtx_seq: config.rtx.map_or(0, |r| r.ssrc as u16),
             config,
             rewriter: SequenceRewriter::default(),
-            waiting_keyframe: video,
             last_out: None,
             budget: Budget::default(),
             packets_at_rate: 0,
@@ -108,6 +108,20 @@ impl Subscription {
             rtt: None,
             fraction_lost: 0,
         }
+    }
+
+    /// A keyframe of `layer` starts the stream there (the gate opens, or the switch is made):
+    /// its timeline continues from what was sent before.
+    pub(super) fn open(&mut self, layer: usize) {
+        self.forwarding.layer = layer;
+        self.forwarding.waiting_keyframe = false;
+        self.rewriter.rebase();
+    }
+
+    /// The keyframe that opened the stream was not sent: the gate shuts again.
+    pub(super) fn shut_gate(&mut self) {
+        self.forwarding.waiting_keyframe = true;
+        self.rewriter.rebase();
     }
 
     /// A receiver report block about this subscription: RTT (RFC 3550 §6.4.1) from the

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ringcast_types::route::Egress;
 use ringcast_types::{CodecName, TransportId};
 
+use super::forward::{self, ANY_LAYER, Decision, Flow, Incoming};
 use super::subscription::{ForwardedExt, Subscription};
 use super::{ROUTER_SSRC, RouterStats, TrackId};
 use crate::keyframe::starts_keyframe;
@@ -102,19 +103,23 @@ impl Layer {
         }
     }
 
-    fn is_active(&self, now: Instant) -> bool {
-        self.ssrc.is_some()
+    /// How the layer flows now, for the layer selector: stopped without packets for
+    /// [`LAYER_TIMEOUT`] (or before its SSRC is known), steady after [`LAYER_STABLE`] of them.
+    fn flow(&self, now: Instant) -> Flow {
+        let active = self.ssrc.is_some()
             && self
                 .last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
-    }
-
-    /// Active long enough to switch up to.
-    fn is_stable(&self, now: Instant) -> bool {
-        self.is_active(now)
-            && self
-                .active_since
-                .is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STABLE)
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT);
+        if !active {
+            Flow::Stopped
+        } else if self
+            .active_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STABLE)
+        {
+            Flow::Steady
+        } else {
+            Flow::Started
+        }
     }
 }
 
@@ -182,25 +187,23 @@ impl Track {
         self.config.codec != CodecName::Opus
     }
 
-    /// The layer a new subscription starts on: the best one flowing steadily, else the best
-    /// one flowing at all, else the top one (nothing known yet).
+    /// The layer a new subscription starts on (see [`forward::initial_layer`]).
     pub(super) fn initial_layer(&self, now: Instant) -> usize {
-        let top = self.layers.len().saturating_sub(1);
-        let stable = self.layers.iter().rposition(|l| l.is_stable(now));
-        let active = self.layers.iter().rposition(|l| l.is_active(now));
-        stable.or(active).unwrap_or(top)
+        forward::initial_layer(self.flows(now), ANY_LAYER)
     }
 
-    /// The layer a subscription on `current` should move to: up only to a better layer that
-    /// flows steadily; away only when `current` stopped (then to the best one flowing).
+    /// The layer a subscription aiming at `current` should aim at now (see
+    /// [`forward::next_layer`]).
     pub(super) fn choose_layer(&self, current: usize, now: Instant) -> usize {
-        let stable = self.layers.iter().rposition(|l| l.is_stable(now));
-        if self.layers.get(current).is_some_and(|l| l.is_active(now)) {
-            return stable.filter(|&s| s > current).unwrap_or(current);
-        }
-        stable
-            .or_else(|| self.layers.iter().rposition(|l| l.is_active(now)))
-            .unwrap_or(current)
+        forward::next_layer(self.flows(now), current, ANY_LAYER)
+    }
+
+    /// How each layer flows now, lowest first.
+    fn flows(
+        &self,
+        now: Instant,
+    ) -> impl DoubleEndedIterator<Item = Flow> + ExactSizeIterator + Clone + '_ {
+        self.layers.iter().map(move |l| l.flow(now))
     }
 
     /// The layer a packet belongs to by its MID and (repaired) RID extensions.
@@ -267,6 +270,50 @@ impl Track {
         Arrival::Kept { keyframe, new_gap }
     }
 
+    /// Each subscription's copy of packet `p` of this track, as [`forward::decide`] says.
+    pub(super) fn fan_out(
+        &mut self,
+        packet: Incoming,
+        p: &RtpPacket<'_>,
+        stats: &mut RouterStats,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) {
+        let clock = u64::from(self.config.clock_rate);
+        let mut lost_keyframe = false;
+        for s in &mut self.subs {
+            let opening = match forward::decide(self.muted, s.forwarding, packet) {
+                Decision::Skip | Decision::AwaitSwitch => continue,
+                Decision::Gate => {
+                    stats.gated += 1;
+                    continue;
+                }
+                Decision::Forward => false,
+                Decision::Open { layer, switch } => {
+                    if switch {
+                        stats.layer_switches += 1;
+                    }
+                    s.open(layer);
+                    true
+                }
+            };
+            match s.forward(p, &self.config.forwarded_exts, clock, out, now) {
+                Some(true) => stats.forwarded += 1,
+                Some(false) if opening => {
+                    // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
+                    // stays shut and another keyframe is needed.
+                    s.shut_gate();
+                    lost_keyframe = true;
+                }
+                // Not sent, or dropped by the rewriter (older than the current segment).
+                _ => {}
+            }
+        }
+        if lost_keyframe {
+            self.pli_pending = true;
+        }
+    }
+
     /// A keyframe request held back by the throttle may go now.
     pub(super) fn pli_due(&self, now: Instant) -> bool {
         self.pli_pending
@@ -304,10 +351,10 @@ impl Track {
         };
         // Only a subscription that has sent nothing: a resumed or switched one continues its
         // timeline and is better served by a fresh keyframe.
-        if !s.waiting_keyframe || s.packets > 0 {
+        if !s.forwarding.waiting_keyframe || s.packets > 0 {
             return false;
         }
-        let target = s.target;
+        let target = s.forwarding.target;
         let Some((key, high)) = self.replayable(target, now) else {
             return false;
         };
@@ -336,8 +383,8 @@ impl Track {
                 stats.forwarded += 1;
             }
         }
-        s.layer = s.target;
-        s.waiting_keyframe = false;
+        s.forwarding.layer = s.forwarding.target;
+        s.forwarding.waiting_keyframe = false;
         stats.keyframe_replays += 1;
         true
     }
@@ -364,11 +411,14 @@ impl Track {
         let mut waiting = self
             .subs
             .iter()
-            .filter(|s| s.waiting_keyframe || s.layer != s.target)
-            .fold(0u64, |m, s| m | bit(s.target));
+            .filter(|s| s.forwarding.waiting_keyframe || s.forwarding.layer != s.forwarding.target)
+            .fold(0u64, |m, s| m | bit(s.forwarding.target));
         if waiting == 0 {
             // An explicit request (a subscriber's PLI): every layer that is sent to someone.
-            waiting = self.subs.iter().fold(0u64, |m, s| m | bit(s.layer));
+            waiting = self
+                .subs
+                .iter()
+                .fold(0u64, |m, s| m | bit(s.forwarding.layer));
         }
         let mut sent_any = false;
         let mut unknown = false;
