@@ -12,7 +12,6 @@
 //! every subscriber (lip sync). Audio levels give active speakers. No IO: packets leave
 //! through `Egress`, which the shard's `RouteIo` implements.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ringcast_types::CodecName;
@@ -20,37 +19,30 @@ pub use ringcast_types::route::Egress;
 use ringcast_types::route::Router;
 use ringcast_types::{IdMap, TransportId};
 
-use super::retransmit::{MAX_PACKET, Refusal};
-use super::rtcp::{self, Rtcp};
-use super::rtp::{Rewrite, RtpPacket, write_rewritten};
+use super::retransmit::Refusal;
+use super::rtp::RtpPacket;
 use super::speakers::SPEAKER_INTERVAL;
 use super::table::{Slot, Table};
 use super::upstream::MIN_RETRY;
 use forward::Incoming;
-use subscription::{Subscription, ext_map};
+use subscription::Subscription;
 use track::{Arrival, Track};
 
 pub use super::table::TrackId;
+pub use feedback::{PUBLISHER_MAX_BITRATE, REPORT_INTERVAL, ROUTER_SSRC};
 pub use subscription::{DEFAULT_RTT, ForwardedExt, MAX_RTT, RtxConfig, SubscriptionConfig};
 pub use track::{
     EncodingConfig, KEYFRAME_REPLAY_AGE, LAYER_STABLE, LAYER_TIMEOUT, PLI_INTERVAL,
     REPLAY_MAX_PACKETS, TrackConfig,
 };
 
+mod feedback;
 mod forward;
 mod subscription;
 mod track;
 
-/// SSRC Ringcast signs its own RTCP with.
-pub const ROUTER_SSRC: u32 = 1;
 /// Receiver-report samples kept between two metrics publications.
 const MAX_REPORT_SAMPLES: usize = 4096;
-/// How often publishers get receiver reports and REMB.
-pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// The bitrate REMB allows each publisher until bandwidth estimation lands: room for three
-/// simulcast layers of 720p plus audio.
-pub const PUBLISHER_MAX_BITRATE: u64 = 3_000_000;
-
 /// Commands from the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaCommand {
@@ -261,94 +253,6 @@ impl MediaRouter {
         }
     }
 
-    /// Receiver reports and REMB to every publisher: loss statistics, RTT (via LSR/DLSR) and
-    /// the bitrate it may use.
-    fn report(&mut self, out: &mut dyn Egress, now: Instant) {
-        let mut by_publisher: HashMap<TransportId, Vec<(u32, rtcp::ReportBlock)>> = HashMap::new();
-        for t in self.tracks.values_mut() {
-            for l in &mut t.layers {
-                let (Some(ssrc), Some(high), Some(base)) = (l.ssrc, l.highest, l.base) else {
-                    continue;
-                };
-                let expected = high - base + 1;
-                let lost = expected.saturating_sub(l.received);
-                let fraction = l.interval.fraction_lost(expected, l.received);
-                let (lsr, dlsr) = match l.last_sr {
-                    Some((mid, at)) => (
-                        mid,
-                        (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32,
-                    ),
-                    None => (0, 0),
-                };
-                by_publisher.entry(t.config.publisher).or_default().push((
-                    ssrc,
-                    rtcp::ReportBlock {
-                        ssrc,
-                        fraction_lost: fraction,
-                        cumulative_lost: lost.min(0x7F_FFFF) as i32,
-                        highest_seq: (high & 0xFFFF_FFFF) as u32,
-                        jitter: 0,
-                        last_sr: lsr,
-                        delay_since_last_sr: dlsr,
-                    },
-                ));
-            }
-        }
-        for (publisher, blocks) in by_publisher {
-            let reports: Vec<rtcp::ReportBlock> = blocks.iter().map(|(_, b)| *b).collect();
-            let ssrcs: Vec<u32> = blocks.iter().map(|(s, _)| *s).collect();
-            out.send_rtcp(publisher, &mut |buf| {
-                let mut w = rtcp::Writer::new(buf);
-                let ok = w.receiver_report(ROUTER_SSRC, &reports).is_ok()
-                    && w.remb(ROUTER_SSRC, PUBLISHER_MAX_BITRATE, &ssrcs).is_ok();
-                if ok { w.len() } else { 0 }
-            });
-        }
-    }
-
-    /// Each subscription's retransmission budget follows the rate it is sent packets at.
-    fn follow_send_rates(&mut self, now: Instant) {
-        let since = self.rates_at.replace(now);
-        let Some(dt) = since
-            .map(|t| now.saturating_duration_since(t).as_secs_f64())
-            .filter(|dt| *dt > 0.0)
-        else {
-            return;
-        };
-        for t in self.tracks.values_mut() {
-            for s in &mut t.subs {
-                let sent = s.packets.wrapping_sub(s.packets_at_rate);
-                s.packets_at_rate = s.packets;
-                s.budget.set_rate(f64::from(sent) / dt);
-            }
-        }
-    }
-
-    /// NACKs to publishers for the packets they lost that are due for a (re)request.
-    fn request_missing(&mut self, out: &mut dyn Egress, now: Instant) {
-        let mut lost = [0u16; 64];
-        for t in self.tracks.values_mut() {
-            for l in &mut t.layers {
-                let Some(ssrc) = l.ssrc else { continue };
-                if l.missing.is_empty() {
-                    continue;
-                }
-                let n = l.missing.due(now, MIN_RETRY, &mut lost);
-                if n == 0 {
-                    continue;
-                }
-                if out.send_rtcp(t.config.publisher, &mut |buf| {
-                    let mut w = rtcp::Writer::new(buf);
-                    w.nack(ROUTER_SSRC, ssrc, &lost[..n])
-                        .map_or(0, |()| w.len())
-                }) {
-                    self.stats.nacks_sent += 1;
-                    self.stats.nacked_upstream += n as u64;
-                }
-            }
-        }
-    }
-
     /// Samples every audio track's level; tells the speaker sink when who speaks changed.
     fn sample_levels(&mut self) {
         let mut active = std::mem::take(&mut self.speakers_scratch);
@@ -517,49 +421,6 @@ impl MediaRouter {
         }
     }
 
-    /// Unwraps an RTX packet (RFC 4588 §4: the original sequence number leads the payload)
-    /// into the packet it repairs, and handles that like any other of its stream.
-    fn repair(
-        &mut self,
-        id: Slot,
-        layer: usize,
-        p: &RtpPacket<'_>,
-        out: &mut dyn Egress,
-        now: Instant,
-    ) {
-        let Some(t) = self.tracks.at(id) else {
-            return;
-        };
-        let media_ssrc = t.layers[layer].ssrc;
-        let (Some(ssrc), [a, b, payload @ ..]) = (media_ssrc, p.payload) else {
-            self.stats.rtx_padding += 1;
-            return;
-        };
-        if payload.is_empty() {
-            self.stats.rtx_padding += 1;
-            return;
-        }
-        let mut original = *p;
-        original.payload = payload;
-        let rw = Rewrite {
-            ssrc,
-            payload_type: t.config.payload_type,
-            sequence: u16::from_be_bytes([*a, *b]),
-            timestamp: p.timestamp,
-            marker: p.marker,
-        };
-        // On the stack: repairs are rare, and the history copies what it keeps.
-        let mut buf = [0u8; MAX_PACKET];
-        let Ok(n) = write_rewritten(&original, &rw, Some, None, &mut buf) else {
-            return;
-        };
-        let Ok(restored) = RtpPacket::parse(&buf[..n]) else {
-            return;
-        };
-        self.stats.rtx_in += 1;
-        self.media(id, layer, &restored, &buf[..n], true, out, now);
-    }
-
     /// A packet of a known stream (`repair`: unwrapped from RTX): history, receive statistics,
     /// upstream loss, audio level, and a rewritten copy for each subscriber of its layer.
     #[allow(clippy::too_many_arguments)]
@@ -625,117 +486,9 @@ impl MediaRouter {
     pub fn wake_at(&self) -> Option<Instant> {
         self.wake
     }
+    /// RTCP from a transport (see `feedback`).
     pub fn rtcp(&mut self, from: TransportId, packet: &[u8], out: &mut dyn Egress, now: Instant) {
-        for p in rtcp::read(packet) {
-            let p = match p {
-                Ok(p) => p,
-                Err(_) => {
-                    self.stats.malformed_rtcp += 1;
-                    return;
-                }
-            };
-            match p {
-                Rtcp::SenderReport {
-                    ssrc,
-                    ntp,
-                    rtp_ts,
-                    reports,
-                    ..
-                } => {
-                    if let Some(&(track, layer)) = self.by_ssrc.get(&(from, ssrc)) {
-                        self.forward_sender_report(track, layer, ntp, rtp_ts, out, now);
-                    }
-                    self.receiver_reports(from, reports, now);
-                }
-                Rtcp::ReceiverReport { reports, .. } => self.receiver_reports(from, reports, now),
-                Rtcp::Pli { media_ssrc, .. } => {
-                    if let Some(&track) = self.by_sub_ssrc.get(&(from, media_ssrc)) {
-                        self.request_keyframe(track, out, now);
-                    }
-                }
-                Rtcp::Fir { entries, .. } => {
-                    // FCI entries: SSRC, seq number, reserved.
-                    for e in entries.chunks_exact(8) {
-                        let ssrc = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-                        if let Some(&track) = self.by_sub_ssrc.get(&(from, ssrc)) {
-                            self.request_keyframe(track, out, now);
-                        }
-                    }
-                }
-                Rtcp::Nack {
-                    media_ssrc, items, ..
-                } => {
-                    self.stats.nacks_in += 1;
-                    if let Some(&track) = self.by_sub_ssrc.get(&(from, media_ssrc)) {
-                        for seq in items.lost() {
-                            self.retransmit(track, from, seq, out, now);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// A publisher's sender report: remembered for the LSR/DLSR of our receiver reports, and
-    /// rewritten for each subscriber of the layer — same NTP time, the subscriber's timestamp
-    /// and counts — so its receiver can line audio up with video (RFC 3550 §6.4.1).
-    fn forward_sender_report(
-        &mut self,
-        track: Slot,
-        layer: usize,
-        ntp: u64,
-        rtp_ts: u32,
-        out: &mut dyn Egress,
-        now: Instant,
-    ) {
-        let Some(t) = self.tracks.at_mut(track) else {
-            return;
-        };
-        let Some(l) = t.layers.get_mut(layer) else {
-            return;
-        };
-        let mid = (ntp >> 16) as u32;
-        l.last_sr = Some((mid, now));
-        for s in t.subs.iter_mut().filter(|s| {
-            s.forwarding.layer == layer && s.packets > 0 && !s.forwarding.waiting_keyframe
-        }) {
-            let Some(ts) = s.rewriter.timestamp_of(rtp_ts) else {
-                continue;
-            };
-            let (ssrc, packets, octets) = (s.config.ssrc, s.packets, s.octets);
-            if out.send_rtcp(s.config.subscriber, &mut |buf| {
-                let mut w = rtcp::Writer::new(buf);
-                w.sender_report(ssrc, ntp, ts, packets, octets)
-                    .map_or(0, |()| w.len())
-            }) {
-                s.sent_reports.rotate_right(1);
-                s.sent_reports[0] = Some((mid, now));
-                self.stats.sender_reports += 1;
-            }
-        }
-    }
-
-    /// A subscriber's report blocks about the streams Ringcast sends it: RTT and loss.
-    fn receiver_reports(&mut self, from: TransportId, reports: rtcp::Reports<'_>, now: Instant) {
-        for b in reports {
-            let Some(&track) = self.by_sub_ssrc.get(&(from, b.ssrc)) else {
-                continue;
-            };
-            if let Some(s) = self.tracks.at_mut(track).and_then(|t| {
-                t.subs
-                    .iter_mut()
-                    .find(|s| s.config.subscriber == from && s.config.ssrc == b.ssrc)
-            }) {
-                let rtt = s.on_report(&b, now);
-                // Kept for the next metrics publication (bounded: a flood of reports only
-                // loses samples).
-                let samples = &mut self.report_samples.0;
-                if samples.len() < MAX_REPORT_SAMPLES {
-                    samples.push((rtt, f64::from(b.fraction_lost) / 256.0));
-                }
-            }
-        }
+        self.receive_rtcp(from, packet, out, now);
     }
 
     /// The RTT to a subscriber, as its reports measured it.
@@ -746,79 +499,6 @@ impl MediaRouter {
             .iter()
             .find(|s| s.config.subscriber == subscriber)?
             .rtt
-    }
-
-    /// Resends one NACKed packet to a subscriber, rewritten as it was first sent.
-    fn retransmit(
-        &mut self,
-        track: Slot,
-        subscriber: TransportId,
-        out_seq: u16,
-        out: &mut dyn Egress,
-        now: Instant,
-    ) {
-        let Some(t) = self.tracks.at_mut(track) else {
-            return;
-        };
-        let Some(s) = t
-            .subs
-            .iter_mut()
-            .find(|s| s.config.subscriber == subscriber)
-        else {
-            return;
-        };
-        let refuse = |stats: &mut RouterStats, why: Refusal| {
-            stats.retransmits_refused[why.index()] += 1;
-        };
-        let Some((ssrc, in_ext)) = s.rewriter.source_of(out_seq) else {
-            return refuse(&mut self.stats, Refusal::UnknownSequence);
-        };
-        let Some(layer) = t.layers.iter().find(|l| l.ssrc == Some(ssrc)) else {
-            return refuse(&mut self.stats, Refusal::UnknownSequence);
-        };
-        // Checked before the budget: a NACK that can't be answered costs the subscriber nothing.
-        let stored = match layer.history.get(in_ext, now) {
-            Ok(p) => p,
-            Err(why) => return refuse(&mut self.stats, why),
-        };
-        let rtt = s.rtt.unwrap_or(DEFAULT_RTT);
-        if s.resent.within_rtt(in_ext, now, rtt) {
-            return refuse(&mut self.stats, Refusal::ResentWithinRtt);
-        }
-        if !s.budget.take(now) {
-            return refuse(&mut self.stats, Refusal::Budget);
-        }
-        s.resent.record(in_ext, now);
-        let Ok(p) = RtpPacket::parse(stored) else {
-            return;
-        };
-        let Some(ts) = s.rewriter.timestamp_of(p.timestamp) else {
-            return;
-        };
-        // RTX where negotiated: the subscriber's own sequence space for repairs, the original
-        // number first in the payload. Else the original packet again.
-        let (rw, osn) = match s.config.rtx {
-            Some(rtx) => (
-                Rewrite {
-                    ssrc: rtx.ssrc,
-                    payload_type: rtx.payload_type,
-                    sequence: s.rtx_seq,
-                    timestamp: ts,
-                    marker: p.marker,
-                },
-                Some(out_seq),
-            ),
-            None => (s.rewrite(out_seq, ts, p.marker), None),
-        };
-        let map = ext_map(&t.config.forwarded_exts, &s.config.exts);
-        if out.send_rtp(subscriber, &mut |buf| {
-            write_rewritten(&p, &rw, &map, osn, buf).unwrap_or(0)
-        }) {
-            if osn.is_some() {
-                s.rtx_seq = s.rtx_seq.wrapping_add(1);
-            }
-            self.stats.retransmitted += 1;
-        }
     }
 }
 
