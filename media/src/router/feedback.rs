@@ -12,7 +12,7 @@ use ringcast_types::TransportId;
 use ringcast_types::route::Egress;
 
 use super::subscription::{DEFAULT_RTT, ext_map};
-use super::{MAX_REPORT_SAMPLES, MediaRouter, RouterStats};
+use super::{MediaRouter, RouterStats};
 use crate::retransmit::{MAX_PACKET, Refusal};
 use crate::rtcp::{self, Rtcp};
 use crate::rtp::{Rewrite, RtpPacket, write_rewritten};
@@ -139,12 +139,7 @@ impl MediaRouter {
                     .find(|s| s.config.subscriber == from && s.config.ssrc == b.ssrc)
             }) {
                 let rtt = s.on_report(&b, now);
-                // Kept for the next metrics publication (bounded: a flood of reports only
-                // loses samples).
-                let samples = &mut self.report_samples.0;
-                if samples.len() < MAX_REPORT_SAMPLES {
-                    samples.push((rtt, f64::from(b.fraction_lost) / 256.0));
-                }
+                self.metrics.sample(rtt, f64::from(b.fraction_lost) / 256.0);
             }
         }
     }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::fixtures;
 use crate::keyframe::starts_keyframe;
+use crate::retransmit::Refusal;
 use crate::rtcp::{self, Rtcp};
 use crate::rtp::RtpPacket;
 
