@@ -14,7 +14,6 @@
 
 use std::time::{Duration, Instant};
 
-use ringcast_types::CodecName;
 pub use ringcast_types::route::Egress;
 use ringcast_types::route::Router;
 use ringcast_types::{IdMap, TransportId};
@@ -22,10 +21,8 @@ use ringcast_types::{IdMap, TransportId};
 use super::rtp::RtpPacket;
 use super::speakers::SPEAKER_INTERVAL;
 use super::table::{Slot, Table};
-use super::upstream::MIN_RETRY;
 use forward::Incoming;
 use stats::Metrics;
-use subscription::Subscription;
 use track::{Arrival, Track};
 
 pub use super::table::TrackId;
@@ -129,21 +126,8 @@ impl MediaRouter {
                 let Some(slot) = self.tracks.slot(track) else {
                     return;
                 };
-                if let Some(t) = self.tracks.at_mut(slot) {
-                    if t.muted && !muted {
-                        // Resume contiguously, from a keyframe.
-                        for s in &mut t.subs {
-                            s.rewriter.rebase();
-                            s.forwarding.waiting_keyframe = t.config.codec != CodecName::Opus;
-                        }
-                        let video = t.is_video();
-                        t.muted = false;
-                        if video {
-                            self.request_keyframe(slot, out, now);
-                        }
-                    } else {
-                        t.muted = muted;
-                    }
+                if self.tracks.at_mut(slot).is_some_and(|t| t.set_muted(muted)) {
+                    self.request_keyframe(slot, out, now);
                 }
             }
             MediaCommand::Subscribe(c) => {
@@ -153,18 +137,8 @@ impl MediaRouter {
                 let Some(t) = self.tracks.at_mut(slot) else {
                     return;
                 };
-                t.subs.retain(|s| s.config.subscriber != c.subscriber);
                 self.by_sub_ssrc.insert((c.subscriber, c.ssrc), slot);
-                let video = t.is_video();
-                let layer = t.initial_layer(now);
-                t.subs.push(Subscription::new(c.clone(), layer, video));
-                let i = t.subs.len() - 1;
-                // A recent keyframe in the history starts the newcomer now, or once its
-                // transport connects; only without one is the publisher asked for a keyframe.
-                if video
-                    && !t.start_from_history(i, &mut self.stats, out, now)
-                    && t.replayable(layer, now).is_none()
-                {
+                if t.subscribe(c, &mut self.stats, out, now) {
                     self.request_keyframe(slot, out, now);
                 }
             }
@@ -239,26 +213,10 @@ impl MediaRouter {
         self.speakers_scratch = active;
     }
 
-    /// Points every subscription of a simulcast track at the best layer flowing now: down at
-    /// once when its layer pauses, up when a better one has flowed steadily; the switch itself
-    /// happens on that layer's next keyframe, which is asked for.
+    /// Points every subscription of a simulcast track at the best layer flowing now.
     fn select_layers(&mut self, out: &mut dyn Egress, now: Instant) {
         for t in self.tracks.values_mut() {
-            if t.layers.len() < 2 || t.muted {
-                continue;
-            }
-            let mut changed = false;
-            for i in 0..t.subs.len() {
-                let best = t.choose_layer(t.subs[i].forwarding.target, now);
-                let s = &mut t.subs[i];
-                if s.forwarding.target != best {
-                    s.forwarding.target = best;
-                    changed = true;
-                }
-            }
-            if changed {
-                t.request_keyframe(&mut self.stats, out, now);
-            }
+            t.select_layers(&mut self.stats, out, now);
         }
     }
 
@@ -268,19 +226,8 @@ impl MediaRouter {
             .into_iter()
             .flatten()
             .min();
-        for t in self.tracks.values() {
-            if t.pli_pending {
-                let at = t.last_pli.map(|l| l + PLI_INTERVAL);
-                next = match (next, at) {
-                    (Some(n), Some(a)) => Some(n.min(a)),
-                    (n, a) => n.or(a),
-                };
-            }
-            for l in &t.layers {
-                if let Some(due) = l.missing.next_due(MIN_RETRY) {
-                    next = Some(next.map_or(due, |n| n.min(due)));
-                }
-            }
+        for due in self.tracks.values().filter_map(Track::poll_timeout) {
+            next = Some(next.map_or(due, |n| n.min(due)));
         }
         next
     }
@@ -328,6 +275,20 @@ impl MediaRouter {
         self.by_sub_ssrc.retain(|(sub, _), _| *sub != id);
     }
 
+    pub fn rtp(&mut self, from: TransportId, packet: &[u8], out: &mut dyn Egress, now: Instant) {
+        let Ok(p) = RtpPacket::parse(packet) else {
+            self.stats.unknown_stream += 1;
+            return;
+        };
+        if let Some((id, layer)) = self.classify(from, &p) {
+            self.media(id, layer, &p, packet, false, out, now);
+        } else if let Some((id, layer)) = self.classify_rtx(from, &p) {
+            self.repair(id, layer, &p, out, now);
+        } else {
+            self.stats.unknown_stream += 1;
+        }
+    }
+
     /// The track and layer of a publisher's packet, learning unsignalled SSRCs from MID/RID.
     fn classify(&mut self, from: TransportId, p: &RtpPacket<'_>) -> Option<(Slot, usize)> {
         if let Some(&hit) = self.by_ssrc.get(&(from, p.ssrc)) {
@@ -363,20 +324,6 @@ impl MediaRouter {
             t.layers[layer].rtx_ssrc = Some(p.ssrc);
         }
         Some((id, layer))
-    }
-
-    pub fn rtp(&mut self, from: TransportId, packet: &[u8], out: &mut dyn Egress, now: Instant) {
-        let Ok(p) = RtpPacket::parse(packet) else {
-            self.stats.unknown_stream += 1;
-            return;
-        };
-        if let Some((id, layer)) = self.classify(from, &p) {
-            self.media(id, layer, &p, packet, false, out, now);
-        } else if let Some((id, layer)) = self.classify_rtx(from, &p) {
-            self.repair(id, layer, &p, out, now);
-        } else {
-            self.stats.unknown_stream += 1;
-        }
     }
 
     /// A packet of a known stream (`repair`: unwrapped from RTX): history, receive statistics,

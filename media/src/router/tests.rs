@@ -6,6 +6,7 @@ use crate::keyframe::starts_keyframe;
 use crate::retransmit::Refusal;
 use crate::rtcp::{self, Rtcp};
 use crate::rtp::RtpPacket;
+use ringcast_types::CodecName;
 
 #[derive(Default)]
 struct Recorder {

@@ -9,7 +9,7 @@ use ringcast_types::route::Egress;
 use ringcast_types::{CodecName, TransportId};
 
 use super::forward::{self, ANY_LAYER, Decision, Flow, Incoming};
-use super::subscription::{ForwardedExt, Subscription};
+use super::subscription::{ForwardedExt, Subscription, SubscriptionConfig};
 use super::{ROUTER_SSRC, RouterStats, TrackId};
 use crate::keyframe::starts_keyframe;
 use crate::retransmit::History;
@@ -17,7 +17,7 @@ use crate::rtcp;
 use crate::rtp::RtpPacket;
 use crate::sequence::extend;
 use crate::speakers::LevelMeter;
-use crate::upstream::Missing;
+use crate::upstream::{MIN_RETRY, Missing};
 
 /// Keyframe requests to one publisher's track: at most one per this period.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
@@ -183,6 +183,44 @@ impl Track {
         }
     }
 
+    /// Mutes or unmutes the track. True if video resumed: its subscriptions continue their
+    /// timelines from a keyframe, to be asked for.
+    pub(super) fn set_muted(&mut self, muted: bool) -> bool {
+        if !self.muted || muted {
+            self.muted = muted;
+            return false;
+        }
+        // Resume contiguously, from a keyframe.
+        let video = self.is_video();
+        for s in &mut self.subs {
+            s.rewriter.rebase();
+            s.forwarding.waiting_keyframe = video;
+        }
+        self.muted = false;
+        video
+    }
+
+    /// Adds (or replaces) a subscriber's subscription. A recent keyframe in the history starts
+    /// the newcomer now, or once its transport connects; true if there is none and the
+    /// publisher must be asked for one.
+    pub(super) fn subscribe(
+        &mut self,
+        config: SubscriptionConfig,
+        stats: &mut RouterStats,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) -> bool {
+        self.subs
+            .retain(|s| s.config.subscriber != config.subscriber);
+        let video = self.is_video();
+        let layer = self.initial_layer(now);
+        self.subs.push(Subscription::new(config, layer, video));
+        let i = self.subs.len() - 1;
+        video
+            && !self.start_from_history(i, stats, out, now)
+            && self.replayable(layer, now).is_none()
+    }
+
     pub(super) fn is_video(&self) -> bool {
         self.config.codec != CodecName::Opus
     }
@@ -312,6 +350,46 @@ impl Track {
         if lost_keyframe {
             self.pli_pending = true;
         }
+    }
+
+    /// Points every subscription at the best layer flowing now (see [`forward::next_layer`]):
+    /// down at once when its layer pauses, up when a better one has flowed steadily; the switch
+    /// itself happens on that layer's next keyframe, which is asked for.
+    pub(super) fn select_layers(
+        &mut self,
+        stats: &mut RouterStats,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) {
+        if self.layers.len() < 2 || self.muted {
+            return;
+        }
+        let mut changed = false;
+        for i in 0..self.subs.len() {
+            let best = self.choose_layer(self.subs[i].forwarding.target, now);
+            let s = &mut self.subs[i].forwarding;
+            if s.target != best {
+                s.target = best;
+                changed = true;
+            }
+        }
+        if changed {
+            self.request_keyframe(stats, out, now);
+        }
+    }
+
+    /// When this track next has timer work: a keyframe request held back by the throttle, or
+    /// a NACK for upstream loss.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let pli = self
+            .pli_pending
+            .then(|| self.last_pli.map(|l| l + PLI_INTERVAL))
+            .flatten();
+        self.layers
+            .iter()
+            .filter_map(|l| l.missing.next_due(MIN_RETRY))
+            .chain(pli)
+            .min()
     }
 
     /// A keyframe request held back by the throttle may go now.
