@@ -6,7 +6,10 @@
 //! tested: `rtp` (header view and rewriting into a send buffer), `keyframe` (codec keyframe
 //! detection for gating new subscribers), `sequence` (per-subscriber sequence number and
 //! timestamp continuity across pauses and source switches), `upstream` (publisher loss to
-//! NACK), `speakers` (audio levels), `retransmit` (NACK history and budgets).
+//! NACK), `speakers` (audio levels), `retransmit` (NACK history and budgets). `router` puts
+//! them together as the shard's `MediaRouter`, split by concept: track (layers, history),
+//! subscription (gate, rewrite), forward (the pure forwarding decision and layer selector),
+//! feedback (RTCP, reports, NACK, RTX).
 
 /// Ready-made tracks and subscriptions for tests and benchmarks (the `test-support` feature).
 #[cfg(any(test, feature = "test-support"))]

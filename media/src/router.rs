@@ -1,16 +1,24 @@
-//! The media router of one shard: published tracks, their subscriptions, and what each packet
-//! becomes for each subscriber (issue 5, first increment).
+//! The media router of one shard (the datapath's `Router`): published tracks, their
+//! subscriptions, and what each packet becomes for each subscriber.
 //!
 //! Per packet: find the track and layer (by SSRC, else learned from the MID/RID header
-//! extensions), keep it in the track's history, and for each subscription on that layer write
-//! a rewritten copy (SSRC, payload type, continuous sequence and timestamp, extension ids) into
-//! a send slot. New video subscriptions wait for a keyframe and ask the publisher for one (PLI,
-//! throttled). Subscribers' NACKs are answered from the history within a budget (as RTX where
-//! the subscriber negotiated it); their PLI/FIR are relayed, their receiver reports give each
-//! subscriber's RTT. Publishers get receiver reports, REMB and NACKs for what they lost; their
-//! RTX repairs are unwrapped into the original stream; their sender reports are rewritten for
-//! every subscriber (lip sync). Audio levels give active speakers. No IO: packets leave
-//! through `Egress`, which the shard's `RouteIo` implements.
+//! extensions), keep it in the layer's history, and give each subscription that should have
+//! it a rewritten copy (SSRC, payload type, continuous sequence and timestamp, extension ids)
+//! in a send slot. RTCP answers and repairs go the other way. No IO, no clock, no allocation
+//! or lock per packet: the caller passes `now`, packets leave through `Egress`, which the
+//! shard's `RouteIo` implements.
+//!
+//! This root holds the tables (tracks by slot, SSRC maps), the public API and the `Router`
+//! implementation, and hands each part to the module that owns it:
+//! - `track`: a track and its simulcast layers — history, receive statistics, upstream loss,
+//!   whether each layer flows; starting newcomers from a recent keyframe; throttled PLIs.
+//! - `subscription`: one subscriber's copy — keyframe gate, sequence/timestamp rewrite,
+//!   extension ids, what was sent, RTT and loss.
+//! - `forward`: the pure decisions, table-tested — which packet goes to which subscription,
+//!   and which simulcast layer a subscription aims at (under a highest allowed layer).
+//! - `feedback`: RTCP — NACK to retransmission (RTX), PLI/FIR, sender and receiver reports,
+//!   REMB, NACKs for upstream loss, unwrapping publishers' RTX repairs.
+//! - `stats`: the counters and their publication as metrics.
 
 use std::time::{Duration, Instant};
 

@@ -9,7 +9,7 @@ use crate::retransmit::Refusal;
 /// Receiver-report samples kept between two metrics publications.
 const MAX_REPORT_SAMPLES: usize = 4096;
 
-/// Counters the router keeps (read by tests; published with the shard's later).
+/// Counters the router keeps (read by tests; published by `Router::publish_metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouterStats {
     pub unknown_stream: u64,

@@ -1,7 +1,9 @@
 //! A published track as the router keeps it: its simulcast layers (SSRCs, the history of what
-//! arrived, receive statistics, upstream loss, whether each layer flows), the subscriptions to
-//! it, starting a newcomer from a recent keyframe in the history, and keyframe requests to the
-//! publisher (throttled). No IO, no clock: the caller passes `now`, sends go through `Egress`.
+//! arrived, receive statistics, upstream loss, how each layer flows), the subscriptions to it,
+//! each packet's copies as the forwarding decision says (`fan_out`), the layer each
+//! subscription aims at, starting a newcomer from a recent keyframe in the history, and
+//! keyframe requests to the publisher (throttled). No IO, no clock: the caller passes `now`,
+//! sends go through `Egress`.
 
 use std::time::{Duration, Instant};
 
@@ -516,6 +518,42 @@ impl Track {
         self.pli_pending = unknown;
         if sent_any {
             self.last_pli = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn how_a_layer_flows() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let sec = LAYER_STABLE;
+        #[rustfmt::skip]
+        let cases = [
+            // (what, SSRC known, last packet, flowing since, now, flow)
+            ("nothing yet", true, None, None, t0, Flow::Stopped),
+            ("SSRC unknown", false, Some(t0), Some(t0), t0, Flow::Stopped),
+            ("just started", true, Some(t0), Some(t0), t0, Flow::Started),
+            ("steady after LAYER_STABLE", true, Some(t0 + sec), Some(t0), t0 + sec, Flow::Steady),
+            ("not quite steady", true, Some(t0 + sec), Some(t0 + ms(1)), t0 + sec, Flow::Started),
+            ("paused for LAYER_TIMEOUT", true, Some(t0 + sec), Some(t0), t0 + sec + LAYER_TIMEOUT, Flow::Stopped),
+            ("not quite paused", true, Some(t0 + sec), Some(t0), t0 + sec + LAYER_TIMEOUT - ms(1), Flow::Steady),
+        ];
+        for (what, known, last, since, now, want) in cases {
+            let mut l = Layer::new(
+                &EncodingConfig {
+                    rid: None,
+                    ssrc: known.then_some(0x5000),
+                    rtx_ssrc: None,
+                },
+                CodecName::Vp8,
+            );
+            l.last_packet = last;
+            l.active_since = since;
+            assert_eq!(l.flow(now), want, "{what}");
         }
     }
 }
