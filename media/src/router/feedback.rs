@@ -15,7 +15,7 @@ use super::subscription::{DEFAULT_RTT, ext_map};
 use super::{MediaRouter, RouterStats};
 use crate::retransmit::{MAX_PACKET, Refusal};
 use crate::rtcp::{self, Rtcp};
-use crate::rtp::{Rewrite, RtpPacket, write_rewritten};
+use crate::rtp::{Rewrite, RtpPacket, write_rewritten, write_rewritten_head};
 use crate::table::Slot;
 use crate::upstream::MIN_RETRY;
 
@@ -207,9 +207,11 @@ impl MediaRouter {
             None => (s.rewrite(out_seq, ts, p.marker), None),
         };
         let map = ext_map(&t.config.forwarded_exts, &s.config.exts);
-        if out.send_rtp(subscriber, &mut |buf| {
-            write_rewritten(&p, &rw, &map, osn, buf).unwrap_or(0)
-        }) {
+        if out.send_rtp_payload(
+            subscriber,
+            &mut |buf| write_rewritten_head(&p, &rw, &map, osn, buf).unwrap_or(0),
+            p.payload,
+        ) {
             if osn.is_some() {
                 s.rtx_seq = s.rtx_seq.wrapping_add(1);
             }

@@ -13,7 +13,7 @@ use super::TrackId;
 use super::forward::Forwarding;
 use crate::retransmit::{Budget, Resent};
 use crate::rtcp;
-use crate::rtp::{Rewrite, RtpPacket, write_rewritten};
+use crate::rtp::{Rewrite, RtpPacket, write_rewritten_head};
 use crate::sequence::SequenceRewriter;
 
 /// Until RTCP tells us better.
@@ -171,9 +171,12 @@ impl Subscription {
             .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)?;
         let rw = self.rewrite(seq, ts, p.marker);
         let map = ext_map(forwarded_exts, &self.config.exts);
-        let sent = out.send_rtp(self.config.subscriber, &mut |buf| {
-            write_rewritten(p, &rw, &map, None, buf).unwrap_or(0)
-        });
+        // The header is written; the payload is sealed from the publisher's packet.
+        let sent = out.send_rtp_payload(
+            self.config.subscriber,
+            &mut |buf| write_rewritten_head(p, &rw, &map, None, buf).unwrap_or(0),
+            p.payload,
+        );
         if sent {
             self.last_out = Some(now);
             self.packets = self.packets.wrapping_add(1);
