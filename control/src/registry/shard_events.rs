@@ -1,0 +1,79 @@
+//! What the shards report back: transport states and active speakers, turned into
+//! participants' events.
+
+use super::{ParticipantEvent, Registry};
+use crate::ids::{Identity, ShardId, TrackSid};
+use crate::plane::{ShardEvent, TrackId, TransportRole, TransportState};
+
+/// Someone speaking, as `Events` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Speaker {
+    pub identity: Identity,
+    pub track: TrackSid,
+    /// 0.0 (silence) to 1.0.
+    pub level: f32,
+}
+
+impl Registry {
+    /// Applies a shard's report.
+    pub fn handle_shard_event(&mut self, ev: ShardEvent) {
+        match ev {
+            ShardEvent::TransportState { id, state } => {
+                let Some((room, identity, role)) = self.transports.get(&id).cloned() else {
+                    return;
+                };
+                self.transport_states.insert(
+                    id,
+                    match state {
+                        TransportState::Connected => "connected",
+                        TransportState::Failed(_) | TransportState::ConsentLost => "failed",
+                        TransportState::Closed => "closed",
+                    },
+                );
+                let Ok(p) = self.room(&room).and_then(|r| r.participant(&identity)) else {
+                    return;
+                };
+                p.notify(ParticipantEvent::TransportState {
+                    role,
+                    state: state.clone(),
+                });
+                if matches!(
+                    state,
+                    TransportState::Failed(_) | TransportState::ConsentLost
+                ) && role == TransportRole::Publisher
+                {
+                    tracing::info!(room = %room, %identity, ?state, "publisher transport lost");
+                }
+            }
+            ShardEvent::ActiveSpeakers { shard, speakers } => {
+                self.active_speakers(shard, &speakers);
+            }
+        }
+    }
+
+    /// A shard's audible tracks, split by room: each room on the shard whose speakers changed
+    /// hears the new list.
+    fn active_speakers(&mut self, shard: ShardId, speakers: &[(TrackId, f32)]) {
+        for room in self.rooms.values_mut().filter(|r| r.shard == shard) {
+            let list: Vec<Speaker> = speakers
+                .iter()
+                .filter_map(|(num, level)| {
+                    room.participants.values().find_map(|p| {
+                        let t = p.tracks.iter().find(|t| t.num == *num)?;
+                        Some(Speaker {
+                            identity: p.identity.clone(),
+                            track: t.sid.clone(),
+                            level: *level,
+                        })
+                    })
+                })
+                .collect();
+            if list.iter().map(|s| &s.track).ne(room.speakers.iter()) {
+                room.speakers = list.iter().map(|s| s.track.clone()).collect();
+                for p in room.participants.values() {
+                    p.notify(ParticipantEvent::ActiveSpeakers(list.clone()));
+                }
+            }
+        }
+    }
+}
