@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::dtls::DtlsIdentity;
 use crate::events::EventCounts;
-use crate::ice::{IceCredentials, host_candidates};
+use crate::ice::host_candidates;
 use crate::ids::{Identity, RoomName, ShardId, TransportId};
 use crate::plane::{MediaPlane, ShardCommand, SrtpProfile, TransportRole};
 use crate::sdp::Candidate;
@@ -36,7 +36,7 @@ use room::Room;
 pub use room::{RoomInfo, RoomSettings};
 pub use shard_events::Speaker;
 pub use subscribe::SubscribeOffer;
-use subscribe::{SubscriberTransport, build_subscriber_offer};
+use subscribe::SubscriberTransport;
 
 /// The registry's size, for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,6 +127,12 @@ impl Registry {
             .ok_or_else(|| ControlError::RoomNotFound(name.to_string()))
     }
 
+    fn room_ref(&self, name: &RoomName) -> Result<&Room, ControlError> {
+        self.rooms
+            .get(name)
+            .ok_or_else(|| ControlError::RoomNotFound(name.to_string()))
+    }
+
     fn new_transport_id(&mut self) -> TransportId {
         let id = TransportId(self.next_transport);
         self.next_transport += 1;
@@ -153,33 +159,8 @@ impl Registry {
         offer: &str,
     ) -> Result<(String, u64), ControlError> {
         match role {
-            TransportRole::Publisher => {
-                let p = self.room(room)?.participant(identity)?;
-                if p.publisher.is_none() {
-                    return Err(ControlError::FailedPrecondition(
-                        "nothing has been published yet; call Publish first".to_owned(),
-                    ));
-                }
-                let res = self.publish_with(room, identity, offer, &HashMap::new(), true)?;
-                Ok((res.answer, 0))
-            }
-            TransportRole::Subscriber => {
-                let shard = self.room(room)?.shard;
-                let candidates = self.candidates(shard);
-                let cert = self.config.identity.clone();
-                let p = self.room(room)?.participant(identity)?;
-                if !p.can_subscribe {
-                    return Err(ControlError::SubscribeNotAllowed);
-                }
-                p.subscriber.ice = IceCredentials::generate();
-                p.subscriber.version += 1;
-                if p.subscriber.added {
-                    self.sync_subscriber_transport(room, identity)?;
-                }
-                let p = self.room(room)?.participant(identity)?;
-                let o = build_subscriber_offer(p, &cert, &candidates);
-                Ok((o.offer, o.version))
-            }
+            TransportRole::Publisher => Ok((self.restart_publisher_ice(room, identity, offer)?, 0)),
+            TransportRole::Subscriber => self.restart_subscriber_ice(room, identity),
         }
     }
 

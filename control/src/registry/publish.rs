@@ -1,14 +1,19 @@
 //! Publishing: the publisher transport, its tracks, and what others hear of them.
+//!
+//! A publish is four steps: negotiate (the answer, the transport and the track changes, worked
+//! out from the current state alone), tell the shard, commit, announce to the others.
 
 use std::collections::HashMap;
 
-use super::{ControlError, ParticipantEvent, Registry, session_id};
+use super::{ControlError, Participant, ParticipantEvent, Registry, Room, session_id};
 use crate::codec::MediaKind;
 use crate::ice::IceCredentials;
-use crate::ids::{Identity, RoomName, TrackSid, TransportId};
-use crate::negotiate::{self, LocalTransport, PublishedMedia, Rejection, RemoteTransport};
+use crate::ids::{Identity, RoomName, ShardId, TrackSid, TransportId};
+use crate::negotiate::{
+    self, LocalTransport, PublishAnswer, PublishedMedia, Rejection, RemoteTransport,
+};
 use crate::plane::{ShardCommand, TrackId, TrackSpec, TransportRole, TransportSpec};
-use crate::sdp;
+use crate::sdp::{self, SessionDescription};
 
 /// A published track as others see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +36,7 @@ pub struct PublishResult {
     pub rejected: Vec<Rejection>,
 }
 
+#[derive(Clone)]
 pub(super) struct Track {
     pub(super) sid: TrackSid,
     /// The shards' number for it.
@@ -46,6 +52,105 @@ pub(super) struct PublisherTransport {
     pub(super) remote: RemoteTransport,
     pub(super) session_id: String,
     pub(super) version: u64,
+}
+
+/// A publish worked out against the current state before anything changes.
+struct PublishPlan {
+    shard: ShardId,
+    answer: PublishAnswer,
+    /// The publisher transport after this publish.
+    transport: PublisherTransport,
+    /// It did not exist before.
+    is_new: bool,
+    /// Adds or updates the transport on the shard; `None` if the shard has it as it is.
+    transport_cmd: Option<ShardCommand>,
+    tracks: TrackChanges,
+}
+
+/// What a publish does to the publisher's tracks. Tracks whose mid still sends are kept (and
+/// published to the shard again if their media changed), new mids become new tracks, the rest
+/// end.
+struct TrackChanges {
+    /// The tracks after the publish, in the answer's order.
+    tracks: Vec<Track>,
+    /// What the shard must hear: every publish, re-publish and unpublish.
+    commands: Vec<ShardCommand>,
+    added: Vec<TrackSid>,
+    removed: Vec<TrackSid>,
+    /// The next free track number.
+    next_track: u64,
+}
+
+impl TrackChanges {
+    fn new(
+        old: &[Track],
+        media: Vec<PublishedMedia>,
+        names: &HashMap<String, String>,
+        publisher: TransportId,
+        mut next_track: u64,
+    ) -> Self {
+        let mut old = old.to_vec();
+        let (mut tracks, mut commands, mut added) = (Vec::new(), Vec::new(), Vec::new());
+        let publish = |track, media: &PublishedMedia| {
+            ShardCommand::PublishTrack(TrackSpec {
+                track,
+                publisher,
+                media: media.clone(),
+            })
+        };
+        for media in media {
+            match old
+                .iter()
+                .position(|t| t.media.mid == media.mid && t.media.kind == media.kind)
+            {
+                Some(i) => {
+                    let mut t = old.swap_remove(i);
+                    if t.media != media {
+                        commands.push(publish(t.num, &media));
+                    }
+                    t.media = media;
+                    if let Some(n) = names.get(&t.media.mid) {
+                        t.name = n.clone();
+                    }
+                    tracks.push(t);
+                }
+                None => {
+                    let num = TrackId(next_track);
+                    next_track += 1;
+                    commands.push(publish(num, &media));
+                    let t = Track {
+                        sid: TrackSid::generate(),
+                        num,
+                        name: names.get(&media.mid).cloned().unwrap_or_default(),
+                        muted: false,
+                        media,
+                    };
+                    added.push(t.sid.clone());
+                    tracks.push(t);
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        for t in old {
+            commands.push(ShardCommand::UnpublishTrack(t.num));
+            removed.push(t.sid);
+        }
+        TrackChanges {
+            tracks,
+            commands,
+            added,
+            removed,
+            next_track,
+        }
+    }
+}
+
+/// What others hear of a committed publish.
+struct Published {
+    /// All the publisher's tracks.
+    tracks: Vec<TrackInfo>,
+    added: Vec<TrackSid>,
+    removed: Vec<TrackSid>,
 }
 
 pub(super) fn track_info(t: &Track, publisher: &Identity) -> TrackInfo {
@@ -118,7 +223,26 @@ impl Registry {
         self.publish_with(room, identity, offer, names, false)
     }
 
-    pub(super) fn publish_with(
+    /// New ICE credentials for the publisher transport, in the answer to the client's new offer.
+    pub(super) fn restart_publisher_ice(
+        &mut self,
+        room: &RoomName,
+        identity: &Identity,
+        offer: &str,
+    ) -> Result<String, ControlError> {
+        if self.room_ref(room)?.member(identity)?.publisher.is_none() {
+            return Err(ControlError::FailedPrecondition(
+                "nothing has been published yet; call Publish first".to_owned(),
+            ));
+        }
+        Ok(self
+            .publish_with(room, identity, offer, &HashMap::new(), true)?
+            .answer)
+    }
+
+    /// Negotiate, tell the shard, commit, announce: a call that fails before the commit
+    /// changes nothing.
+    fn publish_with(
         &mut self,
         room: &RoomName,
         identity: &Identity,
@@ -127,20 +251,73 @@ impl Registry {
         restart_ice: bool,
     ) -> Result<PublishResult, ControlError> {
         let offer = sdp::parse(offer)?;
-        let shard = self.room(room)?.shard;
-        let candidates = self.candidates(shard);
-        let identity_cert = self.config.identity.clone();
-        let fresh_id = TransportId(self.next_transport);
-        let mut next_track = self.next_track;
-        let srtp_profiles = self.config.srtp_profiles.clone();
-        let r = self.room(room)?;
-        let room_sid = r.sid.clone();
-        let p = r.participant(identity)?;
+        let plan = self.negotiate_publish(room, identity, &offer, names, restart_ice)?;
+        self.send_publish(&plan)?;
+        let answer = plan.answer.answer.to_string();
+        let rejected = plan.answer.rejected.clone();
+        let changes = self.commit_publish(room, identity, plan)?;
+        self.announce_publish(room, identity, &changes)?;
+        Ok(PublishResult {
+            answer,
+            tracks: changes.tracks,
+            rejected,
+        })
+    }
+
+    /// Works out the answer and everything it changes, from the current state alone.
+    fn negotiate_publish(
+        &self,
+        room: &RoomName,
+        identity: &Identity,
+        offer: &SessionDescription,
+        names: &HashMap<String, String>,
+        restart_ice: bool,
+    ) -> Result<PublishPlan, ControlError> {
+        let r = self.room_ref(room)?;
+        let p = r.member(identity)?;
         if !p.can_publish {
             return Err(ControlError::PublishNotAllowed);
         }
-        // Negotiate first, commit after: a failed negotiation changes nothing.
-        let (mut ice, session, version, id) = match &p.publisher {
+        let (answer, transport) = self.answer_publisher(r.shard, p, offer, restart_ice)?;
+        let transport_cmd = p
+            .publisher
+            .as_ref()
+            .is_none_or(|t| t.remote != transport.remote || t.ice != transport.ice)
+            .then(|| {
+                let spec = self.publisher_spec(r, p, &transport);
+                match p.publisher {
+                    None => ShardCommand::AddTransport(spec),
+                    Some(_) => ShardCommand::UpdateTransport(spec),
+                }
+            });
+        let tracks = TrackChanges::new(
+            &p.tracks,
+            answer.media.clone(),
+            names,
+            transport.id,
+            self.next_track,
+        );
+        Ok(PublishPlan {
+            shard: r.shard,
+            is_new: p.publisher.is_none(),
+            answer,
+            transport,
+            transport_cmd,
+            tracks,
+        })
+    }
+
+    /// Answers `offer` on the publisher transport, with its current ICE credentials unless this
+    /// is an ICE restart: one asked for, or one the peer started by changing its own
+    /// credentials in a renegotiation (RFC 8445 §9), where ours change too.
+    fn answer_publisher(
+        &self,
+        shard: ShardId,
+        p: &Participant,
+        offer: &SessionDescription,
+        restart_ice: bool,
+    ) -> Result<(PublishAnswer, PublisherTransport), ControlError> {
+        let (mut ice, session_id, version, id) = match &p.publisher {
             Some(t) if !restart_ice => (t.ice.clone(), t.session_id.clone(), t.version + 1, t.id),
             Some(t) => (
                 IceCredentials::generate(),
@@ -148,20 +325,25 @@ impl Registry {
                 t.version + 1,
                 t.id,
             ),
-            None => (IceCredentials::generate(), session_id(), 2, fresh_id),
+            None => (
+                IceCredentials::generate(),
+                session_id(),
+                2,
+                TransportId(self.next_transport),
+            ),
         };
+        let candidates = self.candidates(shard);
         let answer_with = |ice: &IceCredentials| {
             let local = LocalTransport {
                 ice,
-                fingerprint: &identity_cert.fingerprint,
+                fingerprint: &self.config.identity.fingerprint,
                 candidates: &candidates,
-                session_id: &session,
+                session_id: &session_id,
                 session_version: version,
             };
-            negotiate::answer_publish(&offer, &local)
+            negotiate::answer_publish(offer, &local)
         };
         let mut answer = answer_with(&ice)?;
-        // New peer credentials in a renegotiation are an ICE restart (RFC 8445 §9): ours change too.
         if let Some(t) = &p.publisher
             && t.remote.ice_ufrag != answer.remote.ice_ufrag
             && t.ice == ice
@@ -169,29 +351,49 @@ impl Registry {
             ice = IceCredentials::generate();
             answer = answer_with(&ice)?;
         }
-        let is_new = p.publisher.is_none();
-        let spec = TransportSpec {
+        let transport = PublisherTransport {
             id,
-            room: room_sid,
+            ice,
+            remote: answer.remote.clone(),
+            session_id,
+            version,
+        };
+        Ok((answer, transport))
+    }
+
+    /// What the shard needs to run `t`, `p`'s publisher transport.
+    fn publisher_spec(&self, r: &Room, p: &Participant, t: &PublisherTransport) -> TransportSpec {
+        TransportSpec {
+            id: t.id,
+            room: r.sid.clone(),
             participant: p.sid.clone(),
             role: TransportRole::Publisher,
-            local_ice: ice.clone(),
-            remote: Some(answer.remote.clone()),
-            srtp_profiles,
-        };
-        let changed = p
-            .publisher
-            .as_ref()
-            .is_none_or(|t| t.remote != answer.remote || t.ice != ice);
-        if changed {
-            let cmd = if is_new {
-                ShardCommand::AddTransport(spec)
-            } else {
-                ShardCommand::UpdateTransport(spec)
-            };
-            self.plane.send(shard, cmd)?;
+            local_ice: t.ice.clone(),
+            remote: Some(t.remote.clone()),
+            srtp_profiles: self.config.srtp_profiles.clone(),
         }
-        if is_new {
+    }
+
+    /// The transport first (an error: nothing is committed), then the tracks.
+    fn send_publish(&mut self, plan: &PublishPlan) -> Result<(), ControlError> {
+        if let Some(cmd) = &plan.transport_cmd {
+            self.plane.send(plan.shard, cmd.clone())?;
+        }
+        for cmd in &plan.tracks.commands {
+            self.send_to_shard(plan.shard, cmd.clone());
+        }
+        Ok(())
+    }
+
+    /// Makes the plan the registry's state; returns what changed for others.
+    fn commit_publish(
+        &mut self,
+        room: &RoomName,
+        identity: &Identity,
+        plan: PublishPlan,
+    ) -> Result<Published, ControlError> {
+        let id = plan.transport.id;
+        if plan.is_new {
             self.next_transport += 1;
             self.transport_states.insert(id, "new");
             self.transports.insert(
@@ -199,76 +401,32 @@ impl Registry {
                 (room.clone(), identity.clone(), TransportRole::Publisher),
             );
         }
-        let r = self.room(room)?;
-        let p = r.participant(identity)?;
-        p.publisher = Some(PublisherTransport {
-            id,
-            ice,
-            remote: answer.remote.clone(),
-            session_id: session,
-            version,
-        });
-        // Tracks: keep those whose mid still sends, add new ones, drop the rest; the shard hears
-        // of every change.
-        let mut published = Vec::new();
-        let mut kept = Vec::new();
-        let mut shard_cmds = Vec::new();
-        for media in answer.media {
-            match p
-                .tracks
-                .iter()
-                .position(|t| t.media.mid == media.mid && t.media.kind == media.kind)
-            {
-                Some(i) => {
-                    let mut t = p.tracks.swap_remove(i);
-                    if t.media != media {
-                        shard_cmds.push(ShardCommand::PublishTrack(TrackSpec {
-                            track: t.num,
-                            publisher: id,
-                            media: media.clone(),
-                        }));
-                    }
-                    t.media = media;
-                    if let Some(n) = names.get(&t.media.mid) {
-                        t.name = n.clone();
-                    }
-                    kept.push(t);
-                }
-                None => {
-                    let num = TrackId(next_track);
-                    next_track += 1;
-                    shard_cmds.push(ShardCommand::PublishTrack(TrackSpec {
-                        track: num,
-                        publisher: id,
-                        media: media.clone(),
-                    }));
-                    let t = Track {
-                        sid: TrackSid::generate(),
-                        num,
-                        name: names.get(&media.mid).cloned().unwrap_or_default(),
-                        muted: false,
-                        media,
-                    };
-                    published.push(t.sid.clone());
-                    kept.push(t);
-                }
-            }
-        }
-        let mut removed = Vec::new();
-        for t in p.tracks.drain(..) {
-            shard_cmds.push(ShardCommand::UnpublishTrack(t.num));
-            removed.push(t.sid);
-        }
-        p.tracks = kept;
-        let tracks: Vec<TrackInfo> = p.tracks.iter().map(|t| track_info(t, identity)).collect();
-        self.next_track = next_track;
-        for cmd in shard_cmds {
-            self.send_to_shard(shard, cmd);
-        }
-        for sid in &removed {
+        self.next_track = plan.tracks.next_track;
+        let p = self.room(room)?.participant(identity)?;
+        p.publisher = Some(plan.transport);
+        p.tracks = plan.tracks.tracks;
+        Ok(Published {
+            tracks: p.tracks.iter().map(|t| track_info(t, identity)).collect(),
+            added: plan.tracks.added,
+            removed: plan.tracks.removed,
+        })
+    }
+
+    /// Others hear of the tracks that ended, then of the new ones, and subscribe to them.
+    fn announce_publish(
+        &mut self,
+        room: &RoomName,
+        identity: &Identity,
+        changes: &Published,
+    ) -> Result<(), ControlError> {
+        for sid in &changes.removed {
             self.unpublish_from_others(room, identity, sid);
         }
-        for info in tracks.iter().filter(|t| published.contains(&t.sid)) {
+        for info in changes
+            .tracks
+            .iter()
+            .filter(|t| changes.added.contains(&t.sid))
+        {
             let r = self.room(room)?;
             r.notify_others(identity, &ParticipantEvent::TrackPublished(info.clone()));
             let subscribers: Vec<Identity> = r
@@ -281,11 +439,7 @@ impl Registry {
                 self.subscribe_track(room, &s, &info.sid);
             }
         }
-        Ok(PublishResult {
-            answer: answer.answer.to_string(),
-            tracks,
-            rejected: answer.rejected,
-        })
+        Ok(())
     }
 
     pub(super) fn unpublish_from_others(

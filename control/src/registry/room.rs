@@ -61,13 +61,16 @@ impl Room {
         &mut self,
         identity: &Identity,
     ) -> Result<&mut Participant, ControlError> {
-        let room = self.name.to_string();
+        let room = &self.name;
         self.participants
             .get_mut(identity)
-            .ok_or_else(|| ControlError::ParticipantNotFound {
-                room,
-                identity: identity.to_string(),
-            })
+            .ok_or_else(|| not_in_room(room, identity))
+    }
+
+    pub(super) fn member(&self, identity: &Identity) -> Result<&Participant, ControlError> {
+        self.participants
+            .get(identity)
+            .ok_or_else(|| not_in_room(&self.name, identity))
     }
 
     pub(super) fn notify_others(&self, except: &Identity, ev: &ParticipantEvent) {
@@ -83,6 +86,13 @@ impl Room {
         self.participants
             .values()
             .find_map(|p| p.tracks.iter().find(|t| &t.sid == sid).map(|t| (p, t)))
+    }
+}
+
+fn not_in_room(room: &RoomName, identity: &Identity) -> ControlError {
+    ControlError::ParticipantNotFound {
+        room: room.to_string(),
+        identity: identity.to_string(),
     }
 }
 

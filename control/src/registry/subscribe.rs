@@ -101,6 +101,29 @@ impl Registry {
         Ok(build_subscriber_offer(p, &cert, &candidates))
     }
 
+    /// New ICE credentials for the subscriber transport, in a new offer.
+    pub(super) fn restart_subscriber_ice(
+        &mut self,
+        room: &RoomName,
+        identity: &Identity,
+    ) -> Result<(String, u64), ControlError> {
+        let shard = self.room(room)?.shard;
+        let candidates = self.candidates(shard);
+        let cert = self.config.identity.clone();
+        let p = self.room(room)?.participant(identity)?;
+        if !p.can_subscribe {
+            return Err(ControlError::SubscribeNotAllowed);
+        }
+        p.subscriber.ice = IceCredentials::generate();
+        p.subscriber.version += 1;
+        if p.subscriber.added {
+            self.sync_subscriber_transport(room, identity)?;
+        }
+        let p = self.room(room)?.participant(identity)?;
+        let o = build_subscriber_offer(p, &cert, &candidates);
+        Ok((o.offer, o.version))
+    }
+
     /// Gives the shard the subscriber transport's current parameters: added on the first offer,
     /// updated after an answer or an ICE restart.
     pub(super) fn sync_subscriber_transport(
@@ -334,7 +357,7 @@ impl Registry {
     }
 }
 
-pub(super) fn build_subscriber_offer(
+fn build_subscriber_offer(
     p: &mut Participant,
     cert: &DtlsIdentity,
     candidates: &[Candidate],
