@@ -6,9 +6,8 @@
 //!
 //! Module map: `sdp` (model, parser, writer), `codec` (what we forward), `negotiate` (JSEP
 //! offer/answer), `ice`, `dtls`, `auth`, `ids`, `plane` (the shard interface), `registry`
-//! (rooms state), `events` (each participant's coalescing event queue), `api` (tonic services and the one place errors become gRPC statuses).
+//! (rooms state), `events` (each participant's coalescing event queue), `service` (the tonic services and the one place errors become gRPC statuses).
 
-pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod dtls;
@@ -20,3 +19,4 @@ pub mod plane;
 mod random;
 pub mod registry;
 pub mod sdp;
+pub mod service;

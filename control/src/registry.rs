@@ -2,7 +2,7 @@
 //!
 //! Every operation validates all its input before it changes anything, so a failed call leaves
 //! the registry as it was. Time comes in as arguments (`now`), never from a clock here, and
-//! nothing here knows the wire: `api` turns calls and errors into gRPC.
+//! nothing here knows the wire: `service` turns calls and errors into gRPC.
 //!
 //! One file per concept: `room` (rooms, their shard, their expiry), `participant` (join, the
 //! events a participant hears, leave), `publish` (the publisher transport and its tracks),

@@ -5,7 +5,7 @@ use crate::negotiate::NegotiationError;
 use crate::plane::PlaneError;
 use crate::sdp::SdpError;
 
-/// Why an operation was refused. `api` maps each to one gRPC status.
+/// Why an operation was refused. `service` maps each to one gRPC status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
     #[error("room `{0}` does not exist")]

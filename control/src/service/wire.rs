@@ -1,0 +1,151 @@
+//! Domain → wire: the registry's types as protobuf messages.
+
+use ringcast_proto::v1 as pb;
+
+use crate::codec::MediaKind;
+use crate::plane::{TransportRole, TransportState};
+use crate::registry::{LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, TrackInfo};
+use crate::sdp::Candidate;
+
+pub(super) fn pb_kind(k: MediaKind) -> i32 {
+    match k {
+        MediaKind::Audio => pb::TrackKind::Audio as i32,
+        MediaKind::Video => pb::TrackKind::Video as i32,
+    }
+}
+
+pub(super) fn pb_track(t: TrackInfo) -> pb::TrackInfo {
+    pb::TrackInfo {
+        sid: t.sid.to_string(),
+        kind: pb_kind(t.kind),
+        mid: t.mid,
+        name: t.name,
+        muted: t.muted,
+        mime_type: t.mime_type,
+        rids: t.rids,
+        publisher_identity: t.publisher.to_string(),
+    }
+}
+
+pub(super) fn pb_participant(p: ParticipantInfo) -> pb::Participant {
+    pb::Participant {
+        identity: p.identity.to_string(),
+        sid: p.sid.to_string(),
+        name: p.name,
+        joined_at_unix_ms: p.joined_at_unix_ms,
+        can_publish: p.can_publish,
+        can_subscribe: p.can_subscribe,
+        tracks: p.tracks.into_iter().map(pb_track).collect(),
+        subscribed_track_sids: p.subscriptions.into_iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+pub(super) fn pb_room(r: RoomInfo) -> pb::Room {
+    pb::Room {
+        name: r.name.to_string(),
+        sid: r.sid.to_string(),
+        max_participants: r.settings.max_participants,
+        empty_timeout_secs: r.settings.empty_timeout_secs,
+        metadata: r.settings.metadata,
+        created_at_unix_ms: r.created_at_unix_ms,
+        num_participants: r.num_participants,
+        shard: u32::from(r.shard.0),
+    }
+}
+
+pub(super) fn pb_candidate(c: &Candidate) -> pb::IceCandidate {
+    pb::IceCandidate {
+        candidate: c.to_string(),
+    }
+}
+
+pub(super) fn pb_role(r: TransportRole) -> i32 {
+    match r {
+        TransportRole::Publisher => pb::TransportRole::Publisher as i32,
+        TransportRole::Subscriber => pb::TransportRole::Subscriber as i32,
+    }
+}
+
+pub(super) fn pb_rejected(r: crate::negotiate::Rejection) -> pb::RejectedMedia {
+    pb::RejectedMedia {
+        mid: r.mid,
+        reason: r.reason,
+    }
+}
+
+pub(super) fn pb_event(e: ParticipantEvent) -> pb::Event {
+    use pb::event::Event as E;
+    let ev = match e {
+        ParticipantEvent::Joined(p) => E::ParticipantJoined(pb::ParticipantJoined {
+            participant: Some(pb_participant(p)),
+        }),
+        ParticipantEvent::Left {
+            identity,
+            sid,
+            reason,
+        } => E::ParticipantLeft(pb::ParticipantLeft {
+            identity: identity.to_string(),
+            sid: sid.to_string(),
+            reason: match reason {
+                LeaveReason::Left => pb::LeaveReason::Left,
+                LeaveReason::Removed => pb::LeaveReason::Removed,
+                LeaveReason::RoomDeleted => pb::LeaveReason::RoomDeleted,
+                LeaveReason::Replaced => pb::LeaveReason::Replaced,
+                LeaveReason::TransportFailed => pb::LeaveReason::TransportFailed,
+                LeaveReason::ServerShutdown => pb::LeaveReason::ServerShutdown,
+            } as i32,
+        }),
+        ParticipantEvent::TrackPublished(t) => E::TrackPublished(pb::TrackPublished {
+            track: Some(pb_track(t)),
+        }),
+        ParticipantEvent::TrackUnpublished { track, publisher } => {
+            E::TrackUnpublished(pb::TrackUnpublished {
+                track_sid: track.to_string(),
+                publisher_identity: publisher.to_string(),
+            })
+        }
+        ParticipantEvent::TrackMuted {
+            track,
+            publisher,
+            muted,
+        } => E::TrackMuted(pb::TrackMuted {
+            track_sid: track.to_string(),
+            publisher_identity: publisher.to_string(),
+            muted,
+        }),
+        ParticipantEvent::ActiveSpeakers(speakers) => {
+            E::ActiveSpeakers(pb::ActiveSpeakersChanged {
+                speakers: speakers
+                    .into_iter()
+                    .map(|s| pb::Speaker {
+                        identity: s.identity.to_string(),
+                        track_sid: s.track.to_string(),
+                        level: s.level,
+                    })
+                    .collect(),
+            })
+        }
+        ParticipantEvent::SubscriberOfferReady { version } => {
+            E::SubscriberOfferReady(pb::SubscriberOfferReady {
+                offer_version: version,
+            })
+        }
+        ParticipantEvent::TransportState { role, state } => {
+            let (state, reason) = match state {
+                TransportState::Connected => (pb::TransportState::Connected, String::new()),
+                TransportState::Failed(r) => (pb::TransportState::Failed, r),
+                TransportState::ConsentLost => (
+                    pb::TransportState::Failed,
+                    "ICE consent expired (no STUN check for 30 s)".to_owned(),
+                ),
+                TransportState::Closed => (pb::TransportState::Closed, String::new()),
+            };
+            E::TransportState(pb::TransportStateChanged {
+                role: pb_role(role),
+                state: state as i32,
+                reason,
+            })
+        }
+    };
+    pb::Event { event: Some(ev) }
+}
