@@ -127,10 +127,15 @@ pub enum PlaneError {
     Busy(ShardId),
     #[error("{0} has stopped")]
     Stopped(ShardId),
+    /// The shard cannot carry out this command (e.g. a track it has no way to forward); the
+    /// reason is for people.
+    #[error("{shard} refused the command: {reason}")]
+    Refused { shard: ShardId, reason: String },
 }
 
 /// The media shards, as the control plane drives them. Calls never block: a full queue is an
-/// error the caller reports, not a wait.
+/// error the caller reports, not a wait. A command the shard cannot carry out is an error too
+/// ([`PlaneError::Refused`]), never a silent `Ok`.
 pub trait MediaPlane: Send + Sync + 'static {
     fn shards(&self) -> &[ShardInfo];
     fn send(&self, shard: ShardId, cmd: ShardCommand) -> Result<(), PlaneError>;
@@ -142,12 +147,25 @@ pub trait MediaPlane: Send + Sync + 'static {
 
 /// A stand-in media plane that only records the transports it is given. **It carries no media**:
 /// it is what the control plane's tests use, and what the server runs until a datapath exists.
+/// Tests can make it refuse commands ([`RecordingMediaPlane::refuse_when`]).
 #[derive(Debug)]
 pub struct RecordingMediaPlane {
     shards: Vec<ShardInfo>,
     transports: Mutex<BTreeMap<TransportId, (ShardId, TransportSpec)>>,
     media: Mutex<Vec<(ShardId, ShardCommand)>>,
     commands: Mutex<usize>,
+    refusal: Mutex<Option<Refusal>>,
+}
+
+/// Decides which commands a [`RecordingMediaPlane`] refuses, and with what error.
+type RefusalFn = dyn Fn(ShardId, &ShardCommand) -> Option<PlaneError> + Send + Sync;
+
+struct Refusal(Box<RefusalFn>);
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refusal")
+    }
 }
 
 impl RecordingMediaPlane {
@@ -167,6 +185,25 @@ impl RecordingMediaPlane {
             transports: Mutex::new(BTreeMap::new()),
             media: Mutex::new(Vec::new()),
             commands: Mutex::new(0),
+            refusal: Mutex::new(None),
+        }
+    }
+
+    /// From now on, a command for which `refuse` gives an error fails with it, and is neither
+    /// recorded nor counted (as if the shard's queue had turned it away).
+    pub fn refuse_when(
+        &self,
+        refuse: impl Fn(ShardId, &ShardCommand) -> Option<PlaneError> + Send + Sync + 'static,
+    ) {
+        if let Ok(mut r) = self.refusal.lock() {
+            *r = Some(Refusal(Box::new(refuse)));
+        }
+    }
+
+    /// Takes every command again.
+    pub fn accept_all(&self) {
+        if let Ok(mut r) = self.refusal.lock() {
+            *r = None;
         }
     }
 
@@ -197,6 +234,11 @@ impl MediaPlane for RecordingMediaPlane {
     fn send(&self, shard: ShardId, cmd: ShardCommand) -> Result<(), PlaneError> {
         if !self.shards.iter().any(|s| s.id == shard) {
             return Err(PlaneError::NoSuchShard(shard));
+        }
+        if let Ok(r) = self.refusal.lock()
+            && let Some(e) = r.as_ref().and_then(|r| (r.0)(shard, &cmd))
+        {
+            return Err(e);
         }
         let (Ok(mut t), Ok(mut n)) = (self.transports.lock(), self.commands.lock()) else {
             return Err(PlaneError::Stopped(shard));

@@ -119,11 +119,17 @@ impl DatapathPlane {
     }
 }
 
-fn track_config(spec: TrackSpec) -> Option<TrackConfig> {
+/// The router's view of a published track; `Err` says why it cannot forward it.
+fn track_config(spec: TrackSpec) -> Result<TrackConfig, String> {
     let m = spec.media;
-    let codec = m.codecs.first()?;
+    let Some(codec) = m.codecs.first() else {
+        return Err(format!(
+            "{} (mid `{}`) has no codec to forward",
+            spec.track, m.mid
+        ));
+    };
     let id_of = |uri: &str| m.extensions.iter().find(|e| e.uri == uri).map(|e| e.id);
-    Some(TrackConfig {
+    Ok(TrackConfig {
         id: spec.track,
         publisher: spec.publisher,
         codec: codec.name(),
@@ -182,38 +188,47 @@ fn transport_config(spec: TransportSpec) -> TransportConfig {
     }
 }
 
+/// A shard command as the datapath takes it; a command it cannot carry out is refused, so the
+/// control plane hears of it instead of believing it done.
+fn datapath_command(
+    shard: ShardId,
+    cmd: ShardCommand,
+) -> Result<Command<MediaCommand>, PlaneError> {
+    let refused = |reason: String| PlaneError::Refused { shard, reason };
+    Ok(match cmd {
+        ShardCommand::AddTransport(spec) | ShardCommand::UpdateTransport(spec) => {
+            Command::Upsert(transport_config(spec))
+        }
+        ShardCommand::RemoveTransport(id) => Command::Remove(id),
+        ShardCommand::PublishTrack(spec) => {
+            Command::Router(MediaCommand::AddTrack(track_config(spec).map_err(refused)?))
+        }
+        ShardCommand::UnpublishTrack(t) => Command::Router(MediaCommand::RemoveTrack(t)),
+        ShardCommand::MuteTrack { track, muted } => {
+            Command::Router(MediaCommand::SetMuted { track, muted })
+        }
+        ShardCommand::Subscribe(spec) => {
+            Command::Router(MediaCommand::Subscribe(subscription_config(spec)))
+        }
+        ShardCommand::Unsubscribe { track, subscriber } => {
+            Command::Router(MediaCommand::Unsubscribe { track, subscriber })
+        }
+        // A command this build doesn't know is a programming error, not input: say so.
+        #[allow(unreachable_patterns)]
+        other => {
+            tracing::error!(?other, "shard command without a datapath translation");
+            return Err(refused(format!("this datapath cannot carry out {other:?}")));
+        }
+    })
+}
+
 impl MediaPlane for DatapathPlane {
     fn shards(&self) -> &[ShardInfo] {
         &self.shards
     }
 
     fn send(&self, shard: ShardId, cmd: ShardCommand) -> Result<(), PlaneError> {
-        let cmd = match cmd {
-            ShardCommand::AddTransport(spec) | ShardCommand::UpdateTransport(spec) => {
-                Command::Upsert(transport_config(spec))
-            }
-            ShardCommand::RemoveTransport(id) => Command::Remove(id),
-            ShardCommand::PublishTrack(spec) => match track_config(spec) {
-                Some(c) => Command::Router(MediaCommand::AddTrack(c)),
-                None => return Ok(()),
-            },
-            ShardCommand::UnpublishTrack(t) => Command::Router(MediaCommand::RemoveTrack(t)),
-            ShardCommand::MuteTrack { track, muted } => {
-                Command::Router(MediaCommand::SetMuted { track, muted })
-            }
-            ShardCommand::Subscribe(spec) => {
-                Command::Router(MediaCommand::Subscribe(subscription_config(spec)))
-            }
-            ShardCommand::Unsubscribe { track, subscriber } => {
-                Command::Router(MediaCommand::Unsubscribe { track, subscriber })
-            }
-            // A command this build doesn't know is a programming error, not input: say so.
-            #[allow(unreachable_patterns)]
-            other => {
-                tracing::error!(?other, "shard command without a datapath translation");
-                return Ok(());
-            }
-        };
+        let cmd = datapath_command(shard, cmd)?;
         let d = self
             .datapath
             .lock()
@@ -231,5 +246,40 @@ impl MediaPlane for DatapathPlane {
 
     fn backend(&self) -> &'static str {
         self.backend
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringcast_control::codec::MediaKind;
+    use ringcast_control::negotiate::PublishedMedia;
+    use ringcast_types::TransportId;
+
+    use super::*;
+
+    #[test]
+    fn a_track_without_a_codec_is_refused_not_dropped() {
+        let spec = TrackSpec {
+            track: TrackId(7),
+            publisher: TransportId(1),
+            media: PublishedMedia {
+                mid: "1".to_owned(),
+                kind: MediaKind::Video,
+                codecs: Vec::new(),
+                extensions: Vec::new(),
+                encodings: Vec::new(),
+                stream_id: None,
+                track_id: None,
+            },
+        };
+        let err = datapath_command(ShardId(2), ShardCommand::PublishTrack(spec)).err();
+        assert_eq!(
+            err,
+            Some(PlaneError::Refused {
+                shard: ShardId(2),
+                reason: "track-7 (mid `1`) has no codec to forward".to_owned(),
+            })
+        );
+        assert!(datapath_command(ShardId(2), ShardCommand::UnpublishTrack(TrackId(7))).is_ok());
     }
 }

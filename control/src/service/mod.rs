@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
 use crate::auth::{AuthError, Authenticator};
-use crate::plane::ShardEvent;
+use crate::plane::{PlaneError, ShardEvent};
 use crate::registry::{ControlError, Registry};
 
 mod room_service;
@@ -89,6 +89,9 @@ impl From<ControlError> for Status {
             PublishNotAllowed | SubscribeNotAllowed => Status::permission_denied(msg),
             FailedPrecondition(_) => Status::failed_precondition(msg),
             Draining => Status::unavailable(msg),
+            // The same command would be refused again: not worth a retry as it is.
+            Plane(PlaneError::Refused { .. }) => Status::failed_precondition(msg),
+            // A full queue or a stopped shard: worth a retry, later or elsewhere.
             Plane(_) => Status::unavailable(msg),
         }
     }
@@ -108,4 +111,28 @@ fn bearer<T>(req: &Request<T>) -> Option<&str> {
     req.metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::ids::ShardId;
+
+    #[test]
+    fn a_refused_shard_command_is_a_failed_precondition_a_busy_shard_unavailable() {
+        let refused = ControlError::Plane(PlaneError::Refused {
+            shard: ShardId(0),
+            reason: "track-1 (mid `0`) has no codec to forward".to_owned(),
+        });
+        let status = Status::from(refused);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            status.message(),
+            "media plane: shard-0 refused the command: track-1 (mid `0`) has no codec to forward"
+        );
+        let busy = Status::from(ControlError::Plane(PlaneError::Busy(ShardId(0))));
+        assert_eq!(busy.code(), Code::Unavailable);
+    }
 }
