@@ -69,6 +69,22 @@ pub enum ShardCommand {
     },
 }
 
+impl ShardCommand {
+    /// The command's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ShardCommand::AddTransport(_) => "add_transport",
+            ShardCommand::UpdateTransport(_) => "update_transport",
+            ShardCommand::RemoveTransport(_) => "remove_transport",
+            ShardCommand::PublishTrack(_) => "publish_track",
+            ShardCommand::UnpublishTrack(_) => "unpublish_track",
+            ShardCommand::MuteTrack { .. } => "mute_track",
+            ShardCommand::Subscribe(_) => "subscribe",
+            ShardCommand::Unsubscribe { .. } => "unsubscribe",
+        }
+    }
+}
+
 /// What a shard needs to route a published track.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackSpec {

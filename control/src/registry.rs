@@ -1,8 +1,14 @@
 //! Rooms, participants, tracks and subscriptions: the control plane's whole state, in memory.
 //!
 //! Every operation validates all its input before it changes anything, so a failed call leaves
-//! the registry as it was. Time comes in as arguments (`now`), never from a clock here, and
-//! nothing here knows the wire: `service` turns calls and errors into gRPC.
+//! the registry as it was. That holds for the shard too: a command the caller waits on (a
+//! publish's transport and tracks, a mute) that the shard refuses is the caller's error, and
+//! what the shard took of the same call is taken back. A command no caller waits on (what a
+//! leave or another participant's call asks of the shard) is logged and counted
+//! ([`RegistryStats::shard_commands_failed`]).
+//!
+//! Time comes in as arguments (`now`), never from a clock here, and nothing here knows the
+//! wire: `service` turns calls and errors into gRPC.
 //!
 //! One file per concept: `room` (rooms, their shard, their expiry), `participant` (join, the
 //! events a participant hears, leave), `publish` (the publisher transport and its tracks),
@@ -51,6 +57,10 @@ pub struct RegistryStats {
     pub events_coalesced: u64,
     /// Events dropped by a backlog at its cap, since start.
     pub events_dropped: u64,
+    /// Shard commands that no caller was waiting on (a side effect of another participant's
+    /// call, a leave, an undo) and that the shard did not take, since start. Those a caller
+    /// waits on are its error instead.
+    pub shard_commands_failed: u64,
 }
 
 /// Node-wide settings the registry needs.
@@ -73,6 +83,14 @@ pub struct Registry {
     draining: bool,
     /// The event counts of participants who have left, so the totals never go down.
     retired_events: EventCounts,
+    /// See [`RegistryStats::shard_commands_failed`].
+    shard_commands_failed: u64,
+}
+
+/// A shard command, and the one that takes it back if a later command of the same call fails.
+struct ShardChange {
+    apply: ShardCommand,
+    undo: ShardCommand,
 }
 
 fn random_u32_nonzero() -> u32 {
@@ -105,6 +123,7 @@ impl Registry {
             next_track: 1,
             draining: false,
             retired_events: EventCounts::default(),
+            shard_commands_failed: 0,
         }
     }
 
@@ -186,14 +205,43 @@ impl Registry {
             transports_by_state,
             events_coalesced: events.coalesced,
             events_dropped: events.dropped,
+            shard_commands_failed: self.shard_commands_failed,
         }
     }
 
-    /// A track/subscription command: a full or stopped shard is logged, not an error for the
-    /// caller (signaling already succeeded; the shard resynchronises on the next change).
-    fn send_to_shard(&self, shard: ShardId, cmd: ShardCommand) {
+    /// Sends the commands of one call, in order, for a caller who waits on them. If the shard
+    /// refuses one, it is given back the ones it took (last first) and the refusal is the
+    /// caller's error, so the call can commit nothing. An undo the shard refuses too is only
+    /// logged and counted: the shard then holds state the registry does not, under an id that is
+    /// never handed out again.
+    fn apply_on_shard(
+        &mut self,
+        shard: ShardId,
+        changes: Vec<ShardChange>,
+    ) -> Result<(), ControlError> {
+        let mut taken = Vec::with_capacity(changes.len());
+        for ShardChange { apply, undo } in changes {
+            let name = apply.name();
+            if let Err(e) = self.plane.send(shard, apply) {
+                tracing::info!(%shard, command = name, error = %e, "shard refused a command");
+                for undo in taken.into_iter().rev() {
+                    self.send_to_shard(shard, undo);
+                }
+                return Err(e.into());
+            }
+            taken.push(undo);
+        }
+        Ok(())
+    }
+
+    /// Sends a command no caller waits on: a side effect of another participant's call, a
+    /// leave, an undo. A refusal is logged and counted, not an error: the shard hears of the
+    /// subject again at its next change.
+    fn send_to_shard(&mut self, shard: ShardId, cmd: ShardCommand) {
+        let name = cmd.name();
         if let Err(e) = self.plane.send(shard, cmd) {
-            tracing::warn!(%shard, error = %e, "media command not delivered to the shard");
+            self.shard_commands_failed += 1;
+            tracing::warn!(%shard, command = name, error = %e, "shard command not delivered");
         }
     }
 }

@@ -65,7 +65,8 @@ pub fn publish_allocator_stats() {
 }
 
 /// Rooms, participants, tracks and transports by state, as gauges, and what the participants'
-/// event queues coalesced or dropped, as counters (refreshed when scraped).
+/// event queues coalesced or dropped and the shard commands no caller saw fail, as counters
+/// (refreshed when scraped).
 pub fn publish_registry_stats(s: &ringcast_control::registry::RegistryStats) {
     metrics::gauge!("ringcast_rooms").set(s.rooms as f64);
     metrics::gauge!("ringcast_participants").set(s.participants as f64);
@@ -76,4 +77,5 @@ pub fn publish_registry_stats(s: &ringcast_control::registry::RegistryStats) {
     }
     metrics::counter!("ringcast_events_coalesced_total").absolute(s.events_coalesced);
     metrics::counter!("ringcast_events_dropped_total").absolute(s.events_dropped);
+    metrics::counter!("ringcast_shard_commands_failed_total").absolute(s.shard_commands_failed);
 }

@@ -297,8 +297,8 @@ impl Registry {
             self.transports.remove(&id);
             self.transport_states.remove(&id);
             let added = id != p.subscriber.id || p.subscriber.added;
-            if added && let Err(e) = self.plane.send(shard, ShardCommand::RemoveTransport(id)) {
-                tracing::warn!(%id, error = %e, "could not remove transport from its shard");
+            if added {
+                self.send_to_shard(shard, ShardCommand::RemoveTransport(id));
             }
         }
     }

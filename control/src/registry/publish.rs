@@ -1,11 +1,14 @@
 //! Publishing: the publisher transport, its tracks, and what others hear of them.
 //!
 //! A publish is four steps: negotiate (the answer, the transport and the track changes, worked
-//! out from the current state alone), tell the shard, commit, announce to the others.
+//! out from the current state alone), tell the shard, commit, announce to the others. The
+//! publisher waits on the shard: a command it refuses is the publisher's error (and what it
+//! took of the call is taken back), while what others' subscriptions need is only logged.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::{ControlError, Participant, ParticipantEvent, Registry, Room, session_id};
+use super::{ControlError, Participant, ParticipantEvent, Registry, Room, ShardChange, session_id};
 use crate::codec::MediaKind;
 use crate::ice::IceCredentials;
 use crate::ids::{Identity, RoomName, ShardId, TrackSid, TransportId};
@@ -62,9 +65,10 @@ struct PublishPlan {
     transport: PublisherTransport,
     /// It did not exist before.
     is_new: bool,
-    /// Adds or updates the transport on the shard; `None` if the shard has it as it is.
-    transport_cmd: Option<ShardCommand>,
     tracks: TrackChanges,
+    /// What the shard must hear, the transport first (nothing if it has it as it is), then
+    /// the tracks.
+    shard_changes: Vec<ShardChange>,
 }
 
 /// What a publish does to the publisher's tracks. Tracks whose mid still sends are kept (and
@@ -73,8 +77,8 @@ struct PublishPlan {
 struct TrackChanges {
     /// The tracks after the publish, in the answer's order.
     tracks: Vec<Track>,
-    /// What the shard must hear: every publish, re-publish and unpublish.
-    commands: Vec<ShardCommand>,
+    /// What the shard must hear: every publish, re-publish and unpublish, each with its undo.
+    shard_changes: Vec<ShardChange>,
     added: Vec<TrackSid>,
     removed: Vec<TrackSid>,
     /// The next free track number.
@@ -90,7 +94,7 @@ impl TrackChanges {
         mut next_track: u64,
     ) -> Self {
         let mut old = old.to_vec();
-        let (mut tracks, mut commands, mut added) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tracks, mut shard_changes, mut added) = (Vec::new(), Vec::new(), Vec::new());
         let publish = |track, media: &PublishedMedia| {
             ShardCommand::PublishTrack(TrackSpec {
                 track,
@@ -106,7 +110,10 @@ impl TrackChanges {
                 Some(i) => {
                     let mut t = old.swap_remove(i);
                     if t.media != media {
-                        commands.push(publish(t.num, &media));
+                        shard_changes.push(ShardChange {
+                            apply: publish(t.num, &media),
+                            undo: publish(t.num, &t.media),
+                        });
                     }
                     t.media = media;
                     if let Some(n) = names.get(&t.media.mid) {
@@ -117,7 +124,10 @@ impl TrackChanges {
                 None => {
                     let num = TrackId(next_track);
                     next_track += 1;
-                    commands.push(publish(num, &media));
+                    shard_changes.push(ShardChange {
+                        apply: publish(num, &media),
+                        undo: ShardCommand::UnpublishTrack(num),
+                    });
                     let t = Track {
                         sid: TrackSid::generate(),
                         num,
@@ -132,12 +142,15 @@ impl TrackChanges {
         }
         let mut removed = Vec::new();
         for t in old {
-            commands.push(ShardCommand::UnpublishTrack(t.num));
+            shard_changes.push(ShardChange {
+                apply: ShardCommand::UnpublishTrack(t.num),
+                undo: publish(t.num, &t.media),
+            });
             removed.push(t.sid);
         }
         TrackChanges {
             tracks,
-            commands,
+            shard_changes,
             added,
             removed,
             next_track,
@@ -188,16 +201,28 @@ impl Registry {
         let identity = Identity::new(identity)?;
         let sid =
             TrackSid::parse(track).ok_or_else(|| ControlError::TrackNotFound(track.to_owned()))?;
+        let plane = Arc::clone(&self.plane);
         let r = self.room(&room)?;
-        let p = r.participant(&identity)?;
-        let t = p
+        let shard = r.shard;
+        let t = r
+            .participant(&identity)?
             .tracks
             .iter_mut()
             .find(|t| t.sid == sid)
             .ok_or_else(|| ControlError::TrackNotFound(track.to_owned()))?;
         let changed = t.muted != muted;
-        t.muted = muted;
-        let (num, info) = (t.num, track_info(t, &identity));
+        if changed {
+            // The shard first: if it refuses, nothing changes and nobody hears of it.
+            plane.send(
+                shard,
+                ShardCommand::MuteTrack {
+                    track: t.num,
+                    muted,
+                },
+            )?;
+            t.muted = muted;
+        }
+        let info = track_info(t, &identity);
         if changed {
             let ev = ParticipantEvent::TrackMuted {
                 track: sid,
@@ -207,8 +232,6 @@ impl Registry {
             for p in r.participants.values() {
                 p.notify(ev.clone());
             }
-            let shard = r.shard;
-            self.send_to_shard(shard, ShardCommand::MuteTrack { track: num, muted });
         }
         Ok(info)
     }
@@ -240,8 +263,9 @@ impl Registry {
             .answer)
     }
 
-    /// Negotiate, tell the shard, commit, announce: a call that fails before the commit
-    /// changes nothing.
+    /// Negotiate, tell the shard, commit, announce. A call that fails changes nothing: a
+    /// negotiation error before the shard hears anything, a shard's refusal after what it took
+    /// of this call is taken back (see [`Registry::apply_on_shard`]).
     fn publish_with(
         &mut self,
         room: &RoomName,
@@ -251,8 +275,9 @@ impl Registry {
         restart_ice: bool,
     ) -> Result<PublishResult, ControlError> {
         let offer = sdp::parse(offer)?;
-        let plan = self.negotiate_publish(room, identity, &offer, names, restart_ice)?;
-        self.send_publish(&plan)?;
+        let mut plan = self.negotiate_publish(room, identity, &offer, names, restart_ice)?;
+        self.reserve_ids(&plan);
+        self.apply_on_shard(plan.shard, std::mem::take(&mut plan.shard_changes))?;
         let answer = plan.answer.answer.to_string();
         let rejected = plan.answer.rejected.clone();
         let changes = self.commit_publish(room, identity, plan)?;
@@ -279,31 +304,38 @@ impl Registry {
             return Err(ControlError::PublishNotAllowed);
         }
         let (answer, transport) = self.answer_publisher(r.shard, p, offer, restart_ice)?;
-        let transport_cmd = p
-            .publisher
-            .as_ref()
-            .is_none_or(|t| t.remote != transport.remote || t.ice != transport.ice)
-            .then(|| {
-                let spec = self.publisher_spec(r, p, &transport);
-                match p.publisher {
-                    None => ShardCommand::AddTransport(spec),
-                    Some(_) => ShardCommand::UpdateTransport(spec),
-                }
-            });
-        let tracks = TrackChanges::new(
+        let mut tracks = TrackChanges::new(
             &p.tracks,
             answer.media.clone(),
             names,
             transport.id,
             self.next_track,
         );
+        let spec = self.publisher_spec(r, p, &transport);
+        let transport_change = match &p.publisher {
+            None => Some(ShardChange {
+                apply: ShardCommand::AddTransport(spec),
+                undo: ShardCommand::RemoveTransport(transport.id),
+            }),
+            Some(t) if t.remote != transport.remote || t.ice != transport.ice => {
+                Some(ShardChange {
+                    apply: ShardCommand::UpdateTransport(spec),
+                    undo: ShardCommand::UpdateTransport(self.publisher_spec(r, p, t)),
+                })
+            }
+            Some(_) => None,
+        };
+        let shard_changes = transport_change
+            .into_iter()
+            .chain(std::mem::take(&mut tracks.shard_changes))
+            .collect();
         Ok(PublishPlan {
             shard: r.shard,
             is_new: p.publisher.is_none(),
             answer,
             transport,
-            transport_cmd,
             tracks,
+            shard_changes,
         })
     }
 
@@ -374,15 +406,13 @@ impl Registry {
         }
     }
 
-    /// The transport first (an error: nothing is committed), then the tracks.
-    fn send_publish(&mut self, plan: &PublishPlan) -> Result<(), ControlError> {
-        if let Some(cmd) = &plan.transport_cmd {
-            self.plane.send(plan.shard, cmd.clone())?;
+    /// Takes the plan's new transport and track numbers for good before the shard sees them:
+    /// even if this call fails, an id a shard may have seen is never handed out again.
+    fn reserve_ids(&mut self, plan: &PublishPlan) {
+        if plan.is_new {
+            self.next_transport = self.next_transport.max(plan.transport.id.0 + 1);
         }
-        for cmd in &plan.tracks.commands {
-            self.send_to_shard(plan.shard, cmd.clone());
-        }
-        Ok(())
+        self.next_track = self.next_track.max(plan.tracks.next_track);
     }
 
     /// Makes the plan the registry's state; returns what changed for others.
@@ -394,14 +424,12 @@ impl Registry {
     ) -> Result<Published, ControlError> {
         let id = plan.transport.id;
         if plan.is_new {
-            self.next_transport += 1;
             self.transport_states.insert(id, "new");
             self.transports.insert(
                 id,
                 (room.clone(), identity.clone(), TransportRole::Publisher),
             );
         }
-        self.next_track = plan.tracks.next_track;
         let p = self.room(room)?.participant(identity)?;
         p.publisher = Some(plan.transport);
         p.tracks = plan.tracks.tracks;

@@ -1,5 +1,6 @@
 //! Registry scenarios against the recording media plane: this file has the fixture and the
-//! room and participant lifecycle; `publish` and `shard` have the media flows.
+//! room and participant lifecycle; `publish` and `shard` have the media flows, and
+//! `shard_refusals` what happens when the shard does not take a command.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::sdp::{self, SdpError};
 
 mod publish;
 mod shard;
+mod shard_refusals;
 
 struct Fixture {
     reg: Registry,
