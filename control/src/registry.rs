@@ -2,7 +2,8 @@
 //!
 //! Every operation validates all its input before it changes anything, so a failed call leaves
 //! the registry as it was. That holds for the shard too: a command the caller waits on (a
-//! publish's transport and tracks, a mute) that the shard refuses is the caller's error, and
+//! publish's transport and tracks, a mute, the subscriptions an answer accepts, a transport's
+//! new parameters) that the shard refuses is the caller's error, and
 //! what the shard took of the same call is taken back. A command no caller waits on (what a
 //! leave or another participant's call asks of the shard) is logged and counted
 //! ([`RegistryStats::shard_commands_failed`]).

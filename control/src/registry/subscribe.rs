@@ -1,9 +1,17 @@
 //! Subscribing: the subscriber transport Ringcast offers, the tracks it carries, and the
 //! answers that tell the shard what to forward.
+//!
+//! An answer is negotiated against a copy of the offer state, then the shard hears of it
+//! (the transport's peer parameters, the subscriptions that start and stop), then it is
+//! committed; a refusal undoes what the shard took and commits nothing. Subscriptions that
+//! follow from other participants' calls (a new track, one that ends) change the offer and
+//! wait for the next answer; only stopping one is sent at once, as a command no caller waits on.
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{ControlError, Participant, ParticipantEvent, Registry, random_u32_nonzero};
+use super::{
+    ControlError, Participant, ParticipantEvent, Registry, Room, ShardChange, random_u32_nonzero,
+};
 use crate::codec::MediaKind;
 use crate::dtls::DtlsIdentity;
 use crate::ice::IceCredentials;
@@ -11,7 +19,7 @@ use crate::ids::{Identity, RoomName, TrackSid, TransportId};
 use crate::negotiate::{
     self, LocalTransport, OutgoingTrack, Rejection, RemoteTransport, SubscriberOffer,
 };
-use crate::plane::{ShardCommand, SubscriptionSpec, TrackId, TransportRole, TransportSpec};
+use crate::plane::{ShardCommand, SubscriptionSpec, TransportRole, TransportSpec};
 use crate::sdp::{self, Candidate, SessionDescription};
 
 /// What `Subscribe` returns.
@@ -34,10 +42,92 @@ pub(super) struct SubscriberTransport {
     pub(super) remote: Option<RemoteTransport>,
     /// The shard knows this transport (from the first offer on).
     pub(super) added: bool,
-    /// Subscriptions the shard forwards (from the answer that accepted them).
-    pub(super) on_shard: HashMap<TrackSid, TrackId>,
+    /// Subscriptions the shard forwards, as it was told them (from the answer that accepted
+    /// them).
+    pub(super) on_shard: HashMap<TrackSid, SubscriptionSpec>,
     /// SSRCs Ringcast sends with, per subscribed track.
     pub(super) ssrcs: HashMap<TrackSid, (u32, Option<u32>)>,
+}
+
+/// A subscriber's answer worked out against the current state before anything changes.
+struct AnswerPlan {
+    /// The offer state with the answer accepted.
+    offer: SubscriberOffer,
+    /// The transport's new peer parameters, if they changed.
+    remote: Option<RemoteTransport>,
+    /// The subscriptions the shard forwards once it has taken `shard_changes`.
+    on_shard: HashMap<TrackSid, SubscriptionSpec>,
+    shard_changes: Vec<ShardChange>,
+    rejected: Vec<Rejection>,
+}
+
+/// The subscriptions `sub` carries once `answer` is accepted into `offer`, with the shard
+/// changes that get there from what the shard forwards now: subscriptions that ended stop,
+/// new ones start.
+fn subscriptions_on_shard(
+    r: &Room,
+    sub: &SubscriberTransport,
+    offer: &mut SubscriberOffer,
+    answer: &negotiate::SubscriberAnswer,
+    changes: &mut Vec<ShardChange>,
+) -> HashMap<TrackSid, SubscriptionSpec> {
+    let mut sending: Vec<(TrackSid, OutgoingTrack, String)> = Vec::new();
+    for slot in &offer.slots {
+        if let negotiate::SlotState::Sending(t) = &slot.state
+            && let Some(sid) = TrackSid::parse(&t.track)
+        {
+            sending.push((sid, t.clone(), slot.mid.clone()));
+        }
+    }
+    let mut on_shard = sub.on_shard.clone();
+    let live: Vec<&TrackSid> = sending.iter().map(|(sid, _, _)| sid).collect();
+    on_shard.retain(|sid, spec| {
+        let keep = live.contains(&sid);
+        if !keep {
+            changes.push(ShardChange {
+                apply: ShardCommand::Unsubscribe {
+                    track: spec.track,
+                    subscriber: sub.id,
+                },
+                undo: ShardCommand::Subscribe(spec.clone()),
+            });
+        }
+        keep
+    });
+    for (sid, t, mid) in sending {
+        let Some((_, track)) = r.find_track(&sid) else {
+            continue;
+        };
+        if on_shard.contains_key(&sid) {
+            continue;
+        }
+        let (pt, rtx_pt) = offer.payload_types.get_or_assign(&t.codec, &t.fmtp);
+        let exts = answer
+            .extensions
+            .iter()
+            .find(|(m, _)| *m == mid)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default();
+        let rtx_ssrc = t.rtx_ssrc.filter(|_| !answer.rtx_declined.contains(&mid));
+        let spec = SubscriptionSpec {
+            track: track.num,
+            subscriber: sub.id,
+            ssrc: t.ssrc,
+            rtx_ssrc,
+            payload_type: pt,
+            rtx_payload_type: rtx_ssrc.and(rtx_pt),
+            extensions: exts,
+        };
+        changes.push(ShardChange {
+            apply: ShardCommand::Subscribe(spec.clone()),
+            undo: ShardCommand::Unsubscribe {
+                track: track.num,
+                subscriber: sub.id,
+            },
+        });
+        on_shard.insert(sid, spec);
+    }
+    on_shard
 }
 
 impl Registry {
@@ -96,7 +186,8 @@ impl Registry {
         if !p.can_subscribe {
             return Err(ControlError::SubscribeNotAllowed);
         }
-        self.sync_subscriber_transport(room, identity)?;
+        let ice = p.subscriber.ice.clone();
+        self.send_subscriber_transport(room, identity, ice)?;
         let p = self.room(room)?.participant(identity)?;
         Ok(build_subscriber_offer(p, &cert, &candidates))
     }
@@ -114,47 +205,64 @@ impl Registry {
         if !p.can_subscribe {
             return Err(ControlError::SubscribeNotAllowed);
         }
-        p.subscriber.ice = IceCredentials::generate();
-        p.subscriber.version += 1;
+        let ice = IceCredentials::generate();
         if p.subscriber.added {
-            self.sync_subscriber_transport(room, identity)?;
+            self.send_subscriber_transport(room, identity, ice)?;
+        } else {
+            p.subscriber.ice = ice;
         }
         let p = self.room(room)?.participant(identity)?;
+        p.subscriber.version += 1;
         let o = build_subscriber_offer(p, &cert, &candidates);
         Ok((o.offer, o.version))
     }
 
-    /// Gives the shard the subscriber transport's current parameters: added on the first offer,
-    /// updated after an answer or an ICE restart.
-    pub(super) fn sync_subscriber_transport(
+    /// Gives the shard the subscriber transport with `ice` (added on the first offer, updated
+    /// after an ICE restart), and keeps `ice` once the shard has taken it.
+    fn send_subscriber_transport(
         &mut self,
         room: &RoomName,
         identity: &Identity,
+        ice: IceCredentials,
     ) -> Result<(), ControlError> {
-        let srtp_profiles = self.config.srtp_profiles.clone();
-        let r = self.room(room)?;
-        let (shard, room_sid) = (r.shard, r.sid.clone());
-        let p = r.participant(identity)?;
-        let sub = &p.subscriber;
-        let spec = TransportSpec {
-            id: sub.id,
-            room: room_sid,
-            participant: p.sid.clone(),
-            role: TransportRole::Subscriber,
-            local_ice: sub.ice.clone(),
-            remote: sub.remote.clone(),
-            srtp_profiles,
-        };
+        let r = self.room_ref(room)?;
+        let sub = &r.member(identity)?.subscriber;
+        let spec = self.subscriber_spec(r, identity, ice.clone(), sub.remote.clone())?;
         let cmd = if sub.added {
             ShardCommand::UpdateTransport(spec)
         } else {
             ShardCommand::AddTransport(spec)
         };
-        self.plane.send(shard, cmd)?;
-        self.room(room)?.participant(identity)?.subscriber.added = true;
+        self.plane.send(r.shard, cmd)?;
+        let sub = &mut self.room(room)?.participant(identity)?.subscriber;
+        sub.ice = ice;
+        sub.added = true;
         Ok(())
     }
 
+    /// What the shard needs to run `identity`'s subscriber transport with `ice` and `remote`.
+    fn subscriber_spec(
+        &self,
+        r: &Room,
+        identity: &Identity,
+        ice: IceCredentials,
+        remote: Option<RemoteTransport>,
+    ) -> Result<TransportSpec, ControlError> {
+        let p = r.member(identity)?;
+        Ok(TransportSpec {
+            id: p.subscriber.id,
+            room: r.sid.clone(),
+            participant: p.sid.clone(),
+            role: TransportRole::Subscriber,
+            local_ice: ice,
+            remote,
+            srtp_profiles: self.config.srtp_profiles.clone(),
+        })
+    }
+
+    /// Negotiate, tell the shard, commit, as a publish does: an answer the shard does not take
+    /// (its transport parameters or a subscription it carries) changes nothing, and the same
+    /// answer can be sent again.
     pub fn subscribe_answer(
         &mut self,
         room: &RoomName,
@@ -163,8 +271,35 @@ impl Registry {
         answer: &str,
     ) -> Result<Vec<Rejection>, ControlError> {
         let answer = sdp::parse(answer)?;
-        let p = self.room(room)?.participant(identity)?;
-        let sub = &mut p.subscriber;
+        let mut plan = self.negotiate_subscriber_answer(room, identity, version, &answer)?;
+        let shard = self.room_ref(room)?.shard;
+        self.apply_on_shard(shard, std::mem::take(&mut plan.shard_changes))?;
+        let sub = &mut self.room(room)?.participant(identity)?.subscriber;
+        if !plan.rejected.is_empty() {
+            // Rejected slots change the next offer.
+            sub.version += 1;
+        }
+        sub.offer = plan.offer;
+        if let Some(remote) = plan.remote {
+            sub.remote = Some(remote);
+            sub.added = true;
+        }
+        sub.on_shard = plan.on_shard;
+        Ok(plan.rejected)
+    }
+
+    /// Accepts `answer` against a copy of the offer state and works out what the shard must
+    /// hear: the transport's new peer parameters, and which tracks the transport now carries
+    /// as the answer accepted them (payload type, SSRCs, extension ids).
+    fn negotiate_subscriber_answer(
+        &self,
+        room: &RoomName,
+        identity: &Identity,
+        version: u64,
+        answer: &SessionDescription,
+    ) -> Result<AnswerPlan, ControlError> {
+        let r = self.room_ref(room)?;
+        let sub = &r.member(identity)?.subscriber;
         let Some((offered_version, offered)) = &sub.last_offer else {
             return Err(ControlError::FailedPrecondition(
                 "no subscriber offer has been made; call Subscribe first".to_owned(),
@@ -175,95 +310,34 @@ impl Registry {
                 "the answer is for offer {version} but the latest offer is {offered_version}; call Subscribe again"
             )));
         }
-        let mut offer_state = sub.offer.clone();
-        let got = offer_state.accept_answer(offered, &answer)?;
+        let mut offer = sub.offer.clone();
+        let got = offer.accept_answer(offered, answer)?;
+        let mut shard_changes = Vec::new();
         let changed = !got.remote.ice_ufrag.is_empty() && sub.remote.as_ref() != Some(&got.remote);
-        if !got.rejected.is_empty() {
-            // Rejected slots change the next offer.
-            sub.version += 1;
+        let remote = changed.then(|| got.remote.clone());
+        if let Some(remote) = &remote {
+            let spec = self.subscriber_spec(r, identity, sub.ice.clone(), Some(remote.clone()))?;
+            shard_changes.push(if sub.added {
+                let old = self.subscriber_spec(r, identity, sub.ice.clone(), sub.remote.clone())?;
+                ShardChange {
+                    apply: ShardCommand::UpdateTransport(spec),
+                    undo: ShardCommand::UpdateTransport(old),
+                }
+            } else {
+                ShardChange {
+                    apply: ShardCommand::AddTransport(spec),
+                    undo: ShardCommand::RemoveTransport(sub.id),
+                }
+            });
         }
-        sub.offer = offer_state;
-        let sub_id = sub.id;
-        if changed {
-            sub.remote = Some(got.remote.clone());
-            self.sync_subscriber_transport(room, identity)?;
-        }
-        self.sync_subscriptions(room, identity, sub_id, &got);
-        Ok(got.rejected)
-    }
-
-    /// Tells the shard which tracks the subscriber transport now carries, as its answer accepted
-    /// them: payload type, SSRCs, extension ids.
-    pub(super) fn sync_subscriptions(
-        &mut self,
-        room: &RoomName,
-        identity: &Identity,
-        sub_id: TransportId,
-        answer: &negotiate::SubscriberAnswer,
-    ) {
-        let Ok(r) = self.room(room) else { return };
-        let shard = r.shard;
-        let Some(p) = r.participants.get(identity) else {
-            return;
-        };
-        let mut sending: Vec<(TrackSid, OutgoingTrack, String)> = Vec::new();
-        for slot in &p.subscriber.offer.slots {
-            if let negotiate::SlotState::Sending(t) = &slot.state
-                && let Some(sid) = TrackSid::parse(&t.track)
-            {
-                sending.push((sid, t.clone(), slot.mid.clone()));
-            }
-        }
-        let nums: Vec<Option<TrackId>> = sending
-            .iter()
-            .map(|(sid, _, _)| r.find_track(sid).map(|(_, t)| t.num))
-            .collect();
-        let Ok(p) = r.participant(identity) else {
-            return;
-        };
-        let mut cmds = Vec::new();
-        let live: Vec<&TrackSid> = sending.iter().map(|(sid, _, _)| sid).collect();
-        p.subscriber.on_shard.retain(|sid, num| {
-            let keep = live.contains(&sid);
-            if !keep {
-                cmds.push(ShardCommand::Unsubscribe {
-                    track: *num,
-                    subscriber: sub_id,
-                });
-            }
-            keep
-        });
-        for ((sid, t, mid), num) in sending.into_iter().zip(nums) {
-            let Some(num) = num else { continue };
-            if p.subscriber.on_shard.contains_key(&sid) {
-                continue;
-            }
-            let (pt, rtx_pt) = p
-                .subscriber
-                .offer
-                .payload_types
-                .get_or_assign(&t.codec, &t.fmtp);
-            let exts = answer
-                .extensions
-                .iter()
-                .find(|(m, _)| *m == mid)
-                .map(|(_, e)| e.clone())
-                .unwrap_or_default();
-            let rtx_ssrc = t.rtx_ssrc.filter(|_| !answer.rtx_declined.contains(&mid));
-            p.subscriber.on_shard.insert(sid, num);
-            cmds.push(ShardCommand::Subscribe(SubscriptionSpec {
-                track: num,
-                subscriber: sub_id,
-                ssrc: t.ssrc,
-                rtx_ssrc,
-                payload_type: pt,
-                rtx_payload_type: rtx_ssrc.and(rtx_pt),
-                extensions: exts,
-            }));
-        }
-        for c in cmds {
-            self.send_to_shard(shard, c);
-        }
+        let on_shard = subscriptions_on_shard(r, sub, &mut offer, &got, &mut shard_changes);
+        Ok(AnswerPlan {
+            offer,
+            remote,
+            on_shard,
+            shard_changes,
+            rejected: got.rejected,
+        })
     }
 
     pub(super) fn subscribe_track(&mut self, room: &RoomName, identity: &Identity, sid: &TrackSid) {
@@ -343,13 +417,13 @@ impl Registry {
         }
         // Stop forwarding now; the renegotiation follows.
         let sub_id = p.subscriber.id;
-        if let Some(num) = p.subscriber.on_shard.remove(sid)
+        if let Some(spec) = p.subscriber.on_shard.remove(sid)
             && let Ok(shard) = self.room(room).map(|r| r.shard)
         {
             self.send_to_shard(
                 shard,
                 ShardCommand::Unsubscribe {
-                    track: num,
+                    track: spec.track,
                     subscriber: sub_id,
                 },
             );

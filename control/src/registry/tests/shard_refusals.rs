@@ -164,3 +164,61 @@ fn commands_no_caller_waits_on_are_counted_when_refused() {
     assert_eq!(f.reg.stats().shard_commands_failed, 5);
     assert_eq!(f.reg.list_participants("r").unwrap().len(), 1);
 }
+
+#[test]
+fn a_refused_subscription_fails_the_answer_and_the_same_answer_can_be_sent_again() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "alice");
+    f.join("r", "bob");
+    f.publish("r", "alice", CHROMIUM_PUBLISH);
+    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
+    let sent = f.plane.media_commands().len();
+    f.plane.refuse_when(|shard, cmd| {
+        matches!(cmd, ShardCommand::Subscribe(s) if s.rtx_ssrc.is_some()).then(|| refused(shard))
+    });
+    let answer = |f: &mut Fixture| {
+        f.reg.subscribe_answer(
+            &rn("r"),
+            &id("bob"),
+            offer.version,
+            CHROMIUM_SUBSCRIBE_ANSWER,
+        )
+    };
+    assert_eq!(
+        answer(&mut f).unwrap_err(),
+        ControlError::Plane(refused(ShardId(0)))
+    );
+    // The transport's peer parameters and the audio subscription were taken back.
+    let sub = |f: &Fixture| {
+        f.plane
+            .transports()
+            .into_iter()
+            .find(|t| t.1.role == TransportRole::Subscriber)
+            .unwrap()
+    };
+    assert_eq!(sub(&f).1.remote, None);
+    let tail: Vec<ShardCommand> = f
+        .plane
+        .media_commands()
+        .into_iter()
+        .skip(sent)
+        .map(|c| c.1)
+        .collect();
+    assert!(
+        matches!(&tail[..], [ShardCommand::Subscribe(s), ShardCommand::Unsubscribe { track, .. }] if s.track == *track),
+        "{tail:?}"
+    );
+
+    f.plane.accept_all();
+    assert!(answer(&mut f).unwrap().is_empty());
+    assert!(sub(&f).1.remote.is_some());
+    let subscribed = f
+        .plane
+        .media_commands()
+        .into_iter()
+        .skip(sent + 2)
+        .filter(|(_, c)| matches!(c, ShardCommand::Subscribe(_)))
+        .count();
+    assert_eq!(subscribed, 2);
+}
