@@ -17,7 +17,9 @@ use tokio::sync::Notify;
 
 use crate::ids::{Identity, TrackSid};
 use crate::plane::TransportRole;
-use crate::registry::ParticipantEvent;
+
+mod message;
+pub use message::{LeaveReason, ParticipantEvent, ParticipantInfo, Speaker, TrackInfo};
 
 /// Events a backlog holds before it drops its oldest participant and track entries.
 ///

@@ -34,14 +34,14 @@ mod room;
 mod shard_events;
 mod subscribe;
 
+pub use crate::events::{LeaveReason, ParticipantEvent, ParticipantInfo, Speaker, TrackInfo};
 pub use errors::ControlError;
 use participant::Participant;
-pub use participant::{JoinInfo, Joiner, LeaveReason, ParticipantEvent, ParticipantInfo};
-pub use publish::{PublishResult, TrackInfo};
+pub use participant::{JoinInfo, Joiner};
+pub use publish::PublishResult;
 use publish::{PublisherTransport, Track, track_info};
 use room::Room;
 pub use room::{RoomInfo, RoomSettings};
-pub use shard_events::Speaker;
 pub use subscribe::SubscribeOffer;
 use subscribe::SubscriberTransport;
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::*;
+use super::{LeaveReason, ParticipantInfo, Speaker, TrackInfo};
 use crate::codec::MediaKind;
 use crate::ids::ParticipantSid;
 use crate::plane::TransportState;
-use crate::registry::{LeaveReason, ParticipantInfo, Speaker, TrackInfo};
 
 fn id(s: &str) -> Identity {
     Identity::new(s).unwrap()

@@ -5,14 +5,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use super::{
-    ControlError, PublisherTransport, Registry, RoomInfo, Speaker, SubscriberTransport, Track,
-    TrackInfo, session_id, track_info,
+    ControlError, PublisherTransport, Registry, RoomInfo, SubscriberTransport, Track, session_id,
+    track_info,
 };
-use crate::events::{EventQueue, EventReader};
+use crate::events::{EventQueue, EventReader, LeaveReason, ParticipantEvent, ParticipantInfo};
 use crate::ice::IceCredentials;
 use crate::ids::{Identity, ParticipantSid, RoomName, ShardId, TrackSid};
 use crate::negotiate::SubscriberOffer;
-use crate::plane::{ShardCommand, TransportRole, TransportState};
+use crate::plane::{ShardCommand, TransportRole};
 use crate::sdp::Candidate;
 
 /// Who is joining, from their access token.
@@ -32,60 +32,6 @@ pub struct JoinInfo {
     pub participant: ParticipantInfo,
     pub others: Vec<ParticipantInfo>,
     pub candidates: Vec<Candidate>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParticipantInfo {
-    pub identity: Identity,
-    pub sid: ParticipantSid,
-    pub name: String,
-    pub joined_at_unix_ms: i64,
-    pub can_publish: bool,
-    pub can_subscribe: bool,
-    pub tracks: Vec<TrackInfo>,
-    pub subscriptions: Vec<TrackSid>,
-}
-
-/// Why a participant left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaveReason {
-    Left,
-    Removed,
-    RoomDeleted,
-    Replaced,
-    TransportFailed,
-    ServerShutdown,
-}
-
-/// What a participant's `Events` stream delivers. A reader that lags gets each subject's
-/// latest event (see [`crate::events`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ParticipantEvent {
-    Joined(ParticipantInfo),
-    Left {
-        identity: Identity,
-        sid: ParticipantSid,
-        reason: LeaveReason,
-    },
-    TrackPublished(TrackInfo),
-    TrackUnpublished {
-        track: TrackSid,
-        publisher: Identity,
-    },
-    TrackMuted {
-        track: TrackSid,
-        publisher: Identity,
-        muted: bool,
-    },
-    SubscriberOfferReady {
-        version: u64,
-    },
-    TransportState {
-        role: TransportRole,
-        state: TransportState,
-    },
-    /// Who speaks in the room now, loudest first (empty: nobody).
-    ActiveSpeakers(Vec<Speaker>),
 }
 
 pub(super) struct Participant {

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{ControlError, Participant, ParticipantEvent, Registry, Room, ShardChange, session_id};
-use crate::codec::MediaKind;
+use super::{ControlError, Participant, Registry, Room, ShardChange, session_id};
+use crate::events::{ParticipantEvent, TrackInfo};
 use crate::ice::IceCredentials;
 use crate::ids::{Identity, RoomName, ShardId, TrackSid, TransportId};
 use crate::negotiate::{
@@ -17,19 +17,6 @@ use crate::negotiate::{
 };
 use crate::plane::{ShardCommand, TrackId, TrackSpec, TransportRole, TransportSpec};
 use crate::sdp::{self, SessionDescription};
-
-/// A published track as others see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackInfo {
-    pub sid: TrackSid,
-    pub kind: MediaKind,
-    pub mid: String,
-    pub name: String,
-    pub muted: bool,
-    pub mime_type: String,
-    pub rids: Vec<String>,
-    pub publisher: Identity,
-}
 
 /// What `Publish` returns.
 #[derive(Debug, Clone)]

@@ -1,18 +1,10 @@
 //! What the shards report back: transport states and active speakers, turned into
 //! participants' events.
 
-use super::{ParticipantEvent, Registry};
-use crate::ids::{Identity, ShardId, TrackSid};
+use super::Registry;
+use crate::events::{ParticipantEvent, Speaker};
+use crate::ids::ShardId;
 use crate::plane::{ShardEvent, TrackId, TransportRole, TransportState};
-
-/// Someone speaking, as `Events` reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Speaker {
-    pub identity: Identity,
-    pub track: TrackSid,
-    /// 0.0 (silence) to 1.0.
-    pub level: f32,
-}
 
 impl Registry {
     /// Applies a shard's report.
