@@ -49,6 +49,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "module import cycles"
+python3 scripts/module-cycles.py
 step "cargo test"
 cargo test --workspace --locked
 
