@@ -1,0 +1,249 @@
+//! The bandwidth estimate of one subscriber transport: the façade over the send history, the
+//! delay-based and loss-based estimates and the probe controller. Transport-wide CC feedback
+//! drives it; where only REMB (draft-alvestrand-rmcat-remb-03) was negotiated, the estimate
+//! follows REMB instead.
+//!
+//! Sans-IO: every call takes the caller's `now`; `poll_timeout`/`handle_timeout` let the
+//! caller's loop wake it for periodic probes. `on_packet_sent` and feedback parsing never
+//! allocate; `on_feedback` reuses one buffer whose capacity grows to the largest feedback.
+
+use std::time::{Duration, Instant};
+
+use crate::delay::{
+    AckedBitrate, BandwidthUsage, InterArrival, RateControl, RateControlState, Trendline,
+};
+use crate::history::{ClusterId, PacketResult, SendHistory};
+use crate::loss::LossBound;
+use crate::probe::{ProbeCluster, ProbeController};
+use crate::twcc::Feedback;
+
+/// Limits and starting point of an estimate, in bits/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub start_bitrate: u64,
+    pub min_bitrate: u64,
+    pub max_bitrate: u64,
+    /// Packets the send history remembers.
+    pub history: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            start_bitrate: 1_000_000,
+            min_bitrate: 30_000,
+            max_bitrate: 10_000_000,
+            history: 8192,
+        }
+    }
+}
+
+/// The send-side bandwidth estimator of one transport.
+#[derive(Debug)]
+pub struct Estimator {
+    config: Config,
+    epoch: Option<Instant>,
+    /// The newest `now` seen, µs since `epoch`.
+    now_us: i64,
+    history: SendHistory,
+    results: Vec<PacketResult>,
+    inter_arrival: InterArrival,
+    trendline: Trendline,
+    acked: AckedBitrate,
+    rate: RateControl,
+    loss: LossBound,
+    probe: ProbeController,
+    /// Smoothed round trip, sent to feedback (so it includes the receiver's feedback wait).
+    rtt_us: Option<i64>,
+    remb: Option<u64>,
+    transport_cc: bool,
+}
+
+impl Estimator {
+    pub fn new(config: Config) -> Self {
+        let max = config.max_bitrate.max(config.min_bitrate);
+        let start = config.start_bitrate.clamp(config.min_bitrate, max);
+        Self {
+            config: Config {
+                start_bitrate: start,
+                max_bitrate: max,
+                ..config
+            },
+            epoch: None,
+            now_us: 0,
+            history: SendHistory::new(config.history),
+            results: Vec::new(),
+            inter_arrival: InterArrival::default(),
+            trendline: Trendline::default(),
+            acked: AckedBitrate::default(),
+            rate: RateControl::new(start, config.min_bitrate, max),
+            loss: LossBound::new(config.min_bitrate as f64),
+            probe: ProbeController::new(max, max),
+            rtt_us: None,
+            remb: None,
+            transport_cc: false,
+        }
+    }
+
+    fn us(&mut self, now: Instant) -> i64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        let us = now
+            .checked_duration_since(epoch)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        self.now_us = self.now_us.max(us);
+        us
+    }
+
+    /// The rate the caller would send if the estimate allowed (the sum of the layers its
+    /// allocation wants): probing stops there. Defaults to the configured maximum.
+    pub fn set_desired_bitrate(&mut self, bps: u64) {
+        self.probe.set_desired(bps);
+    }
+
+    /// Records a packet sent with transport-wide sequence `seq`, `size` bytes on the wire,
+    /// as part of probe cluster `probe` if it is one. Does not allocate.
+    pub fn on_packet_sent(
+        &mut self,
+        seq: u16,
+        size: usize,
+        now: Instant,
+        probe: Option<ClusterId>,
+    ) {
+        let now_us = self.us(now);
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        self.history.on_sent(seq, size, now_us, probe);
+        if let Some(id) = probe {
+            self.probe.on_sent(id, size, now_us);
+        }
+        self.probe.process(self.target_bitrate() as f64, now_us);
+    }
+
+    /// Feeds a transport-wide CC feedback message from the remote side.
+    pub fn on_feedback(&mut self, fb: &Feedback<'_>, now: Instant) {
+        let now_us = self.us(now);
+        self.transport_cc = true;
+        let mut results = std::mem::take(&mut self.results);
+        self.history.on_feedback(fb, &mut results);
+        let (mut lost, mut received) = (0, 0);
+        let mut newest_sent = None;
+        let mut usage = self.trendline.usage();
+        for r in &results {
+            self.probe.on_result(r);
+            let Some(at) = r.received_us else {
+                lost += 1;
+                continue;
+            };
+            received += 1;
+            newest_sent = Some(newest_sent.map_or(r.sent_us, |s: i64| s.max(r.sent_us)));
+            self.acked.on_received(at, r.size);
+            if let Some(delta) = self.inter_arrival.on_packet(r.sent_us, at) {
+                usage = self.trendline.update(delta);
+            }
+        }
+        self.results = results;
+        if let Some(sent) = newest_sent {
+            let sample = now_us - sent;
+            self.rtt_us = Some(self.rtt_us.map_or(sample, |r| (7 * r + sample) / 8));
+        }
+        let rtt_us = self.rtt_us.unwrap_or(100_000);
+        let acked = self.acked.bitrate();
+        if received > 0 {
+            self.rate
+                .update(usage, acked, rtt_us as f64 / 1000.0, now_us);
+        }
+        let current = self.target_bitrate() as f64;
+        self.loss.on_reports(
+            lost,
+            received,
+            now_us,
+            rtt_us,
+            current,
+            self.rate.estimate(),
+        );
+        if let Some(probed) = self.probe.finish(self.target_bitrate() as f64, now_us) {
+            if probed > self.rate.estimate() {
+                self.rate.set_estimate(probed, now_us);
+            }
+            self.loss.on_probe(probed);
+        }
+        self.probe.process(self.target_bitrate() as f64, now_us);
+    }
+
+    /// Feeds a REMB bitrate from the remote side: the estimate where transport-wide CC is not
+    /// in use, a ceiling where it is.
+    pub fn on_remb(&mut self, bitrate: u64, _now: Instant) {
+        self.remb = Some(bitrate);
+    }
+
+    /// The rate to allocate to this transport, bits/s.
+    pub fn target_bitrate(&self) -> u64 {
+        let (min, max) = (self.config.min_bitrate, self.config.max_bitrate);
+        if !self.transport_cc {
+            return self
+                .remb
+                .unwrap_or(self.config.start_bitrate)
+                .clamp(min, max);
+        }
+        let mut bps = self.rate.estimate();
+        if let Some(bound) = self.loss.bound() {
+            bps = bps.min(bound);
+        }
+        let bps = bps as u64;
+        self.remb.map_or(bps, |r| bps.min(r)).clamp(min, max)
+    }
+
+    /// The next probe cluster to send, if one is wanted.
+    pub fn poll_probe(&mut self) -> Option<ProbeCluster> {
+        // It has no `now` of its own: the cluster dates from the newest call.
+        self.probe.poll(self.now_us)
+    }
+
+    /// When `handle_timeout` should next run, if anything is scheduled.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let epoch = self.epoch?;
+        let at_us = self.probe.next_probe_us(self.target_bitrate() as f64)?;
+        Some(epoch + Duration::from_micros(u64::try_from(at_us).unwrap_or(0)))
+    }
+
+    /// Runs what `poll_timeout` scheduled.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now_us = self.us(now);
+        self.probe.process(self.target_bitrate() as f64, now_us);
+    }
+
+    /// The delay detector's verdict at the last feedback.
+    pub fn delay_usage(&self) -> BandwidthUsage {
+        self.trendline.usage()
+    }
+
+    /// The delay-based rate controller's state.
+    pub fn rate_state(&self) -> RateControlState {
+        self.rate.state()
+    }
+
+    /// The delay-based estimate alone, bits/s.
+    pub fn delay_based_bitrate(&self) -> u64 {
+        self.rate.estimate() as u64
+    }
+
+    /// The loss-based ceiling, if heavy loss has set one.
+    pub fn loss_bound(&self) -> Option<u64> {
+        self.loss.bound().map(|b| b as u64)
+    }
+
+    /// The loss fraction of the last judged interval.
+    pub fn loss_fraction(&self) -> f64 {
+        self.loss.fraction()
+    }
+
+    /// What the remote side acknowledged receiving, bits/s.
+    pub fn acked_bitrate(&self) -> Option<u64> {
+        self.acked.bitrate().map(|b| b as u64)
+    }
+
+    /// Round trip from sending to its feedback arriving.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt_us
+            .map(|r| Duration::from_micros(u64::try_from(r).unwrap_or(0)))
+    }
+}

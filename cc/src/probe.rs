@@ -1,0 +1,334 @@
+//! Probing for headroom (after WebRTC's goog_cc probe controller and probe bitrate
+//! estimator): the estimate cannot rise past what the application sends, so the estimator asks
+//! the caller to send short clusters at a higher rate (padding or RTX) and measures from their
+//! feedback what the path delivered.
+//!
+//! Probes go out at start (3× and 6× the start rate), periodically while the estimate is below
+//! what the caller wants to send (at 2× the estimate; this is also how a link that dropped and
+//! recovered is found again), and in a chain: a delivered probe is followed by one at twice its
+//! result until the wanted rate is reached. Fixed arrays, no allocation.
+
+use crate::history::{ClusterId, PacketResult};
+
+/// How long a probe cluster lasts at its rate.
+const PROBE_DURATION_US: u64 = 15_000;
+const MIN_PROBE_PACKETS: u32 = 5;
+/// A cluster with no complete feedback by then is judged on what came back.
+const CLUSTER_TIMEOUT_US: i64 = 1_000_000;
+/// Between periodic probes.
+pub const PROBE_INTERVAL_US: i64 = 2_000_000;
+/// A cluster delivered at this fraction of its rate invites the next, higher one.
+const DELIVERED: f64 = 0.7;
+const ACTIVE: usize = 4;
+
+/// A probe the caller should send: `min_packets` packets and `min_bytes` bytes at `bitrate`,
+/// each reported through `Estimator::on_packet_sent` with this `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeCluster {
+    pub id: ClusterId,
+    /// Bits/s.
+    pub bitrate: u64,
+    pub min_packets: u32,
+    pub min_bytes: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
+    probe: ProbeCluster,
+    created_us: i64,
+    sent: u32,
+    sent_bytes: u64,
+    first_send_us: i64,
+    last_send_us: i64,
+    last_send_size: u32,
+    reported: u32,
+    received: u32,
+    received_bytes: u64,
+    first_arrival_us: i64,
+    first_arrival_size: u32,
+    last_arrival_us: i64,
+}
+
+/// Asks for probes and measures them.
+#[derive(Debug)]
+pub struct ProbeController {
+    queue: [Option<ProbeCluster>; 2],
+    active: [Option<Cluster>; ACTIVE],
+    next_id: u32,
+    started: bool,
+    last_probe_us: Option<i64>,
+    desired: u64,
+    max: u64,
+}
+
+impl ProbeController {
+    pub fn new(desired: u64, max: u64) -> Self {
+        Self {
+            queue: [None; 2],
+            active: [None; ACTIVE],
+            next_id: 1,
+            started: false,
+            last_probe_us: None,
+            desired,
+            max,
+        }
+    }
+
+    /// The rate the caller would send if it could (its allocation's want); probing stops there.
+    pub fn set_desired(&mut self, bps: u64) {
+        self.desired = bps;
+    }
+
+    fn in_flight(&self) -> bool {
+        self.active.iter().any(Option::is_some) || self.queue.iter().any(Option::is_some)
+    }
+
+    fn request(&mut self, bitrate: f64, estimate: f64, now_us: i64) {
+        let cap = self.desired.min(self.max) as f64;
+        let bitrate = bitrate.min(cap);
+        if bitrate <= estimate {
+            return;
+        }
+        let Some(free) = self.queue.iter_mut().find(|q| q.is_none()) else {
+            return;
+        };
+        let bitrate = bitrate as u64;
+        let id = ClusterId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        let min_bytes = (bitrate * PROBE_DURATION_US / 8_000_000) as u32;
+        *free = Some(ProbeCluster {
+            id,
+            bitrate,
+            min_packets: MIN_PROBE_PACKETS,
+            min_bytes,
+        });
+        self.last_probe_us = Some(now_us);
+    }
+
+    /// Decides whether to probe now, given the estimate in force.
+    pub fn process(&mut self, estimate: f64, now_us: i64) {
+        if !self.started {
+            self.started = true;
+            self.request(3.0 * estimate, estimate, now_us);
+            self.request(6.0 * estimate, estimate, now_us);
+            return;
+        }
+        let due = self
+            .last_probe_us
+            .is_none_or(|t| now_us - t >= PROBE_INTERVAL_US);
+        if due && !self.in_flight() && (estimate as u64) < self.desired {
+            self.request(2.0 * estimate, estimate, now_us);
+        }
+    }
+
+    /// When `process` would next probe, if it will.
+    pub fn next_probe_us(&self, estimate: f64) -> Option<i64> {
+        if !self.started {
+            return Some(i64::MIN);
+        }
+        if (estimate as u64) >= self.desired || self.in_flight() {
+            return None;
+        }
+        Some(
+            self.last_probe_us
+                .map_or(i64::MIN, |t| t + PROBE_INTERVAL_US),
+        )
+    }
+
+    /// The next cluster the caller should send.
+    pub fn poll(&mut self, now_us: i64) -> Option<ProbeCluster> {
+        let slot = self.queue.iter_mut().find(|q| q.is_some())?;
+        let probe = slot.take()?;
+        // Track it; with every slot busy the oldest gives way.
+        let idx = self
+            .active
+            .iter()
+            .position(Option::is_none)
+            .or_else(|| {
+                (0..ACTIVE).min_by_key(|&i| self.active[i].map_or(i64::MIN, |c| c.created_us))
+            })
+            .unwrap_or(0);
+        self.active[idx] = Some(Cluster {
+            probe,
+            created_us: now_us,
+            sent: 0,
+            sent_bytes: 0,
+            first_send_us: 0,
+            last_send_us: 0,
+            last_send_size: 0,
+            reported: 0,
+            received: 0,
+            received_bytes: 0,
+            first_arrival_us: 0,
+            first_arrival_size: 0,
+            last_arrival_us: 0,
+        });
+        Some(probe)
+    }
+
+    fn cluster(&mut self, id: ClusterId) -> Option<&mut Cluster> {
+        self.active.iter_mut().flatten().find(|c| c.probe.id == id)
+    }
+
+    pub fn on_sent(&mut self, id: ClusterId, size: u32, now_us: i64) {
+        let Some(c) = self.cluster(id) else { return };
+        if c.sent == 0 {
+            c.first_send_us = now_us;
+        }
+        c.sent += 1;
+        c.sent_bytes += u64::from(size);
+        c.last_send_us = now_us;
+        c.last_send_size = size;
+    }
+
+    pub fn on_result(&mut self, r: &PacketResult) {
+        let Some(id) = r.cluster else { return };
+        let Some(c) = self.cluster(id) else { return };
+        c.reported += 1;
+        let Some(at) = r.received_us else { return };
+        if c.received == 0 || at < c.first_arrival_us {
+            c.first_arrival_us = at;
+            c.first_arrival_size = r.size;
+        }
+        if c.received == 0 || at > c.last_arrival_us {
+            c.last_arrival_us = at;
+        }
+        c.received += 1;
+        c.received_bytes += u64::from(r.size);
+    }
+
+    /// Judges the clusters whose feedback is complete (or overdue) and returns the highest
+    /// delivered rate among them; a delivered probe below the wanted rate asks for the next.
+    pub fn finish(&mut self, estimate: f64, now_us: i64) -> Option<f64> {
+        let mut best: Option<(f64, f64)> = None;
+        for slot in &mut self.active {
+            let Some(c) = slot else { continue };
+            let complete = c.sent >= c.probe.min_packets && c.reported >= c.sent;
+            if !complete && now_us - c.created_us < CLUSTER_TIMEOUT_US {
+                continue;
+            }
+            if let Some(rate) = measure(c) {
+                let target = c.probe.bitrate as f64;
+                if best.is_none_or(|(r, _)| rate > r) {
+                    best = Some((rate, target));
+                }
+            }
+            *slot = None;
+        }
+        let (rate, target) = best?;
+        if rate >= DELIVERED * target.min(self.desired as f64) && !self.in_flight() {
+            self.request(2.0 * rate, estimate.max(rate), now_us);
+        }
+        Some(rate)
+    }
+}
+
+/// The rate a cluster was delivered at: the lower of its send and receive rates, each over
+/// the packets' span (leaving out the size of the packet that opens the receive span and of the
+/// one that closes the send span); a receive rate well under the send rate means the probe hit
+/// the bottleneck, and a little under what arrived is taken.
+fn measure(c: &Cluster) -> Option<f64> {
+    if c.received < 2 || f64::from(c.received) < 0.8 * f64::from(c.probe.min_packets) {
+        return None;
+    }
+    let send_us = c.last_send_us - c.first_send_us;
+    let recv_us = c.last_arrival_us - c.first_arrival_us;
+    if send_us <= 0 || recv_us <= 0 || send_us > 1_000_000 || recv_us > 1_000_000 {
+        return None;
+    }
+    let send = (c.sent_bytes - u64::from(c.last_send_size)) as f64 * 8e6 / send_us as f64;
+    let recv = (c.received_bytes - u64::from(c.first_arrival_size)) as f64 * 8e6 / recv_us as f64;
+    if recv > 2.0 * send {
+        return None;
+    }
+    if recv < 0.9 * send {
+        Some(0.95 * recv)
+    } else {
+        Some(send.min(recv))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(
+        cluster: ClusterId,
+        seq: u64,
+        sent_us: i64,
+        received_us: Option<i64>,
+    ) -> PacketResult {
+        PacketResult {
+            seq,
+            sent_us,
+            size: 1000,
+            cluster: Some(cluster),
+            received_us,
+        }
+    }
+
+    #[test]
+    fn start_probes_then_measures_at_the_bottleneck() {
+        let mut p = ProbeController::new(5_000_000, 10_000_000);
+        p.process(1_000_000.0, 0);
+        let a = p.poll(0).unwrap();
+        let b = p.poll(0).unwrap();
+        assert_eq!((a.bitrate, b.bitrate), (3_000_000, 5_000_000));
+        assert_eq!(p.poll(0), None);
+        // Cluster a sent at 3 Mbit/s (1000 bytes every 2.67 ms), received at 2 Mbit/s.
+        for i in 0..6i64 {
+            p.on_sent(a.id, 1000, i * 2667);
+            p.on_result(&result(a.id, i as u64, i * 2667, Some(10_000 + i * 4000)));
+        }
+        // b is lost entirely, judged at its timeout.
+        for i in 0..6i64 {
+            p.on_sent(b.id, 1000, 20_000 + i * 1600);
+            p.on_result(&result(b.id, 10 + i as u64, 0, None));
+        }
+        let rate = p.finish(1_000_000.0, 100_000).unwrap();
+        assert!((rate - 0.95 * 2_000_000.0).abs() < 1000.0, "{rate}");
+        // Held back at the bottleneck: no higher probe follows.
+        assert_eq!(p.poll(100_000), None);
+    }
+
+    #[test]
+    fn a_delivered_probe_is_followed_by_one_at_twice_its_result() {
+        let mut p = ProbeController::new(10_000_000, 10_000_000);
+        p.process(1_000_000.0, 0);
+        let a = p.poll(0).unwrap();
+        let b = p.poll(0).unwrap();
+        for i in 0..6i64 {
+            p.on_sent(a.id, 1000, i * 2667);
+            p.on_result(&result(a.id, i as u64, i * 2667, Some(10_000 + i * 2667)));
+        }
+        let rate = p.finish(1_000_000.0, 50_000).unwrap();
+        assert!((rate - 3_000_000.0).abs() < 1000.0, "{rate}");
+        // b is still out: the chain waits for it.
+        assert_eq!(p.poll(50_000), None);
+        for i in 0..6i64 {
+            p.on_sent(b.id, 1000, 20_000 + i * 1333);
+            p.on_result(&result(b.id, 10 + i as u64, 0, Some(30_000 + i * 1333)));
+        }
+        let rate = p.finish(3_000_000.0, 80_000).unwrap();
+        assert!((rate - 6_000_000.0).abs() < 10_000.0, "{rate}");
+        // Twice that is past the wanted rate: probe at the wanted rate.
+        assert_eq!(p.poll(80_000).map(|c| c.bitrate), Some(10_000_000));
+    }
+
+    #[test]
+    fn periodic_probe_only_below_the_wanted_rate() {
+        let mut p = ProbeController::new(2_000_000, 10_000_000);
+        p.process(1_000_000.0, 0);
+        while p.poll(0).is_some() {}
+        // Nothing came back: judged at the timeout, then a periodic probe 2 s after the last.
+        assert_eq!(p.finish(1_000_000.0, 1_500_000), None);
+        p.process(1_000_000.0, 1_500_000);
+        assert_eq!(p.poll(1_500_000), None);
+        assert_eq!(p.next_probe_us(1_000_000.0), Some(2_000_000));
+        p.process(1_000_000.0, 2_000_000);
+        assert_eq!(p.poll(2_000_000).map(|c| c.bitrate), Some(2_000_000));
+        p.finish(1_000_000.0, 4_000_000);
+        p.process(2_500_000.0, 6_000_000);
+        assert_eq!(p.poll(6_000_000), None);
+    }
+}
