@@ -13,7 +13,7 @@ use crate::delay::{
     AckedBitrate, BandwidthUsage, InterArrival, RateControl, RateControlState, Trendline,
 };
 use crate::history::{ClusterId, PacketResult, SendHistory};
-use crate::loss::LossBound;
+use crate::loss::{HIGH_LOSS, LossBound};
 use crate::probe::{ProbeCluster, ProbeController};
 use crate::twcc::Feedback;
 
@@ -146,7 +146,16 @@ impl Estimator {
             self.rtt_us = Some(self.rtt_us.map_or(sample, |r| (7 * r + sample) / 8));
         }
         let rtt_us = self.rtt_us.unwrap_or(100_000);
-        let acked = self.acked.bitrate();
+        // Packets lost past the bottleneck crossed it: where loss is not taken for congestion
+        // (under 10 %), count them back, or random loss would pull every decrease lower.
+        let loss = self.loss.fraction();
+        let acked = self.acked.bitrate().map(|a| {
+            if loss < HIGH_LOSS {
+                a / (1.0 - loss)
+            } else {
+                a
+            }
+        });
         if received > 0 {
             self.rate
                 .update(usage, acked, rtt_us as f64 / 1000.0, now_us);

@@ -5,8 +5,8 @@
 //!
 //! Probes go out at start (3× and 6× the start rate), periodically while the estimate is below
 //! what the caller wants to send (at 2× the estimate; this is also how a link that dropped and
-//! recovered is found again), and in a chain: a delivered probe is followed by one at twice its
-//! result until the wanted rate is reached. Fixed arrays, no allocation.
+//! recovered is found again), and in a chain: a probe the path delivered at its full rate is
+//! followed by one at twice its result until the wanted rate is reached. Fixed arrays, no allocation.
 
 use crate::history::{ClusterId, PacketResult};
 
@@ -17,8 +17,9 @@ const MIN_PROBE_PACKETS: u32 = 5;
 const CLUSTER_TIMEOUT_US: i64 = 1_000_000;
 /// Between periodic probes.
 pub const PROBE_INTERVAL_US: i64 = 2_000_000;
-/// A cluster delivered at this fraction of its rate invites the next, higher one.
-const DELIVERED: f64 = 0.7;
+/// A cluster received at less than this fraction of its send rate met the bottleneck: no
+/// higher probe follows it.
+const DELIVERED: f64 = 0.9;
 const ACTIVE: usize = 4;
 
 /// A probe the caller should send: `min_packets` packets and `min_bytes` bytes at `bitrate`,
@@ -200,23 +201,22 @@ impl ProbeController {
     /// Judges the clusters whose feedback is complete (or overdue) and returns the highest
     /// delivered rate among them; a delivered probe below the wanted rate asks for the next.
     pub fn finish(&mut self, estimate: f64, now_us: i64) -> Option<f64> {
-        let mut best: Option<(f64, f64)> = None;
+        let mut best: Option<(f64, bool)> = None;
         for slot in &mut self.active {
             let Some(c) = slot else { continue };
             let complete = c.sent >= c.probe.min_packets && c.reported >= c.sent;
             if !complete && now_us - c.created_us < CLUSTER_TIMEOUT_US {
                 continue;
             }
-            if let Some(rate) = measure(c) {
-                let target = c.probe.bitrate as f64;
-                if best.is_none_or(|(r, _)| rate > r) {
-                    best = Some((rate, target));
-                }
+            if let Some((rate, bottlenecked)) = measure(c)
+                && best.is_none_or(|(r, _)| rate > r)
+            {
+                best = Some((rate, bottlenecked));
             }
             *slot = None;
         }
-        let (rate, target) = best?;
-        if rate >= DELIVERED * target.min(self.desired as f64) && !self.in_flight() {
+        let (rate, bottlenecked) = best?;
+        if !bottlenecked && !self.in_flight() {
             self.request(2.0 * rate, estimate.max(rate), now_us);
         }
         Some(rate)
@@ -226,8 +226,8 @@ impl ProbeController {
 /// The rate a cluster was delivered at: the lower of its send and receive rates, each over
 /// the packets' span (leaving out the size of the packet that opens the receive span and of the
 /// one that closes the send span); a receive rate well under the send rate means the probe hit
-/// the bottleneck, and a little under what arrived is taken.
-fn measure(c: &Cluster) -> Option<f64> {
+/// the bottleneck (the second value), and a little under what arrived is taken.
+fn measure(c: &Cluster) -> Option<(f64, bool)> {
     if c.received < 2 || f64::from(c.received) < 0.8 * f64::from(c.probe.min_packets) {
         return None;
     }
@@ -241,10 +241,10 @@ fn measure(c: &Cluster) -> Option<f64> {
     if recv > 2.0 * send {
         return None;
     }
-    if recv < 0.9 * send {
-        Some(0.95 * recv)
+    if recv < DELIVERED * send {
+        Some((0.95 * recv, true))
     } else {
-        Some(send.min(recv))
+        Some((send.min(recv), false))
     }
 }
 
