@@ -18,6 +18,9 @@ pub mod estimator;
 pub mod history;
 pub mod loss;
 pub mod probe;
+/// A simulated bottleneck link (the `test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
+pub mod sim;
 pub mod twcc;
 
 pub use estimator::{Config, Estimator};
