@@ -256,3 +256,51 @@ impl Estimator {
             .map(|r| Duration::from_micros(u64::try_from(r).unwrap_or(0)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn without_transport_cc_the_estimate_follows_remb() {
+        let t0 = Instant::now();
+        let mut est = Estimator::new(Config::default());
+        assert_eq!(est.target_bitrate(), 1_000_000);
+        est.on_remb(450_000, t0);
+        assert_eq!(est.target_bitrate(), 450_000);
+        est.on_remb(20_000_000, t0);
+        assert_eq!(est.target_bitrate(), 10_000_000, "clamped to the maximum");
+        est.on_remb(10, t0);
+        assert_eq!(est.target_bitrate(), 30_000, "clamped to the minimum");
+    }
+
+    proptest! {
+        /// Feedback with a valid header and arbitrary chunks and deltas, about packets sent or
+        /// not: whatever parses moves the estimate within its limits, without a panic.
+        #[test]
+        fn arbitrary_feedback_keeps_the_estimate_in_bounds(
+            body in proptest::collection::vec(any::<u8>(), 8..300),
+            sends in 0u16..300,
+        ) {
+            let mut p = vec![0x8f, 205, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2];
+            p.extend(&body);
+            p.resize(p.len().next_multiple_of(4), 0);
+            let words = (p.len() / 4 - 1) as u16;
+            p[2..4].copy_from_slice(&words.to_be_bytes());
+            let t0 = Instant::now();
+            let mut est = Estimator::new(Config::default());
+            let base = u16::from_be_bytes([body[0], body[1]]);
+            for i in 0..sends {
+                est.on_packet_sent(base.wrapping_add(i), 1200, t0 + Duration::from_millis(u64::from(i)), None);
+            }
+            if let Ok(fb) = Feedback::parse(&p) {
+                for k in 1..4 {
+                    est.on_feedback(&fb, t0 + Duration::from_millis(300 * k));
+                    let t = est.target_bitrate();
+                    prop_assert!((30_000..=10_000_000).contains(&t));
+                }
+            }
+        }
+    }
+}
