@@ -11,7 +11,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CRATES = ["types", "proto", "control", "datapath", "media", "sfu", "loadtest", "benches"]
+CRATES = ["types", "proto", "control", "datapath", "media", "cc", "sfu", "loadtest", "benches"]
 
 
 def edges(src: pathlib.Path) -> dict[str, set[str]]:
