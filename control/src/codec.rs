@@ -181,11 +181,10 @@ impl NegotiatedCodec {
     }
 }
 
-/// RTCP feedback Ringcast understands, per kind: `(type, parameter)`. Not transport-cc: Ringcast
-/// sends no transport-wide feedback yet, and a Chromium publisher that negotiated it but gets
-/// none lowers its estimate by a fifth every second (to 80 kb/s within 10 s); with goog-remb it
-/// follows the REMB Ringcast sends.
-pub fn supported_feedback(kind: MediaKind) -> &'static [(&'static str, Option<&'static str>)] {
+/// RTCP feedback Ringcast offers subscribers, per kind: `(type, parameter)`. Not transport-cc
+/// yet: Ringcast does not stamp transport-wide sequence numbers on what it sends subscribers,
+/// and a browser that negotiated transport-cc sends no REMB.
+pub fn subscriber_feedback(kind: MediaKind) -> &'static [(&'static str, Option<&'static str>)] {
     match kind {
         MediaKind::Audio => &[("nack", None)],
         MediaKind::Video => &[
@@ -197,9 +196,28 @@ pub fn supported_feedback(kind: MediaKind) -> &'static [(&'static str, Option<&'
     }
 }
 
-/// The feedback of `offered` that Ringcast supports for a payload type, in offer order.
+/// RTCP feedback Ringcast accepts from publishers, per kind: what it offers subscribers, and
+/// transport-cc. Ringcast answers transport-wide sequence numbers with transport-wide feedback
+/// (every 100 ms, see `ringcast_media::router`), which a publisher's send-side estimator
+/// follows; without that feedback a Chromium publisher that negotiated it would lower its
+/// estimate by a fifth every second. The REMB Ringcast sends stays a ceiling either way.
+pub fn publisher_feedback(kind: MediaKind) -> &'static [(&'static str, Option<&'static str>)] {
+    match kind {
+        MediaKind::Audio => &[("nack", None), ("transport-cc", None)],
+        MediaKind::Video => &[
+            ("goog-remb", None),
+            ("transport-cc", None),
+            ("ccm", Some("fir")),
+            ("nack", None),
+            ("nack", Some("pli")),
+        ],
+    }
+}
+
+/// The feedback of a publisher's `offered` that Ringcast supports for a payload type, in offer
+/// order.
 pub fn accept_feedback(kind: MediaKind, pt: u8, offered: &[RtcpFb]) -> Vec<RtcpFb> {
-    let supported = supported_feedback(kind);
+    let supported = publisher_feedback(kind);
     let mut out: Vec<RtcpFb> = Vec::new();
     for fb in offered
         .iter()
@@ -252,16 +270,22 @@ pub fn answer_fmtp(params: &CodecParams, offered: Option<&Fmtp>) -> String {
 /// RTP header extensions Ringcast understands.
 pub use ringcast_types::ext;
 
-/// Extensions Ringcast accepts from publishers, per kind (transport-wide sequence numbers only
-/// once Ringcast answers them with feedback).
+/// Extensions Ringcast accepts from publishers, per kind (transport-wide sequence numbers,
+/// which Ringcast answers with transport-wide feedback, see `publisher_feedback`).
 pub fn supported_extensions(kind: MediaKind) -> &'static [&'static str] {
     match kind {
-        MediaKind::Audio => &[ext::MID, ext::ABS_SEND_TIME, ext::AUDIO_LEVEL],
+        MediaKind::Audio => &[
+            ext::MID,
+            ext::ABS_SEND_TIME,
+            ext::AUDIO_LEVEL,
+            ext::TRANSPORT_CC,
+        ],
         MediaKind::Video => &[
             ext::MID,
             ext::RID,
             ext::REPAIRED_RID,
             ext::ABS_SEND_TIME,
+            ext::TRANSPORT_CC,
             ext::DEPENDENCY_DESCRIPTOR,
         ],
     }
@@ -434,6 +458,11 @@ mod tests {
                 kind: "ccm".into(),
                 param: Some("fir".into()),
             },
+            RtcpFb {
+                pt: Some(96),
+                kind: "transport-cc".into(),
+                param: None,
+            },
         ];
         let got = accept_feedback(MediaKind::Video, 96, &offered);
         let kinds: Vec<_> = got
@@ -445,9 +474,17 @@ mod tests {
             [
                 ("goog-remb", None),
                 ("nack", Some("pli")),
-                ("ccm", Some("fir"))
+                ("ccm", Some("fir")),
+                ("transport-cc", None)
             ]
         );
         assert!(got.iter().all(|f| f.pt == Some(96)));
+        // Subscribers are not offered transport-cc: Ringcast stamps no sequence numbers yet.
+        assert!(
+            subscriber_feedback(MediaKind::Video)
+                .iter()
+                .chain(subscriber_feedback(MediaKind::Audio))
+                .all(|(k, _)| *k != "transport-cc")
+        );
     }
 }

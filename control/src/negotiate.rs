@@ -698,7 +698,7 @@ impl SubscriberOffer {
                         params: t.codec.clone(),
                         pt,
                         fmtp: t.fmtp.clone(),
-                        rtcp_fbs: codec::supported_feedback(slot.kind)
+                        rtcp_fbs: codec::subscriber_feedback(slot.kind)
                             .iter()
                             .map(|(k, p)| crate::sdp::RtcpFb {
                                 pt: Some(pt),

@@ -1,7 +1,8 @@
 //! Arbitrary RTP and RTCP from publishers and subscribers into a media router with a simulcast
 //! video track (SSRCs learned from MID/RID, RTX), an audio track, and subscribers with and
 //! without RTX: the router never panics, and everything it sends parses (RTP with the
-//! subscriber's SSRC or its RTX SSRC; RTCP as a whole compound packet).
+//! subscriber's SSRC or its RTX SSRC; RTCP as a whole compound packet, transport-wide feedback
+//! as a whole transport-cc message).
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ impl Egress for Checked {
             return false;
         }
         assert!(rtcp::read(&self.buf[..n]).all(|p| p.is_ok()), "the router wrote bad RTCP");
+        if matches!(rtcp::read(&self.buf[..n]).next(), Some(Ok(rtcp::Rtcp::TransportCc { .. }))) {
+            ringcast_cc::twcc::Feedback::parse(&self.buf[..n]).expect("the router wrote bad feedback");
+        }
         true
     }
 }
@@ -54,6 +58,7 @@ fn track(id: TrackId, codec: CodecName, pt: u8, rids: &[&str]) -> TrackConfig {
         mid_ext: Some(4),
         rid_ext: Some(10),
         rrid_ext: Some(11),
+        transport_cc_ext: Some(3),
         forwarded_exts: vec![(1, ForwardedExt::AudioLevel), (2, ForwardedExt::AbsSendTime)],
         encodings: if rids.is_empty() {
             vec![EncodingConfig { rid: None, ssrc: Some(0x50), rtx_ssrc: Some(0x51) }]

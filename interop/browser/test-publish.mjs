@@ -17,6 +17,10 @@
 //   - polls /metrics (20 s) until >= 100 decrypted SRTP packets and >= 1
 //     connected transport; asserts no srtp_auth_failed drops; checks the page's
 //     outbound-rtp packetsSent for audio and video; reports the SRTP profile;
+//   - checks transport-cc was negotiated and Ringcast's transport-wide feedback
+//     drives Chromium's send-side estimate: >= 20 feedback messages sent, and the
+//     selected pair's availableOutgoingBitrate reaches 500 kbit/s (20 s; without
+//     feedback Chromium would lower it by a fifth every second);
 //   - checks the Events stream (server streaming over gRPC-Web) reported the
 //     publisher transport CONNECTED, leaves, and stops the server (SIGTERM, exit 0).
 //
@@ -53,6 +57,9 @@ const CONNECT_TIMEOUT_MS = 20_000;
 const METRICS_TIMEOUT_MS = 20_000;
 const EVENT_TIMEOUT_MS = 5_000;
 const MIN_RTP_PACKETS = 100;
+const ESTIMATE_TIMEOUT_MS = 20_000;
+const MIN_TWCC_FEEDBACK = 20;
+const MIN_ESTIMATE_BPS = 500_000;
 const CASE_TIMEOUT_MS = 120_000;
 
 // ---------------------------------------------------------------------------
@@ -184,6 +191,28 @@ async function runCase(t, backend) {
       const norm = (s) => s.replace(/^AES_CM_128_HMAC_SHA1_80$/, 'AES128_CM_HMAC_SHA1_80').replace(/^SRTP_/, '');
       assert.equal(norm(tr.srtpCipher), norm(profiles[0]), 'Chromium and Ringcast disagree on the SRTP profile');
     }
+
+    // Transport-wide congestion control: negotiated, fed back, and followed.
+    assert.match(pub.answerSdp, /a=rtcp-fb:\d+ transport-cc/, 'the answer lacks transport-cc');
+    assert.match(pub.answerSdp, /a=extmap:\d+ http:\/\/www\.ietf\.org\/id\/draft-holmer-rmcat-transport-wide-cc-extensions-01/,
+      'the answer lacks the transport-wide sequence number extension');
+    const tEstimate = Date.now();
+    let feedback = 0;
+    let estimate = 0;
+    for (;;) {
+      feedback = sumMetric(await fetchMetrics(server.httpUrl), 'ringcast_twcc_feedback_sent_total');
+      const s = await page.evaluate(() => window.ringcastStats());
+      estimate = s.candidatePair?.availableOutgoingBitrate || 0;
+      if (feedback >= MIN_TWCC_FEEDBACK && estimate >= MIN_ESTIMATE_BPS) break;
+      if (Date.now() - tEstimate > ESTIMATE_TIMEOUT_MS) {
+        assert.fail(`after ${ESTIMATE_TIMEOUT_MS} ms: ${feedback} transport-wide feedback messages sent ` +
+          `(want >= ${MIN_TWCC_FEEDBACK}), Chromium's availableOutgoingBitrate ${estimate} bit/s ` +
+          `(want >= ${MIN_ESTIMATE_BPS})\n${await diagnostics()}`);
+      }
+      await sleep(500);
+    }
+    note(`transport-cc: ${feedback} feedback messages sent; Chromium's estimate ${Math.round(estimate / 1000)} kbit/s ` +
+      `${Date.now() - tEstimate} ms after media flowed`);
 
     // Server streaming: the Events stream must have said the publisher transport is up.
     const tEvent = Date.now();

@@ -15,12 +15,14 @@ pub const MID_EXT: u8 = 4;
 pub const RID_EXT: u8 = 10;
 pub const RRID_EXT: u8 = 11;
 pub const ABS_SEND_TIME_EXT: u8 = 2;
+pub const TRANSPORT_CC_EXT: u8 = 3;
 /// The subscriber's payload types and abs-send-time id.
 pub const SUB_PT: u8 = 100;
 pub const SUB_RTX_PT: u8 = 101;
 pub const SUB_ABS_SEND_TIME_EXT: u8 = 7;
 
-/// A VP8 track with RTX, MID "1", and abs-send-time forwarded.
+/// A VP8 track with RTX, MID "1", abs-send-time forwarded, and transport-wide sequence numbers
+/// negotiated (`TRANSPORT_CC_EXT`).
 pub fn vp8_track(
     id: TrackId,
     publisher: TransportId,
@@ -37,6 +39,7 @@ pub fn vp8_track(
         mid_ext: Some(MID_EXT),
         rid_ext: Some(RID_EXT),
         rrid_ext: Some(RRID_EXT),
+        transport_cc_ext: Some(TRANSPORT_CC_EXT),
         forwarded_exts: vec![(ABS_SEND_TIME_EXT, ForwardedExt::AbsSendTime)],
         encodings,
     }

@@ -18,6 +18,7 @@
 //!   and which simulcast layer a subscription aims at (under a highest allowed layer).
 //! - `feedback`: RTCP — NACK to retransmission (RTX), PLI/FIR, sender and receiver reports,
 //!   REMB, NACKs for upstream loss, unwrapping publishers' RTX repairs.
+//! - `twcc`: transport-wide feedback to publishers, from the arrival of each packet.
 //! - `stats`: the counters and their publication as metrics.
 
 use std::time::{Duration, Instant};
@@ -47,6 +48,9 @@ mod forward;
 mod stats;
 mod subscription;
 mod track;
+mod twcc;
+
+pub use twcc::TWCC_INTERVAL;
 
 /// Commands from the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +94,8 @@ pub struct MediaRouter {
     by_rtx: IdMap<(TransportId, u32), (Slot, usize)>,
     /// (subscriber transport, the SSRC Ringcast sends it) → track.
     by_sub_ssrc: IdMap<(TransportId, u32), Slot>,
+    /// Publisher transports that negotiated transport-wide sequence numbers.
+    upstream_cc: IdMap<TransportId, twcc::Upstream>,
     pub stats: RouterStats,
 }
 
@@ -115,6 +121,9 @@ impl MediaRouter {
         match cmd {
             MediaCommand::AddTrack(c) => {
                 self.remove_track(c.id);
+                if let Some(ext) = c.transport_cc_ext {
+                    self.expect_transport_cc(c.publisher, ext);
+                }
                 let track = Track::new(c);
                 let publisher = track.config.publisher;
                 let ssrcs: Vec<(Option<u32>, Option<u32>)> =
@@ -230,10 +239,14 @@ impl MediaRouter {
 
     /// When `timeout` next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = [self.next_report, self.next_levels]
-            .into_iter()
-            .flatten()
-            .min();
+        let mut next = [
+            self.next_report,
+            self.next_levels,
+            self.next_transport_feedback(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         for due in self.tracks.values().filter_map(Track::poll_timeout) {
             next = Some(next.map_or(due, |n| n.min(due)));
         }
@@ -254,6 +267,7 @@ impl MediaRouter {
             self.next_levels = Some(now + SPEAKER_INTERVAL);
         }
         self.request_missing(out, now);
+        self.send_transport_feedback(out, now);
         self.select_layers(out, now);
         let due: Vec<Slot> = self
             .tracks
@@ -281,6 +295,7 @@ impl MediaRouter {
             t.subs.retain(|s| s.config.subscriber != id);
         }
         self.by_sub_ssrc.retain(|(sub, _), _| *sub != id);
+        self.upstream_cc.remove(&id);
     }
 
     pub fn rtp(&mut self, from: TransportId, packet: &[u8], out: &mut dyn Egress, now: Instant) {
@@ -288,6 +303,7 @@ impl MediaRouter {
             self.stats.unknown_stream += 1;
             return;
         };
+        self.record_arrival(from, &p, now);
         if let Some((id, layer)) = self.classify(from, &p) {
             self.media(id, layer, &p, packet, false, out, now);
         } else if let Some((id, layer)) = self.classify_rtx(from, &p) {

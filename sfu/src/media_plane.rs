@@ -139,6 +139,7 @@ fn track_config(spec: TrackSpec) -> Result<TrackConfig, String> {
         mid_ext: id_of(ext::MID),
         rid_ext: id_of(ext::RID),
         rrid_ext: id_of(ext::REPAIRED_RID),
+        transport_cc_ext: id_of(ext::TRANSPORT_CC),
         forwarded_exts: m
             .extensions
             .iter()

@@ -112,8 +112,8 @@ fn chromium_simulcast_publish() {
     assert!(fbs.contains(&("nack", None)) && fbs.contains(&("nack", Some("pli"))));
     assert!(fbs.contains(&("goog-remb", None)));
     assert!(
-        !fbs.contains(&("transport-cc", None)),
-        "no transport-wide feedback yet"
+        fbs.contains(&("transport-cc", None)),
+        "Ringcast answers publishers with transport-wide feedback"
     );
     let answer_video = &sd.media[1];
     let answered: Vec<&str> = answer_video
@@ -152,10 +152,10 @@ fn chromium_simulcast_publish() {
         codec::ext::REPAIRED_RID,
         codec::ext::MID,
         codec::ext::ABS_SEND_TIME,
+        codec::ext::TRANSPORT_CC,
     ] {
         assert!(video_exts.contains(&uri), "{uri}");
     }
-    assert!(!video_exts.contains(&codec::ext::TRANSPORT_CC));
     assert!(!video_exts.contains(&"urn:ietf:params:rtp-hdrext:toffset"));
     // Ids are the offerer's.
     let offer = parse(CHROMIUM_PUBLISH).unwrap();

@@ -38,6 +38,8 @@ pub struct RouterStats {
     /// NACKed packets not resent, by [`Refusal::index`].
     pub retransmits_refused: [u64; Refusal::ALL.len()],
     pub malformed_rtcp: u64,
+    /// Transport-wide feedback messages sent to publishers.
+    pub twcc_feedback_sent: u64,
 }
 
 /// What the router last published, and the samples awaiting the next publication.
@@ -100,6 +102,10 @@ impl Metrics {
             ("ringcast_rtx_padding_total", s.rtx_padding - p.rtx_padding),
             ("ringcast_rtp_duplicates_total", s.duplicates - p.duplicates),
             ("ringcast_nacks_sent_total", s.nacks_sent - p.nacks_sent),
+            (
+                "ringcast_twcc_feedback_sent_total",
+                s.twcc_feedback_sent - p.twcc_feedback_sent,
+            ),
             (
                 "ringcast_packets_nacked_upstream_total",
                 s.nacked_upstream - p.nacked_upstream,

@@ -1,7 +1,8 @@
 //! Router scenarios with a recording egress: what each subscriber and publisher receives.
 //! The helpers are here; the scenarios are grouped by concept: `subscriptions` (the keyframe
 //! gate, numbering, mute, newcomers), `feedback` (NACK, RTX, reports, keyframe requests),
-//! `tracks` (simulcast layers learned and followed, active speakers).
+//! `tracks` (simulcast layers learned and followed, active speakers), `twcc` (transport-wide
+//! feedback to publishers).
 
 use super::*;
 use crate::fixtures;
@@ -14,6 +15,7 @@ use ringcast_types::CodecName;
 mod feedback;
 mod subscriptions;
 mod tracks;
+mod twcc;
 
 #[derive(Default)]
 struct Recorder {

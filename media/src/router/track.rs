@@ -58,6 +58,9 @@ pub struct TrackConfig {
     pub rid_ext: Option<u8>,
     /// The publisher's id for repaired-RID, to learn unsignalled RTX SSRCs.
     pub rrid_ext: Option<u8>,
+    /// The publisher's id for transport-wide sequence numbers, where it negotiated
+    /// transport-cc: Ringcast answers them with transport-wide feedback.
+    pub transport_cc_ext: Option<u8>,
     /// The publisher's ids of extensions that are forwarded.
     pub forwarded_exts: Vec<(u8, ForwardedExt)>,
     /// Lowest quality first.

@@ -85,6 +85,7 @@ fn active_speakers_follow_the_audio_level() {
             mid_ext: None,
             rid_ext: None,
             rrid_ext: None,
+            transport_cc_ext: None,
             forwarded_exts: vec![(1, ForwardedExt::AudioLevel)],
             encodings: vec![EncodingConfig {
                 rid: None,

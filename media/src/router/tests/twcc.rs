@@ -1,0 +1,103 @@
+//! Transport-wide feedback to publishers: every packet with a transport-wide sequence number
+//! is accounted for, once, at the interval.
+
+use ringcast_cc::twcc::Feedback;
+
+use super::*;
+
+/// A VP8 packet of stream `ssrc` carrying transport-wide sequence number `twcc` (id 3).
+fn with_twcc(ssrc: u32, seq: u16, twcc: u16) -> Vec<u8> {
+    let mut p = vec![0x90, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0xBE, 0xDE, 0, 1]);
+    p.push((fixtures::TRANSPORT_CC_EXT << 4) | 1);
+    p.extend_from_slice(&twcc.to_be_bytes());
+    p.push(0);
+    p.extend_from_slice(&[0x10, 0x01, 0x9D, 0x01, 0x2A]);
+    p
+}
+
+/// The transport-wide feedback messages among what went to `to`.
+fn feedback(out: &Recorder, to: TransportId) -> Vec<Vec<u8>> {
+    out.rtcp
+        .iter()
+        .filter(|(t, b)| *t == to && Feedback::parse(b).is_ok())
+        .map(|(_, b)| b.clone())
+        .collect()
+}
+
+#[test]
+fn publishers_get_transport_wide_feedback_for_every_packet() {
+    let (mut r, mut out, t0) = router_with(single());
+    // 100..=110 sent 1 ms apart; 104 is lost, 110 is a probe on an unknown SSRC (padding on
+    // a stream the router does not forward still counts).
+    for twcc in (100u16..=109).filter(|&s| s != 104) {
+        let at = t0 + Duration::from_millis(u64::from(twcc - 100));
+        r.rtp(PUB, &with_twcc(0x5000, twcc, twcc), &mut out, at);
+    }
+    r.rtp(
+        PUB,
+        &with_twcc(0x9999, 1, 110),
+        &mut out,
+        t0 + Duration::from_millis(10),
+    );
+    // The first arrival schedules feedback (the lost media packet's NACK may come sooner).
+    let due = t0 + TWCC_INTERVAL;
+    assert!(r.wake_at().is_some_and(|w| w <= due));
+    assert!(r.poll_timeout().is_some_and(|t| t <= due));
+    r.timeout(&mut out, t0 + Duration::from_millis(50));
+    assert!(feedback(&out, PUB).is_empty(), "not before the interval");
+
+    r.timeout(&mut out, due);
+    let sent = feedback(&out, PUB);
+    assert_eq!(sent.len(), 1);
+    let fb = Feedback::parse(&sent[0]).unwrap();
+    assert_eq!((fb.sender_ssrc(), fb.media_ssrc()), (ROUTER_SSRC, 0x5000));
+    assert_eq!((fb.base_seq(), fb.status_count()), (100, 11));
+    let got: Vec<(u16, Option<i64>)> = fb.packets().map(|p| (p.seq, p.received)).collect();
+    assert_eq!(got.iter().filter(|p| p.1.is_none()).count(), 1);
+    assert_eq!(got[4], (104, None));
+    // Arrivals 1 ms apart (the recorder keeps µs; the message has 250 µs steps).
+    let times: Vec<i64> = got.iter().filter_map(|p| p.1).collect();
+    for w in times.windows(2) {
+        assert_eq!(w[1] - w[0], if w[0] == times[3] { 2000 } else { 1000 });
+    }
+    assert_eq!(r.stats.twcc_feedback_sent, 1);
+
+    // Nothing new: nothing sent, nothing scheduled.
+    r.timeout(&mut out, due + TWCC_INTERVAL);
+    assert_eq!(feedback(&out, PUB).len(), 1);
+    // The next arrival starts the next message where this one ended.
+    r.rtp(
+        PUB,
+        &with_twcc(0x5000, 111, 111),
+        &mut out,
+        due + TWCC_INTERVAL,
+    );
+    r.timeout(&mut out, due + 2 * TWCC_INTERVAL);
+    let sent = feedback(&out, PUB);
+    let next = Feedback::parse(&sent[1]).unwrap();
+    assert_eq!((next.base_seq(), next.status_count()), (111, 1));
+    assert_eq!(next.feedback_count(), fb.feedback_count().wrapping_add(1));
+}
+
+#[test]
+fn no_feedback_without_transport_cc_or_after_the_transport_left() {
+    let mut r = MediaRouter::default();
+    let mut out = Recorder::default();
+    let t0 = Instant::now();
+    let mut track = video_track(single());
+    track.transport_cc_ext = None;
+    r.command(MediaCommand::AddTrack(track), &mut out, t0);
+    r.rtp(PUB, &with_twcc(0x5000, 1, 1), &mut out, t0);
+    r.timeout(&mut out, t0 + TWCC_INTERVAL);
+    assert!(feedback(&out, PUB).is_empty(), "not negotiated");
+
+    let (mut r, mut out, t0) = router_with(single());
+    r.rtp(PUB, &with_twcc(0x5000, 1, 1), &mut out, t0);
+    r.transport_removed(PUB);
+    r.timeout(&mut out, t0 + TWCC_INTERVAL);
+    assert!(feedback(&out, PUB).is_empty(), "the publisher left");
+}
