@@ -181,27 +181,10 @@ impl NegotiatedCodec {
     }
 }
 
-/// RTCP feedback Ringcast offers subscribers, per kind: `(type, parameter)`. Not transport-cc
-/// yet: Ringcast does not stamp transport-wide sequence numbers on what it sends subscribers,
-/// and a browser that negotiated transport-cc sends no REMB.
+/// RTCP feedback Ringcast offers subscribers, per kind: `(type, parameter)`. transport-cc:
+/// Ringcast stamps transport-wide sequence numbers on what it sends each subscriber and
+/// estimates its downlink from the feedback (goog-remb where that is all it negotiated).
 pub fn subscriber_feedback(kind: MediaKind) -> &'static [(&'static str, Option<&'static str>)] {
-    match kind {
-        MediaKind::Audio => &[("nack", None)],
-        MediaKind::Video => &[
-            ("goog-remb", None),
-            ("ccm", Some("fir")),
-            ("nack", None),
-            ("nack", Some("pli")),
-        ],
-    }
-}
-
-/// RTCP feedback Ringcast accepts from publishers, per kind: what it offers subscribers, and
-/// transport-cc. Ringcast answers transport-wide sequence numbers with transport-wide feedback
-/// (every 100 ms, see `ringcast_media::router`), which a publisher's send-side estimator
-/// follows; without that feedback a Chromium publisher that negotiated it would lower its
-/// estimate by a fifth every second. The REMB Ringcast sends stays a ceiling either way.
-pub fn publisher_feedback(kind: MediaKind) -> &'static [(&'static str, Option<&'static str>)] {
     match kind {
         MediaKind::Audio => &[("nack", None), ("transport-cc", None)],
         MediaKind::Video => &[
@@ -212,6 +195,15 @@ pub fn publisher_feedback(kind: MediaKind) -> &'static [(&'static str, Option<&'
             ("nack", Some("pli")),
         ],
     }
+}
+
+/// RTCP feedback Ringcast accepts from publishers, per kind (as it offers subscribers).
+/// Ringcast answers transport-wide sequence numbers with transport-wide feedback (every
+/// 100 ms, see `ringcast_media::router`), which a publisher's send-side estimator follows;
+/// without that feedback a Chromium publisher that negotiated it would lower its estimate by a
+/// fifth every second. The REMB Ringcast sends stays a ceiling either way.
+pub fn publisher_feedback(kind: MediaKind) -> &'static [(&'static str, Option<&'static str>)] {
+    subscriber_feedback(kind)
 }
 
 /// The feedback of a publisher's `offered` that Ringcast supports for a payload type, in offer
@@ -297,11 +289,13 @@ pub fn subscriber_extensions(kind: MediaKind) -> &'static [(u8, &'static str)] {
         MediaKind::Audio => &[
             (1, ext::MID),
             (2, ext::ABS_SEND_TIME),
+            (3, ext::TRANSPORT_CC),
             (4, ext::AUDIO_LEVEL),
         ],
         MediaKind::Video => &[
             (1, ext::MID),
             (2, ext::ABS_SEND_TIME),
+            (3, ext::TRANSPORT_CC),
             (5, ext::DEPENDENCY_DESCRIPTOR),
         ],
     }
@@ -479,12 +473,5 @@ mod tests {
             ]
         );
         assert!(got.iter().all(|f| f.pt == Some(96)));
-        // Subscribers are not offered transport-cc: Ringcast stamps no sequence numbers yet.
-        assert!(
-            subscriber_feedback(MediaKind::Video)
-                .iter()
-                .chain(subscriber_feedback(MediaKind::Audio))
-                .all(|(k, _)| *k != "transport-cc")
-        );
     }
 }

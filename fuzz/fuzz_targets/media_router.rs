@@ -89,6 +89,7 @@ fuzz_target!(|data: &[u8]| {
                         payload_type: 101,
                     }),
                     exts: vec![(ForwardedExt::AbsSendTime, 3)],
+                    transport_cc_ext: (sub == 3).then_some(5),
                 }),
                 &mut out,
                 t0,

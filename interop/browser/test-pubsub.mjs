@@ -21,6 +21,8 @@
 //     and an inbound-rtp audio with packetsReceived > 0; then, 2 s later, that
 //     both are still growing; checks packetsLost and the mean jitter-buffer
 //     delay, and reports frame sizes;
+//   - checks that the subscribers sent transport-wide feedback (transport-cc)
+//     and that their estimates were sampled;
 //   - checks that Chromium took Ringcast's rewritten RTCP sender reports (for
 //     lip sync): waits (at most 10 s: Chromium's audio senders report every
 //     ~5 s) until every inbound-rtp stream of every page has its
@@ -239,6 +241,15 @@ async function runCase(t, backend) {
       `/metrics has no ringcast_subscriber_rtt_seconds summary: ${samples.filter((x) => x.name.startsWith('ringcast_subscriber'))
         .map((x) => `${x.name}${JSON.stringify(x.labels)}=${x.value}`).join(' ') || 'no ringcast_subscriber_* sample'}`);
     assert.ok(rttCount > 0, `ringcast_subscriber_rtt_seconds_count is ${rttCount}\n${await diagnostics()}`);
+    // Subscribers negotiated transport-cc: Chromium feeds back Ringcast's transport-wide
+    // sequence numbers, which drive each subscriber's estimate.
+    const fbIn = sumMetric(samples, 'ringcast_twcc_feedback_received_total');
+    const estCount = sumMetric(samples, 'ringcast_subscriber_estimate_bps_count');
+    const estSum = sumMetric(samples, 'ringcast_subscriber_estimate_bps_sum');
+    note(`transport-cc: ${fbIn} feedback messages from subscribers; estimate: ${estCount} samples, mean ` +
+      `${fmt(estCount ? estSum / estCount / 1000 : NaN, 0)} kbit/s`);
+    assert.ok(fbIn > 0, `no transport-wide feedback from subscribers\n${await diagnostics()}`);
+    assert.ok(estCount > 0, `no subscriber estimate samples\n${await diagnostics()}`);
     const renegs = await Promise.all(pages.map((p) => p.page.evaluate(() => window.pubsubState())));
     note(`subscriber negotiations: ${renegs.map((s) => `${s.identity} ${s.negotiations.length} ` +
       `(answered v${s.answeredVersion}${s.errors.length ? `, errors: ${s.errors.join('; ')}` : ''})`).join(', ')}`);

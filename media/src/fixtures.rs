@@ -71,5 +71,6 @@ pub fn subscription(
             payload_type: SUB_RTX_PT,
         }),
         exts: vec![(ForwardedExt::AbsSendTime, SUB_ABS_SEND_TIME_EXT)],
+        transport_cc_ext: None,
     }
 }

@@ -19,6 +19,8 @@
 //! - `feedback`: RTCP — NACK to retransmission (RTX), PLI/FIR, sender and receiver reports,
 //!   REMB, NACKs for upstream loss, unwrapping publishers' RTX repairs.
 //! - `twcc`: transport-wide feedback to publishers, from the arrival of each packet.
+//! - `downstream`: each subscriber transport's transport-wide sequence numbers and bandwidth
+//!   estimate.
 //! - `stats`: the counters and their publication as metrics.
 
 use std::time::{Duration, Instant};
@@ -43,6 +45,7 @@ pub use track::{
     REPLAY_MAX_PACKETS, TrackConfig,
 };
 
+mod downstream;
 mod feedback;
 mod forward;
 mod stats;
@@ -96,6 +99,8 @@ pub struct MediaRouter {
     by_sub_ssrc: IdMap<(TransportId, u32), Slot>,
     /// Publisher transports that negotiated transport-wide sequence numbers.
     upstream_cc: IdMap<TransportId, twcc::Upstream>,
+    /// Subscriber transports: their sequence numbers and bandwidth estimates.
+    downstream: IdMap<TransportId, downstream::Downstream>,
     pub stats: RouterStats,
 }
 
@@ -151,11 +156,13 @@ impl MediaRouter {
                 let Some(slot) = self.tracks.slot(c.track) else {
                     return;
                 };
+                self.expect_downstream(c.subscriber, c.transport_cc_ext);
                 let Some(t) = self.tracks.at_mut(slot) else {
                     return;
                 };
                 self.by_sub_ssrc.insert((c.subscriber, c.ssrc), slot);
-                if t.subscribe(c, &mut self.stats, out, now) {
+                let d = self.downstream.get_mut(&c.subscriber);
+                if t.subscribe(c, &mut self.stats, d, out, now) {
                     self.request_keyframe(slot, out, now);
                 }
             }
@@ -193,7 +200,8 @@ impl MediaRouter {
             else {
                 continue;
             };
-            if !t.start_from_history(i, &mut self.stats, out, now) {
+            let d = self.downstream.get_mut(&id);
+            if !t.start_from_history(i, &mut self.stats, d, out, now) {
                 waiting.push(slot);
             }
         }
@@ -259,6 +267,9 @@ impl MediaRouter {
         self.wake = None;
         if self.next_report.is_none_or(|t| now >= t) {
             self.report(out, now);
+            for d in self.downstream.values() {
+                self.metrics.sample_estimate(d.estimator.target_bitrate());
+            }
             self.follow_send_rates(now);
             self.next_report = Some(now + REPORT_INTERVAL);
         }
@@ -296,6 +307,7 @@ impl MediaRouter {
         }
         self.by_sub_ssrc.retain(|(sub, _), _| *sub != id);
         self.upstream_cc.remove(&id);
+        self.downstream.remove(&id);
     }
 
     pub fn rtp(&mut self, from: TransportId, packet: &[u8], out: &mut dyn Egress, now: Instant) {
@@ -392,6 +404,7 @@ impl MediaRouter {
             },
             p,
             &mut self.stats,
+            &mut self.downstream,
             out,
             now,
         );

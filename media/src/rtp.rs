@@ -177,7 +177,7 @@ pub fn write_rewritten(
     rtx_osn: Option<u16>,
     out: &mut [u8],
 ) -> Result<usize, RtpError> {
-    let at = write_rewritten_head(pkt, rw, map, rtx_osn, out)?;
+    let at = write_rewritten_head(pkt, rw, map, None, rtx_osn, out)?;
     let end = at + pkt.payload.len();
     if out.len() < end {
         return Err(RtpError::NoRoom);
@@ -188,11 +188,13 @@ pub fn write_rewritten(
 
 /// As `write_rewritten`, without the payload: writes the header (and an RTX packet's original
 /// sequence number) and returns its length, for an egress that seals `pkt.payload` straight
-/// after it (`Egress::send_rtp_payload`).
+/// after it (`Egress::send_rtp_payload`). `added` is one more extension element Ringcast
+/// writes itself (a subscriber's transport-wide sequence number), after those kept.
 pub fn write_rewritten_head(
     pkt: &RtpPacket<'_>,
     rw: &Rewrite,
     map: impl Fn(u8) -> Option<u8>,
+    added: Option<(u8, &[u8])>,
     rtx_osn: Option<u16>,
     out: &mut [u8],
 ) -> Result<usize, RtpError> {
@@ -206,14 +208,17 @@ pub fn write_rewritten_head(
     out[4..8].copy_from_slice(&rw.timestamp.to_be_bytes());
     out[8..12].copy_from_slice(&rw.ssrc.to_be_bytes());
     out[12..fixed].copy_from_slice(pkt.csrc);
+    let elements = || {
+        pkt.extensions()
+            .filter_map(|e| map(e.id).map(|id| (id, e.data)))
+            .chain(added)
+    };
     // Decide the form: one-byte unless an element is longer than 16 bytes or an id above 14.
     let mut two_byte = false;
     let mut any = false;
-    for e in pkt.extensions() {
-        if let Some(id) = map(e.id) {
-            any = true;
-            two_byte |= id > 14 || e.data.len() > 16 || e.data.is_empty();
-        }
+    for (id, data) in elements() {
+        any = true;
+        two_byte |= id > 14 || data.len() > 16 || data.is_empty();
     }
     let mut at = fixed;
     if any {
@@ -222,22 +227,21 @@ pub fn write_rewritten_head(
         }
         let start = at + 4;
         let mut w = start;
-        for e in pkt.extensions() {
-            let Some(id) = map(e.id) else { continue };
-            let need = e.data.len() + if two_byte { 2 } else { 1 };
+        for (id, data) in elements() {
+            let need = data.len() + if two_byte { 2 } else { 1 };
             if out.len() < w + need {
                 return Err(RtpError::NoRoom);
             }
             if two_byte {
                 out[w] = id;
-                out[w + 1] = e.data.len() as u8;
+                out[w + 1] = data.len() as u8;
                 w += 2;
             } else {
-                out[w] = (id << 4) | (e.data.len() as u8 - 1);
+                out[w] = (id << 4) | (data.len() as u8 - 1);
                 w += 1;
             }
-            out[w..w + e.data.len()].copy_from_slice(e.data);
-            w += e.data.len();
+            out[w..w + data.len()].copy_from_slice(data);
+            w += data.len();
         }
         let padded = (w - start).div_ceil(4) * 4;
         if out.len() < start + padded {
@@ -348,11 +352,57 @@ mod tests {
                 let mut whole = [0u8; 200];
                 let n = write_rewritten(&p, &rw, map, osn, &mut whole).unwrap();
                 let mut head = [0u8; 200];
-                let h = write_rewritten_head(&p, &rw, map, osn, &mut head).unwrap();
+                let h = write_rewritten_head(&p, &rw, map, None, osn, &mut head).unwrap();
                 assert_eq!(h + p.payload.len(), n);
                 assert_eq!(head[..h], whole[..h]);
                 assert_eq!(&whole[h..n], p.payload);
             }
+        }
+    }
+
+    /// An element Ringcast adds (a transport-wide sequence number) follows those kept, in the
+    /// form they take, or makes the two-byte form where its id needs it.
+    #[test]
+    fn an_added_element_follows_the_kept_ones() {
+        let b = sample();
+        let p = RtpPacket::parse(&b).unwrap();
+        let rw = Rewrite {
+            ssrc: 1,
+            payload_type: 100,
+            sequence: 9,
+            timestamp: 3,
+            marker: false,
+        };
+        let keep3 = |id: u8| (id == 3).then_some(5);
+        for (map, added_id, two_byte) in [
+            (keep3 as fn(u8) -> Option<u8>, 7u8, false),
+            (|_| None, 7, false),
+            (keep3, 20, true),
+        ] {
+            let mut head = [0u8; 200];
+            let h = write_rewritten_head(
+                &p,
+                &rw,
+                map,
+                Some((added_id, &[0x12, 0x34])),
+                None,
+                &mut head,
+            )
+            .unwrap();
+            head[h..h + p.payload.len()].copy_from_slice(p.payload);
+            let q = RtpPacket::parse(&head[..h + p.payload.len()]).unwrap();
+            let exts: Vec<(u8, &[u8])> = q.extensions().map(|e| (e.id, e.data)).collect();
+            let mut want: Vec<(u8, &[u8])> = Vec::new();
+            if map(3).is_some() {
+                want.push((5, &[0xA, 0xB, 0xC]));
+            }
+            want.push((added_id, &[0x12, 0x34]));
+            assert_eq!(exts, want);
+            assert_eq!(
+                q.extension.map(|(p, _)| p & TWO_BYTE_MASK == TWO_BYTE),
+                Some(two_byte)
+            );
+            assert_eq!(q.payload, p.payload);
         }
     }
 

@@ -1,7 +1,7 @@
 //! The media router's per-packet paths allocate nothing: forwarding to several subscribers,
 //! answering NACKs (plain and RTX), unwrapping a publisher's RTX, recording transport-wide
-//! arrivals, and rewriting sender and consuming receiver reports. Measured with a counting
-//! global allocator on this thread.
+//! arrivals and stamping transport-wide sequence numbers, and rewriting sender and consuming
+//! receiver reports. Measured with a counting global allocator on this thread.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -65,16 +65,15 @@ fn per_packet_paths_do_not_allocate() {
         t0,
     );
     for sub in 2..5u64 {
-        r.command(
-            MediaCommand::Subscribe(fixtures::subscription(
-                TrackId(1),
-                TransportId(sub),
-                0x100 * sub as u32,
-                sub % 2 == 0,
-            )),
-            &mut out,
-            t0,
+        let mut config = fixtures::subscription(
+            TrackId(1),
+            TransportId(sub),
+            0x100 * sub as u32,
+            sub % 2 == 0,
         );
+        // Transport-wide sequence numbers on all but one: stamping and the send history too.
+        config.transport_cc_ext = (sub != 4).then_some(3);
+        r.command(MediaCommand::Subscribe(config), &mut out, t0);
     }
     let mut key = vec![0x10, 0x00, 0x9D, 0x01, 0x2A];
     key.resize(1100, 0x5A);

@@ -173,6 +173,11 @@ fn subscription_config(spec: SubscriptionSpec) -> SubscriptionConfig {
             .iter()
             .filter_map(|e| ForwardedExt::from_uri(&e.uri).map(|f| (f, e.id)))
             .collect(),
+        transport_cc_ext: spec
+            .extensions
+            .iter()
+            .find(|e| e.uri == ext::TRANSPORT_CC)
+            .map(|e| e.id),
     }
 }
 

@@ -73,6 +73,12 @@ impl MediaRouter {
                         }
                     }
                 }
+                Rtcp::TransportCc {
+                    sender_ssrc,
+                    media_ssrc,
+                    body,
+                } => self.subscriber_feedback(from, sender_ssrc, media_ssrc, body, now),
+                Rtcp::Remb { bitrate_bps, .. } => self.subscriber_remb(from, bitrate_bps, now),
                 Rtcp::Nack {
                     media_ssrc, items, ..
                 } => {
@@ -207,11 +213,21 @@ impl MediaRouter {
             None => (s.rewrite(out_seq, ts, p.marker), None),
         };
         let map = ext_map(&t.config.forwarded_exts, &s.config.exts);
+        let mut d = self.downstream.get_mut(&subscriber);
+        let twcc = d.as_ref().and_then(|d| d.next_element());
+        let added = twcc.as_ref().map(|(id, seq)| (*id, &seq[..]));
+        let mut head = 0;
         if out.send_rtp_payload(
             subscriber,
-            &mut |buf| write_rewritten_head(&p, &rw, &map, osn, buf).unwrap_or(0),
+            &mut |buf| {
+                head = write_rewritten_head(&p, &rw, &map, added, osn, buf).unwrap_or(0);
+                head
+            },
             p.payload,
         ) {
+            if let Some(d) = d.as_mut() {
+                d.sent(head + p.payload.len(), now);
+            }
             if osn.is_some() {
                 s.rtx_seq = s.rtx_seq.wrapping_add(1);
             }

@@ -38,8 +38,9 @@ pub struct RouterStats {
     /// NACKed packets not resent, by [`Refusal::index`].
     pub retransmits_refused: [u64; Refusal::ALL.len()],
     pub malformed_rtcp: u64,
-    /// Transport-wide feedback messages sent to publishers.
+    /// Transport-wide feedback messages sent to publishers, and received from subscribers.
     pub twcc_feedback_sent: u64,
+    pub twcc_feedback_received: u64,
 }
 
 /// What the router last published, and the samples awaiting the next publication.
@@ -49,6 +50,8 @@ pub(super) struct Metrics {
     /// (RTT, loss fraction) from subscribers' receiver reports, preallocated so reports
     /// never allocate.
     samples: Vec<(Option<Duration>, f64)>,
+    /// Each subscriber transport's bandwidth estimate (bits/s) at the last report interval.
+    estimates: Vec<u64>,
 }
 
 impl Default for Metrics {
@@ -56,6 +59,7 @@ impl Default for Metrics {
         Metrics {
             published: RouterStats::default(),
             samples: Vec::with_capacity(MAX_REPORT_SAMPLES),
+            estimates: Vec::with_capacity(MAX_REPORT_SAMPLES),
         }
     }
 }
@@ -66,6 +70,13 @@ impl Metrics {
     pub(super) fn sample(&mut self, rtt: Option<Duration>, loss: f64) {
         if self.samples.len() < MAX_REPORT_SAMPLES {
             self.samples.push((rtt, loss));
+        }
+    }
+
+    /// A subscriber transport's bandwidth estimate, kept for the next publication (bounded).
+    pub(super) fn sample_estimate(&mut self, bps: u64) {
+        if self.estimates.len() < MAX_REPORT_SAMPLES {
+            self.estimates.push(bps);
         }
     }
 
@@ -107,6 +118,10 @@ impl Metrics {
                 s.twcc_feedback_sent - p.twcc_feedback_sent,
             ),
             (
+                "ringcast_twcc_feedback_received_total",
+                s.twcc_feedback_received - p.twcc_feedback_received,
+            ),
+            (
                 "ringcast_packets_nacked_upstream_total",
                 s.nacked_upstream - p.nacked_upstream,
             ),
@@ -126,6 +141,13 @@ impl Metrics {
             let i = why.index();
             metrics::counter!("ringcast_retransmits_refused_total", "shard" => shard.clone(), "reason" => why.as_str())
                 .increment(s.retransmits_refused[i] - p.retransmits_refused[i]);
+        }
+        if !self.estimates.is_empty() {
+            let h =
+                metrics::histogram!("ringcast_subscriber_estimate_bps", "shard" => shard.clone());
+            for bps in self.estimates.drain(..) {
+                h.record(bps as f64);
+            }
         }
         if !self.samples.is_empty() {
             let rtt =

@@ -10,6 +10,7 @@ use ringcast_types::route::Egress;
 use ringcast_types::{TransportId, ext};
 
 use super::TrackId;
+use super::downstream::Downstream;
 use super::forward::Forwarding;
 use crate::retransmit::{Budget, Resent};
 use crate::rtcp;
@@ -61,6 +62,9 @@ pub struct SubscriptionConfig {
     pub rtx: Option<RtxConfig>,
     /// The subscriber's ids for the forwarded extensions it accepted.
     pub exts: Vec<(ForwardedExt, u8)>,
+    /// The subscriber's id for transport-wide sequence numbers, where it negotiated
+    /// transport-cc (one per transport: every subscription of it carries the same).
+    pub transport_cc_ext: Option<u8>,
 }
 
 pub(super) struct Subscription {
@@ -160,6 +164,7 @@ impl Subscription {
         p: &RtpPacket<'_>,
         forwarded_exts: &[(u8, ForwardedExt)],
         clock: u64,
+        downstream: Option<&mut Downstream>,
         out: &mut dyn Egress,
         now: Instant,
     ) -> Option<bool> {
@@ -171,13 +176,22 @@ impl Subscription {
             .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)?;
         let rw = self.rewrite(seq, ts, p.marker);
         let map = ext_map(forwarded_exts, &self.config.exts);
+        let twcc = downstream.as_ref().and_then(|d| d.next_element());
+        let added = twcc.as_ref().map(|(id, seq)| (*id, &seq[..]));
         // The header is written; the payload is sealed from the publisher's packet.
+        let mut head = 0;
         let sent = out.send_rtp_payload(
             self.config.subscriber,
-            &mut |buf| write_rewritten_head(p, &rw, &map, None, buf).unwrap_or(0),
+            &mut |buf| {
+                head = write_rewritten_head(p, &rw, &map, added, None, buf).unwrap_or(0);
+                head
+            },
             p.payload,
         );
         if sent {
+            if let Some(d) = downstream {
+                d.sent(head + p.payload.len(), now);
+            }
             self.last_out = Some(now);
             self.packets = self.packets.wrapping_add(1);
             self.octets = self.octets.wrapping_add(p.payload.len() as u32);

@@ -65,6 +65,20 @@ fn sub(subscriber: TransportId, ssrc: u32) -> SubscriptionConfig {
     fixtures::subscription(TrackId(10), subscriber, ssrc, false)
 }
 
+fn with_rtx(c: SubscriptionConfig) -> SubscriptionConfig {
+    fixtures::subscription(c.track, c.subscriber, c.ssrc, true)
+}
+
+/// A subscriber's NACK of `lost` packets of `media_ssrc`.
+fn nack_datagram(media_ssrc: u32, lost: &[u16]) -> Vec<u8> {
+    let mut b = vec![0u8; 256];
+    let mut w = rtcp::Writer::new(&mut b);
+    w.nack(99, media_ssrc, lost).unwrap();
+    let n = w.len();
+    b.truncate(n);
+    b
+}
+
 /// A VP8 packet; `key` makes it the start of a keyframe. Extensions: abs-send-time (id 2),
 /// optionally MID (4) and RID (10).
 fn vp8(ssrc: u32, seq: u16, ts: u32, key: bool, mid_rid: Option<(&str, &str)>) -> Vec<u8> {

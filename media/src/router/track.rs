@@ -8,8 +8,9 @@
 use std::time::{Duration, Instant};
 
 use ringcast_types::route::Egress;
-use ringcast_types::{CodecName, TransportId};
+use ringcast_types::{CodecName, IdMap, TransportId};
 
+use super::downstream::Downstream;
 use super::forward::{self, ANY_LAYER, Decision, Flow, Incoming};
 use super::subscription::{ForwardedExt, Subscription, SubscriptionConfig};
 use super::{ROUTER_SSRC, RouterStats, TrackId};
@@ -212,6 +213,7 @@ impl Track {
         &mut self,
         config: SubscriptionConfig,
         stats: &mut RouterStats,
+        downstream: Option<&mut Downstream>,
         out: &mut dyn Egress,
         now: Instant,
     ) -> bool {
@@ -222,7 +224,7 @@ impl Track {
         self.subs.push(Subscription::new(config, layer, video));
         let i = self.subs.len() - 1;
         video
-            && !self.start_from_history(i, stats, out, now)
+            && !self.start_from_history(i, stats, downstream, out, now)
             && self.replayable(layer, now).is_none()
     }
 
@@ -319,6 +321,7 @@ impl Track {
         packet: Incoming,
         p: &RtpPacket<'_>,
         stats: &mut RouterStats,
+        downstream: &mut IdMap<TransportId, Downstream>,
         out: &mut dyn Egress,
         now: Instant,
     ) {
@@ -340,7 +343,8 @@ impl Track {
                     true
                 }
             };
-            match s.forward(p, &self.config.forwarded_exts, clock, out, now) {
+            let d = downstream.get_mut(&s.config.subscriber);
+            match s.forward(p, &self.config.forwarded_exts, clock, d, out, now) {
                 Some(true) => stats.forwarded += 1,
                 Some(false) if opening => {
                     // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
@@ -423,6 +427,7 @@ impl Track {
         &mut self,
         i: usize,
         stats: &mut RouterStats,
+        mut downstream: Option<&mut Downstream>,
         out: &mut dyn Egress,
         now: Instant,
     ) -> bool {
@@ -457,7 +462,8 @@ impl Track {
             let Ok(p) = RtpPacket::parse(stored) else {
                 continue;
             };
-            let sent = s.forward(&p, &config.forwarded_exts, clock, out, now) == Some(true);
+            let d = downstream.as_deref_mut();
+            let sent = s.forward(&p, &config.forwarded_exts, clock, d, out, now) == Some(true);
             if ext == key && !sent {
                 s.rewriter.rebase();
                 return false;

@@ -77,9 +77,16 @@ fn the_shard_hears_of_tracks_and_subscriptions() {
         "Ringcast's payload types on bob's transport"
     );
     assert!(subs[1].rtx_payload_type.is_some() && subs[1].rtx_ssrc.is_some());
-    // Extension ids come from the answer (this fixture answered an older offer's ids, so none
-    // match ours: none are kept).
-    assert!(subs.iter().all(|s| s.extensions.is_empty()));
+    // Extension ids come from the answer: this fixture answered an older offer's ids, of which
+    // only transport-wide-cc (id 3) is also in ours, so only it is kept.
+    for s in &subs {
+        let kept: Vec<(u8, &str)> = s
+            .extensions
+            .iter()
+            .map(|e| (e.id, e.uri.as_str()))
+            .collect();
+        assert_eq!(kept, [(3, crate::codec::ext::TRANSPORT_CC)]);
+    }
     // Answering again changes nothing on the shard.
     let before = f.plane.media_commands().len();
     let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();

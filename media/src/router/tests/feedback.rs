@@ -218,10 +218,6 @@ fn publishers_get_receiver_reports_and_remb() {
     assert_eq!(reports, 1);
 }
 
-fn with_rtx(c: SubscriptionConfig) -> SubscriptionConfig {
-    fixtures::subscription(c.track, c.subscriber, c.ssrc, true)
-}
-
 /// An RTX packet (payload type 97) repairing `osn`: the original sequence number, then a
 /// VP8 delta-frame payload. Extensions: MID (4) and repaired-RID (11), when given.
 fn rtx(ssrc: u32, seq: u16, osn: u16, ts: u32, mid_rrid: Option<(&str, &str)>) -> Vec<u8> {
@@ -245,15 +241,6 @@ fn rtx(ssrc: u32, seq: u16, osn: u16, ts: u32, mid_rrid: Option<(&str, &str)>) -
     p.extend_from_slice(&osn.to_be_bytes());
     p.extend_from_slice(&[0x10, 0x01, 0x9D, 0x01, 0x2A]);
     p
-}
-
-fn nack_datagram(media_ssrc: u32, lost: &[u16]) -> Vec<u8> {
-    let mut b = vec![0u8; 256];
-    let mut w = rtcp::Writer::new(&mut b);
-    w.nack(99, media_ssrc, lost).unwrap();
-    let n = w.len();
-    b.truncate(n);
-    b
 }
 
 /// The NACKed sequence numbers in the RTCP sent to `to`.

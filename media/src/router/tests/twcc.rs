@@ -1,7 +1,8 @@
-//! Transport-wide feedback to publishers: every packet with a transport-wide sequence number
-//! is accounted for, once, at the interval.
+//! Transport-wide congestion control both ways. Publishers: every packet with a transport-wide
+//! sequence number is accounted for, once, at the interval. Subscribers: everything sent
+//! carries the transport's next number, and their feedback (or REMB) drives the estimate.
 
-use ringcast_cc::twcc::Feedback;
+use ringcast_cc::twcc::{ArrivalRecorder, Feedback};
 
 use super::*;
 
@@ -100,4 +101,95 @@ fn no_feedback_without_transport_cc_or_after_the_transport_left() {
     r.transport_removed(PUB);
     r.timeout(&mut out, t0 + TWCC_INTERVAL);
     assert!(feedback(&out, PUB).is_empty(), "the publisher left");
+}
+
+/// The transport-wide sequence number a subscriber's packet carries (id 3), if any.
+fn stamped(b: &[u8]) -> Option<u16> {
+    let p = RtpPacket::parse(b).unwrap();
+    p.extension(3).map(|d| u16::from_be_bytes([d[0], d[1]]))
+}
+
+#[test]
+fn subscribers_get_one_sequence_across_streams_and_repairs() {
+    let (mut r, mut out, t0) = router_with(single());
+    let mut a = with_rtx(sub(SUB_A, 0xA));
+    a.transport_cc_ext = Some(3);
+    r.command(MediaCommand::Subscribe(a), &mut out, t0);
+    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t0);
+    // A packet that is not sent (no keys yet) takes no number: no gap the subscriber would
+    // read as loss.
+    out.not_connected.push(SUB_A);
+    stream(&mut r, &mut out, 1..=1, t0);
+    out.not_connected.clear();
+    r.transport_connected(SUB_A, &mut out, t0);
+    stream(&mut r, &mut out, 2..=4, t0);
+    let to = |out: &Recorder, who| -> Vec<Option<u16>> {
+        out.rtp
+            .iter()
+            .filter(|(t, _)| *t == who)
+            .map(|(_, b)| stamped(b))
+            .collect()
+    };
+    let a_seqs = to(&out, SUB_A);
+    assert_eq!(
+        a_seqs,
+        [Some(0), Some(1), Some(2), Some(3)],
+        "the replayed keyframe, then 2..=4"
+    );
+    assert!(
+        to(&out, SUB_B).iter().all(Option::is_none),
+        "B did not negotiate it"
+    );
+    // A repair (RTX) continues the same sequence.
+    let first = parsed(&out.rtp)
+        .iter()
+        .find(|p| p.ssrc == 0xA)
+        .map(|p| p.sequence)
+        .unwrap();
+    r.rtcp(SUB_A, &nack_datagram(0xA, &[first]), &mut out, t0);
+    let last = out.rtp.iter().rev().find(|(t, _)| *t == SUB_A).unwrap();
+    assert_eq!(
+        RtpPacket::parse(&last.1).unwrap().ssrc,
+        with_rtx(sub(SUB_A, 0xA)).rtx.unwrap().ssrc
+    );
+    assert_eq!(stamped(&last.1), Some(4));
+}
+
+#[test]
+fn subscriber_feedback_and_remb_drive_their_estimates() {
+    let (mut r, mut out, t0) = router_with(single());
+    let mut a = sub(SUB_A, 0xA);
+    a.transport_cc_ext = Some(3);
+    r.command(MediaCommand::Subscribe(a), &mut out, t0);
+    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t0);
+    assert_eq!(
+        r.subscriber_estimate(SUB_A),
+        Some(1_000_000),
+        "the starting estimate"
+    );
+    // A: its arrivals, fed back as its browser would, 1 ms after each send.
+    let mut rec = ArrivalRecorder::new(0xA0, 0xA, 256);
+    for seq in 1..=40u16 {
+        let at = t0 + Duration::from_millis(u64::from(seq) * 5);
+        let before = out.rtp.len();
+        stream(&mut r, &mut out, seq..=seq, at);
+        for (_, b) in out.rtp[before..].iter().filter(|(t, _)| *t == SUB_A) {
+            rec.on_packet(stamped(b).unwrap(), at + Duration::from_millis(1));
+        }
+    }
+    let mut buf = [0u8; 1200];
+    let n = rec.poll_feedback(&mut buf).unwrap().unwrap();
+    r.rtcp(SUB_A, &buf[..n], &mut out, t0 + Duration::from_millis(250));
+    assert_eq!(r.stats.twcc_feedback_received, 1);
+    assert_eq!(r.stats.malformed_rtcp, 0);
+    // B: REMB only.
+    let mut remb = [0u8; 64];
+    let mut w = rtcp::Writer::new(&mut remb);
+    w.remb(0xB0, 450_000, &[0xB]).unwrap();
+    let n = w.len();
+    r.rtcp(SUB_B, &remb[..n], &mut out, t0);
+    assert_eq!(r.subscriber_estimate(SUB_B), Some(450_000));
+    // Gone with the transport.
+    r.transport_removed(SUB_B);
+    assert_eq!(r.subscriber_estimate(SUB_B), None);
 }
