@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 
+use ringcast_control::codec::ext::TRANSPORT_CC;
 use ringcast_control::sdp::{self, Direction, SessionDescription};
 use ringcast_datapath::dtls::Fingerprint;
 
@@ -236,7 +237,10 @@ pub fn subscribe_answer(offer: &SessionDescription, local: &Local, session: u64)
             local.pwd,
             fingerprint_line(&local.fingerprint)
         );
-        for e in offer.extmaps(m) {
+        // Not transport-wide sequence numbers: the synthetic subscribers send no transport-cc
+        // feedback yet, and a transport that negotiated it but never answers would have its
+        // estimate, and so its layers, stuck where they started.
+        for e in offer.extmaps(m).iter().filter(|e| e.uri != TRANSPORT_CC) {
             let _ = write!(s, "a=extmap:{} {}\r\n", e.id, e.uri);
         }
         let dir = if offer.direction(m) == Direction::SendOnly {

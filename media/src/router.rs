@@ -19,8 +19,9 @@
 //! - `feedback`: RTCP — NACK to retransmission (RTX), PLI/FIR, sender and receiver reports,
 //!   REMB, NACKs for upstream loss, unwrapping publishers' RTX repairs.
 //! - `twcc`: transport-wide feedback to publishers, from the arrival of each packet.
-//! - `downstream`: each subscriber transport's transport-wide sequence numbers and bandwidth
-//!   estimate.
+//! - `downstream`: each subscriber transport's transport-wide sequence numbers, bandwidth
+//!   estimate and probes, and the estimate shared among its subscriptions (`allocate`: the
+//!   pure, table-tested share-out that caps each subscription's layer).
 //! - `stats`: the counters and their publication as metrics.
 
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ pub use track::{
     REPLAY_MAX_PACKETS, TrackConfig,
 };
 
+mod allocate;
 mod downstream;
 mod feedback;
 mod forward;
@@ -53,6 +55,7 @@ mod subscription;
 mod track;
 mod twcc;
 
+pub use downstream::RATE_INTERVAL;
 pub use twcc::TWCC_INTERVAL;
 
 /// Commands from the control plane.
@@ -101,6 +104,12 @@ pub struct MediaRouter {
     upstream_cc: IdMap<TransportId, twcc::Upstream>,
     /// Subscriber transports: their sequence numbers and bandwidth estimates.
     downstream: IdMap<TransportId, downstream::Downstream>,
+    /// When layer rates were last measured and estimates shared out.
+    layer_rates_at: Option<Instant>,
+    /// Reused by every share-out and probe round.
+    alloc_scratch: Vec<(TransportId, Slot, usize, bool, allocate::Want)>,
+    caps_scratch: Vec<usize>,
+    probe_scratch: Vec<(TransportId, ringcast_cc::ProbeCluster)>,
     pub stats: RouterStats,
 }
 
@@ -251,6 +260,8 @@ impl MediaRouter {
             self.next_report,
             self.next_levels,
             self.next_transport_feedback(),
+            self.layer_rates_at.map(|t| t + RATE_INTERVAL),
+            self.next_downstream_timer(),
         ]
         .into_iter()
         .flatten()
@@ -279,6 +290,15 @@ impl MediaRouter {
         }
         self.request_missing(out, now);
         self.send_transport_feedback(out, now);
+        match self.layer_rates_at {
+            None => self.layer_rates_at = Some(now),
+            Some(at) if now >= at + RATE_INTERVAL => {
+                self.allocate_layers(now - at, now);
+                self.layer_rates_at = Some(now);
+            }
+            Some(_) => {}
+        }
+        self.send_probes(out, now);
         self.select_layers(out, now);
         let due: Vec<Slot> = self
             .tracks

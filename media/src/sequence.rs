@@ -82,13 +82,18 @@ impl SequenceRewriter {
 }
 
 impl SequenceRewriter {
-    /// The source (SSRC, extended sequence) an output sequence number was made from, if it is
-    /// in the current segment: how a subscriber's NACK finds the packet in the track history.
     /// The output timestamp of a current-segment source timestamp.
     pub fn timestamp_of(&self, in_ts: u32) -> Option<u32> {
         self.source.map(|s| in_ts.wrapping_add(s.ts_offset))
     }
 
+    /// The output sequence number of the newest packet forwarded.
+    pub fn last_out_seq(&self) -> Option<u16> {
+        self.last_out.map(|(s, _)| s as u16)
+    }
+
+    /// The source (SSRC, extended sequence) an output sequence number was made from, if it is
+    /// in the current segment: how a subscriber's NACK finds the packet in the track history.
     pub fn source_of(&self, out_seq: u16) -> Option<(u32, u64)> {
         let (last, _) = self.last_out?;
         let seg = self.source?;

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ringcast_cc::ClusterId;
 use ringcast_types::TransportId;
 use ringcast_types::route::Egress;
 
@@ -150,7 +151,8 @@ impl MediaRouter {
         }
     }
 
-    /// Resends one NACKed packet to a subscriber, rewritten as it was first sent.
+    /// Resends one NACKed packet to a subscriber, rewritten as it was first sent, within the
+    /// subscription's budget and at most once per RTT.
     fn retransmit(
         &mut self,
         track: Slot,
@@ -179,10 +181,9 @@ impl MediaRouter {
             return refuse(&mut self.stats, Refusal::UnknownSequence);
         };
         // Checked before the budget: a NACK that can't be answered costs the subscriber nothing.
-        let stored = match layer.history.get(in_ext, now) {
-            Ok(p) => p,
-            Err(why) => return refuse(&mut self.stats, why),
-        };
+        if let Err(why) = layer.history.get(in_ext, now) {
+            return refuse(&mut self.stats, why);
+        }
         let rtt = s.rtt.unwrap_or(DEFAULT_RTT);
         if s.resent.within_rtt(in_ext, now, rtt) {
             return refuse(&mut self.stats, Refusal::ResentWithinRtt);
@@ -191,14 +192,37 @@ impl MediaRouter {
             return refuse(&mut self.stats, Refusal::Budget);
         }
         s.resent.record(in_ext, now);
-        let Ok(p) = RtpPacket::parse(stored) else {
-            return;
-        };
-        let Some(ts) = s.rewriter.timestamp_of(p.timestamp) else {
-            return;
-        };
-        // RTX where negotiated: the subscriber's own sequence space for repairs, the original
-        // number first in the payload. Else the original packet again.
+        if self
+            .resend(track, subscriber, out_seq, None, out, now)
+            .is_some()
+        {
+            self.stats.retransmitted += 1;
+        }
+    }
+
+    /// Sends a subscriber again the packet it was sent as `out_seq`, from the track's history:
+    /// as RTX where it negotiated it (its own sequence space for repairs, the original number
+    /// first in the payload), else the original packet again; stamped with the transport's
+    /// next transport-wide sequence number, as part of probe cluster `probe` if it is one.
+    /// The bytes sent, if it was. No budget: the caller decides.
+    pub(super) fn resend(
+        &mut self,
+        track: Slot,
+        subscriber: TransportId,
+        out_seq: u16,
+        probe: Option<ClusterId>,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) -> Option<usize> {
+        let t = self.tracks.at_mut(track)?;
+        let s = t
+            .subs
+            .iter_mut()
+            .find(|s| s.config.subscriber == subscriber)?;
+        let (ssrc, in_ext) = s.rewriter.source_of(out_seq)?;
+        let layer = t.layers.iter().find(|l| l.ssrc == Some(ssrc))?;
+        let p = RtpPacket::parse(layer.history.get(in_ext, now).ok()?).ok()?;
+        let ts = s.rewriter.timestamp_of(p.timestamp)?;
         let (rw, osn) = match s.config.rtx {
             Some(rtx) => (
                 Rewrite {
@@ -217,7 +241,7 @@ impl MediaRouter {
         let twcc = d.as_ref().and_then(|d| d.next_element());
         let added = twcc.as_ref().map(|(id, seq)| (*id, &seq[..]));
         let mut head = 0;
-        if out.send_rtp_payload(
+        if !out.send_rtp_payload(
             subscriber,
             &mut |buf| {
                 head = write_rewritten_head(&p, &rw, &map, added, osn, buf).unwrap_or(0);
@@ -225,15 +249,18 @@ impl MediaRouter {
             },
             p.payload,
         ) {
-            if let Some(d) = d.as_mut() {
-                d.sent(head + p.payload.len(), now);
-            }
-            if osn.is_some() {
-                s.rtx_seq = s.rtx_seq.wrapping_add(1);
-            }
-            self.stats.retransmitted += 1;
+            return None;
         }
+        let len = head + p.payload.len();
+        if let Some(d) = d.as_mut() {
+            d.sent(len, now, probe);
+        }
+        if osn.is_some() {
+            s.rtx_seq = s.rtx_seq.wrapping_add(1);
+        }
+        Some(len)
     }
+
     /// Receiver reports and REMB to every publisher: loss statistics, RTT (via LSR/DLSR) and
     /// the bitrate it may use.
     pub(super) fn report(&mut self, out: &mut dyn Egress, now: Instant) {

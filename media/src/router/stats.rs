@@ -41,6 +41,8 @@ pub struct RouterStats {
     /// Transport-wide feedback messages sent to publishers, and received from subscribers.
     pub twcc_feedback_sent: u64,
     pub twcc_feedback_received: u64,
+    /// RTX copies sent to subscribers as bandwidth probes.
+    pub probe_packets: u64,
 }
 
 /// What the router last published, and the samples awaiting the next publication.
@@ -120,6 +122,10 @@ impl Metrics {
             (
                 "ringcast_twcc_feedback_received_total",
                 s.twcc_feedback_received - p.twcc_feedback_received,
+            ),
+            (
+                "ringcast_probe_packets_total",
+                s.probe_packets - p.probe_packets,
             ),
             (
                 "ringcast_packets_nacked_upstream_total",

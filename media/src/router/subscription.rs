@@ -11,7 +11,7 @@ use ringcast_types::{TransportId, ext};
 
 use super::TrackId;
 use super::downstream::Downstream;
-use super::forward::Forwarding;
+use super::forward::{ANY_LAYER, Forwarding};
 use crate::retransmit::{Budget, Resent};
 use crate::rtcp;
 use crate::rtp::{Rewrite, RtpPacket, write_rewritten_head};
@@ -72,6 +72,8 @@ pub(super) struct Subscription {
     pub(super) rewriter: SequenceRewriter,
     /// The simulcast layer forwarded now, the one wanted, the keyframe gate.
     pub(super) forwarding: Forwarding,
+    /// The highest layer its subscriber's bandwidth estimate allows (see `allocate`).
+    pub(super) cap: usize,
     last_out: Option<Instant>,
     pub(super) budget: Budget,
     /// `packets` when the budget last followed the send rate.
@@ -101,6 +103,7 @@ impl Subscription {
             // Any start is valid (RFC 4588); the SSRC's low bits keep it deterministic.
             rtx_seq: config.rtx.map_or(0, |r| r.ssrc as u16),
             config,
+            cap: ANY_LAYER,
             rewriter: SequenceRewriter::default(),
             last_out: None,
             budget: Budget::default(),
@@ -190,7 +193,7 @@ impl Subscription {
         );
         if sent {
             if let Some(d) = downstream {
-                d.sent(head + p.payload.len(), now);
+                d.sent(head + p.payload.len(), now, None);
             }
             self.last_out = Some(now);
             self.packets = self.packets.wrapping_add(1);

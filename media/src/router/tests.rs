@@ -2,7 +2,7 @@
 //! The helpers are here; the scenarios are grouped by concept: `subscriptions` (the keyframe
 //! gate, numbering, mute, newcomers), `feedback` (NACK, RTX, reports, keyframe requests),
 //! `tracks` (simulcast layers learned and followed, active speakers), `twcc` (transport-wide
-//! feedback to publishers).
+//! congestion control both ways), `allocation` (the estimate choosing layers).
 
 use super::*;
 use crate::fixtures;
@@ -12,6 +12,7 @@ use crate::rtcp::{self, Rtcp};
 use crate::rtp::RtpPacket;
 use ringcast_types::CodecName;
 
+mod allocation;
 mod feedback;
 mod subscriptions;
 mod tracks;

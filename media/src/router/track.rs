@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ringcast_types::route::Egress;
 use ringcast_types::{CodecName, IdMap, TransportId};
 
+use super::allocate::MAX_LAYERS;
 use super::downstream::Downstream;
 use super::forward::{self, ANY_LAYER, Decision, Flow, Incoming};
 use super::subscription::{ForwardedExt, Subscription, SubscriptionConfig};
@@ -88,6 +89,9 @@ pub(super) struct Layer {
     active_since: Option<Instant>,
     /// The latest keyframe's first packet (extended sequence) and when it arrived.
     last_keyframe: Option<(u64, Instant)>,
+    /// Bytes received since the rate was last measured, and the rate (bits/s, smoothed).
+    bytes: u64,
+    pub(super) bitrate: u64,
 }
 
 impl Layer {
@@ -106,7 +110,22 @@ impl Layer {
             received: 0,
             interval: rtcp::ReportInterval::default(),
             last_sr: None,
+            bytes: 0,
+            bitrate: 0,
         }
+    }
+
+    /// The rate since the last measurement, `elapsed` ago, folded into the smoothed one
+    /// (weight 1/4: a keyframe moves it, one alone does not make it).
+    fn measure(&mut self, elapsed: Duration) {
+        let us = elapsed.as_micros().max(1) as u64;
+        let rate = self.bytes.saturating_mul(8_000_000) / us;
+        self.bitrate = if self.bitrate == 0 {
+            rate
+        } else {
+            (3 * self.bitrate + rate) / 4
+        };
+        self.bytes = 0;
     }
 
     /// How the layer flows now, for the layer selector: stopped without packets for
@@ -239,8 +258,29 @@ impl Track {
 
     /// The layer a subscription aiming at `current` should aim at now (see
     /// [`forward::next_layer`]).
-    pub(super) fn choose_layer(&self, current: usize, now: Instant) -> usize {
-        forward::next_layer(self.flows(now), current, ANY_LAYER)
+    pub(super) fn choose_layer(&self, current: usize, cap: usize, now: Instant) -> usize {
+        forward::next_layer(self.flows(now), current, cap)
+    }
+
+    /// Every layer's rate since the last call, `elapsed` ago.
+    pub(super) fn measure_rates(&mut self, elapsed: Duration) {
+        for l in &mut self.layers {
+            l.measure(elapsed);
+        }
+    }
+
+    /// The layers' rates as allocation sees them (lowest first; a stopped layer costs
+    /// nothing, and is not sent).
+    pub(super) fn rates(&self, now: Instant) -> ([u64; MAX_LAYERS], usize) {
+        let mut rates = [0; MAX_LAYERS];
+        for (r, l) in rates.iter_mut().zip(&self.layers) {
+            *r = if l.flow(now) == Flow::Stopped {
+                0
+            } else {
+                l.bitrate
+            };
+        }
+        (rates, self.layers.len().min(MAX_LAYERS))
     }
 
     /// How each layer flows now, lowest first.
@@ -300,6 +340,7 @@ impl Track {
             l.last_keyframe = Some((ext, now));
         }
         if !repair {
+            l.bytes += packet.len() as u64;
             if l.last_packet
                 .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_TIMEOUT)
             {
@@ -375,7 +416,7 @@ impl Track {
         }
         let mut changed = false;
         for i in 0..self.subs.len() {
-            let best = self.choose_layer(self.subs[i].forwarding.target, now);
+            let best = self.choose_layer(self.subs[i].forwarding.target, self.subs[i].cap, now);
             let s = &mut self.subs[i].forwarding;
             if s.target != best {
                 s.target = best;

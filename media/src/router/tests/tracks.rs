@@ -123,7 +123,7 @@ fn active_speakers_follow_the_audio_level() {
     );
 }
 
-fn three_layers() -> Vec<EncodingConfig> {
+pub(super) fn three_layers() -> Vec<EncodingConfig> {
     ["q", "h", "f"]
         .iter()
         .map(|rid| EncodingConfig {

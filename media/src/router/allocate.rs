@@ -1,0 +1,134 @@
+//! Sharing a subscriber's bandwidth estimate among its video subscriptions: a pure function of
+//! the estimate, each subscription's layer bitrates and the layer it may be sent now,
+//! table-tested. The router measures the rates, runs it for every subscriber each
+//! `RATE_INTERVAL`, and the layer selector then never aims above the cap it returns.
+
+/// Simulcast layers a subscription's rates are given for, at most.
+pub const MAX_LAYERS: usize = 4;
+
+/// A layer above the current cap must fit with this share to spare (percent): an estimate
+/// that hovers at a layer's bitrate does not move the subscription up and down.
+pub const UP_HEADROOM_PERCENT: u64 = 15;
+
+/// One video subscription as allocation sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    /// Each layer's measured bitrate, bits/s, lowest quality first (0: unmeasured or not
+    /// flowing, which costs nothing).
+    pub rates: [u64; MAX_LAYERS],
+    pub layers: usize,
+    /// The highest layer it may be sent now.
+    pub cap: usize,
+}
+
+impl Want {
+    fn rate(&self, layer: usize) -> u64 {
+        self.rates.get(layer).copied().unwrap_or(0)
+    }
+
+    /// What moving to `layer` needs from the budget, headroom included when it is above the
+    /// current cap.
+    fn need(&self, layer: usize) -> u64 {
+        let r = self.rate(layer);
+        if layer > self.cap {
+            r + r * UP_HEADROOM_PERCENT / 100
+        } else {
+            r
+        }
+    }
+}
+
+/// Shares `budget` (bits/s) among a subscriber's video subscriptions, given in priority
+/// order, and writes each one's new cap into `caps`. Every subscription first gets its lowest
+/// layer (sent even when the budget can't carry it: there is nothing lower but a frozen
+/// picture); then, in order, each moves to the highest layer whose cost beyond its lowest fits
+/// what remains.
+pub fn allocate(budget: u64, wants: &[Want], caps: &mut [usize]) {
+    let base: u64 = wants.iter().map(|w| w.rate(0)).sum();
+    let mut left = budget.saturating_sub(base);
+    for (w, cap) in wants.iter().zip(caps.iter_mut()) {
+        let top = w.layers.clamp(1, MAX_LAYERS) - 1;
+        let chosen = (1..=top)
+            .rev()
+            .find(|&l| w.need(l).saturating_sub(w.rate(0)) <= left)
+            .unwrap_or(0);
+        left -= w.rate(chosen).saturating_sub(w.rate(0)).min(left);
+        *cap = chosen;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: u64 = 1000;
+
+    fn want(rates: &[u64], cap: usize) -> Want {
+        let mut r = [0; MAX_LAYERS];
+        r[..rates.len()].copy_from_slice(rates);
+        Want {
+            rates: r,
+            layers: rates.len(),
+            cap,
+        }
+    }
+
+    const SIMULCAST: [u64; 3] = [150 * K, 500 * K, 1500 * K];
+
+    #[test]
+    fn one_subscription_gets_the_best_layer_that_fits() {
+        #[rustfmt::skip]
+        let cases: [(&str, u64, usize, usize); 10] = [
+            // (what, budget, current cap, new cap)
+            ("plenty: the top", 5000 * K, 2, 2),
+            ("plenty, from below: up with headroom", 5000 * K, 0, 2),
+            ("just the top, already there: stays", 1500 * K, 2, 2),
+            ("just the top, from below: not without headroom", 1500 * K, 1, 1),
+            ("the top with headroom: up", 1725 * K, 1, 2),
+            ("between: the middle", 1000 * K, 2, 1),
+            ("the middle exactly, from below: not without headroom", 500 * K, 0, 0),
+            ("the middle exactly, already there: stays", 500 * K, 1, 1),
+            ("below the lowest: the lowest anyway", 100 * K, 2, 0),
+            ("nothing: the lowest anyway", 0, 1, 0),
+        ];
+        for (what, budget, cap, expect) in cases {
+            let mut caps = [9];
+            allocate(budget, &[want(&SIMULCAST, cap)], &mut caps);
+            assert_eq!(caps[0], expect, "{what}");
+        }
+    }
+
+    #[test]
+    fn several_share_in_priority_order() {
+        #[rustfmt::skip]
+        let cases: [(&str, u64, [usize; 3]); 5] = [
+            // (what, budget, caps of three subscriptions at the top)
+            ("plenty: all at the top", 5000 * K, [2, 2, 2]),
+            ("the first gets the top, the rest their lowest", 1800 * K, [2, 0, 0]),
+            ("what the first leaves, the second takes", 2200 * K, [2, 1, 0]),
+            ("all at the middle", 1500 * K, [1, 1, 1]),
+            ("too little for all lowest: all lowest", 300 * K, [0, 0, 0]),
+        ];
+        for (what, budget, expect) in cases {
+            let wants = [want(&SIMULCAST, 2); 3];
+            let mut caps = [9; 3];
+            allocate(budget, &wants, &mut caps);
+            assert_eq!(caps, expect, "{what}");
+        }
+    }
+
+    #[test]
+    fn unmeasured_and_single_layers() {
+        // A layer not flowing (rate 0) costs nothing; one layer is always its own cap.
+        let mut caps = [9; 2];
+        allocate(
+            200 * K,
+            &[want(&[150 * K, 0, 0], 2), want(&[800 * K], 0)],
+            &mut caps,
+        );
+        assert_eq!(caps, [2, 0]);
+        let mut caps = [9];
+        allocate(0, &[want(&[], 0)], &mut caps);
+        assert_eq!(caps, [0]);
+    }
+}

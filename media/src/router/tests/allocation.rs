@@ -1,0 +1,118 @@
+//! The subscriber's estimate chooses its simulcast layer: measured layer rates, the share-out,
+//! down at once, up with headroom, each subscriber on its own.
+
+use super::tracks::three_layers;
+use super::*;
+
+/// Packets per frame and bytes per packet of the q, h and f layers: about 150 kbit/s,
+/// 480 kbit/s and 1.4 Mbit/s at 30 frames/s.
+const SHAPE: [(u16, usize); 3] = [(1, 620), (2, 1000), (5, 1200)];
+const SSRCS: [(u32, &str); 3] = [(0x10, "q"), (0x20, "h"), (0x30, "f")];
+
+/// The layer a subscriber's packet came from, by its size.
+fn layer_of(b: &[u8]) -> usize {
+    let n = RtpPacket::parse(b).unwrap().payload.len();
+    SHAPE.iter().position(|&(_, len)| len == n).unwrap()
+}
+
+fn remb(bps: u64, ssrc: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    let mut w = rtcp::Writer::new(&mut b);
+    w.remb(ssrc << 4, bps, &[ssrc]).unwrap();
+    let n = w.len();
+    b.truncate(n);
+    b
+}
+
+struct Publisher {
+    seq: [u16; 3],
+    frame: u32,
+}
+
+impl Publisher {
+    /// `ms` of 30 frames/s on all three layers, a keyframe on each every 10 frames.
+    fn run(&mut self, r: &mut MediaRouter, out: &mut Recorder, t0: Instant, ms: u32) {
+        for _ in 0..ms / 33 {
+            self.frame += 1;
+            let now = t0 + Duration::from_millis(u64::from(self.frame) * 33);
+            for (l, &(packets, len)) in SHAPE.iter().enumerate() {
+                for k in 0..packets {
+                    self.seq[l] += 1;
+                    let (ssrc, rid) = SSRCS[l];
+                    let key = k == 0 && self.frame.is_multiple_of(10);
+                    let mut p = vp8(ssrc, self.seq[l], self.frame * 3000, key, Some(("1", rid)));
+                    // vp8() ends with a 5-byte payload: grow it to the layer's size.
+                    p.resize(p.len() - 5 + len, 0x5A);
+                    r.rtp(PUB, &p, out, now);
+                }
+            }
+            r.timeout(out, now);
+        }
+    }
+}
+
+/// The layers of what `to` received since `from` (an index into the recorder).
+fn layers_sent(out: &Recorder, to: TransportId, from: usize) -> Vec<usize> {
+    out.rtp[from..]
+        .iter()
+        .filter(|(t, _)| *t == to)
+        .map(|(_, b)| layer_of(b))
+        .collect()
+}
+
+#[test]
+fn each_subscriber_gets_the_layer_its_estimate_carries() {
+    let (mut r, mut out, t0) = router_with(three_layers());
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, t0);
+    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t0);
+    let mut publisher = Publisher {
+        seq: [0; 3],
+        frame: 0,
+    };
+    // A says (REMB) it takes 400 kbit/s; B measures nothing and is not capped.
+    r.rtcp(SUB_A, &remb(400_000, 0xA), &mut out, t0);
+    publisher.run(&mut r, &mut out, t0, 3000);
+    let mark = out.rtp.len();
+    publisher.run(&mut r, &mut out, t0, 1000);
+    let a = layers_sent(&out, SUB_A, mark);
+    let b = layers_sent(&out, SUB_B, mark);
+    assert!(
+        !a.is_empty() && a.iter().all(|&l| l == 0),
+        "A: q only: {a:?}"
+    );
+    assert!(
+        !b.is_empty() && b.iter().all(|&l| l == 2),
+        "B: f only: {b:?}"
+    );
+
+    // A's link widens: 1 Mbit/s carries h (480 k with headroom, beside q's 150 k) but not f.
+    r.rtcp(SUB_A, &remb(1_000_000, 0xA), &mut out, t0);
+    publisher.run(&mut r, &mut out, t0, 2000);
+    let mark = out.rtp.len();
+    publisher.run(&mut r, &mut out, t0, 1000);
+    let a = layers_sent(&out, SUB_A, mark);
+    assert!(!a.is_empty() && a.iter().all(|&l| l == 1), "A: h: {a:?}");
+
+    // And narrows again: down at once (on the next keyframe of q).
+    r.rtcp(SUB_A, &remb(200_000, 0xA), &mut out, t0);
+    let before = r.stats.layer_switches;
+    publisher.run(&mut r, &mut out, t0, 1000);
+    assert!(r.stats.layer_switches > before);
+    let mark = out.rtp.len();
+    publisher.run(&mut r, &mut out, t0, 500);
+    let a = layers_sent(&out, SUB_A, mark);
+    assert!(
+        !a.is_empty() && a.iter().all(|&l| l == 0),
+        "A: q again: {a:?}"
+    );
+    // B was never moved.
+    assert!(layers_sent(&out, SUB_B, 0).iter().skip(30).all(|&l| l == 2));
+    // One contiguous stream for A through the switches.
+    let seqs: Vec<u16> = out
+        .rtp
+        .iter()
+        .filter(|(t, _)| *t == SUB_A)
+        .map(|(_, b)| RtpPacket::parse(b).unwrap().sequence)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+}
