@@ -42,7 +42,7 @@ fn nack_recovers_a_lossy_subscriber_and_the_others_are_unaffected() {
             a.completeness(),
             a.missing.len()
         );
-        assert_eq!(a.received.len(), b.received.len(), "seed {seed}");
+        assert_eq!(a.packets.len(), b.packets.len(), "seed {seed}");
         assert_eq!(b.nacks_sent, 0, "the clean subscriber never lost anything");
         assert!(b.is_contiguous());
         assert!(sim.router.stats.retransmitted >= sim.dropped / 2);
@@ -110,17 +110,18 @@ fn mute_and_unmute_keep_the_sequence_contiguous() {
         track: TRACK,
         muted: true,
     });
-    let count = sim.subscribers[&TransportId(2)].received.len();
+    let count = sim.subscribers[&TransportId(2)].packets.len();
     // Publishing goes on while muted: the router drops it.
     sim.run(Duration::from_secs(2));
     // Packets in flight at the mute still land; then nothing.
-    let muted_count = sim.subscribers[&TransportId(2)].received.len();
+    let muted_count = sim.subscribers[&TransportId(2)].packets.len();
     assert!(muted_count - count <= 6);
-    let (&last_ext, &last_ts) = sim.subscribers[&TransportId(2)]
-        .timestamps
+    let (&last_ext, last) = sim.subscribers[&TransportId(2)]
+        .packets
         .iter()
         .last()
         .unwrap();
+    let last_ts = last.ts;
     sim.command(MediaCommand::SetMuted {
         track: TRACK,
         muted: false,
@@ -128,11 +129,11 @@ fn mute_and_unmute_keep_the_sequence_contiguous() {
     sim.run(Duration::from_secs(1));
     sim.settle();
     let s = &sim.subscribers[&TransportId(2)];
-    assert!(s.received.len() > muted_count + 60);
+    assert!(s.packets.len() > muted_count + 60);
     assert!(s.is_contiguous(), "no hole where the mute was");
     assert_eq!(s.nacks_sent, 0, "so nothing to NACK");
     // The next packet's timestamp moved on by about the paused time (2 s at 90 kHz).
-    let gap = s.timestamps[&(last_ext + 1)].wrapping_sub(last_ts);
+    let gap = s.packets[&(last_ext + 1)].ts.wrapping_sub(last_ts);
     assert!((175_000..=200_000).contains(&gap), "timestamp gap {gap}");
 }
 
@@ -153,11 +154,11 @@ fn renegotiation_moves_a_subscription_to_a_new_ssrc_from_a_keyframe() {
     sim.run(Duration::from_secs(1));
     sim.settle();
     let new = &sim.subscribers[&TransportId(2)];
-    assert!(old.received.len() > 60);
+    assert!(old.packets.len() > 60);
     assert_eq!(sim.publisher.plis, plis + 1);
     assert_eq!(new.other_ssrcs, 0, "nothing more on the old SSRC");
     assert_eq!(&new.first.as_ref().unwrap().1[..2], &[0x10, 0x00]);
-    assert!(new.received.len() > 25 && new.is_contiguous());
+    assert!(new.packets.len() > 25 && new.is_contiguous());
 }
 
 #[test]
@@ -168,22 +169,22 @@ fn when_the_publisher_leaves_its_track_stops_and_other_tracks_go_on() {
     sim.run(Duration::from_secs(1));
     // A subscriber leaves: the other one goes on.
     sim.router.transport_removed(TransportId(3));
-    let b = sim.subscribers[&TransportId(3)].received.len();
+    let b = sim.subscribers[&TransportId(3)].packets.len();
     sim.run(Duration::from_millis(500));
     assert!(
-        sim.subscribers[&TransportId(3)].received.len() <= b + 6,
+        sim.subscribers[&TransportId(3)].packets.len() <= b + 6,
         "in flight only"
     );
-    let a = sim.subscribers[&TransportId(2)].received.len();
+    let a = sim.subscribers[&TransportId(2)].packets.len();
     assert!(a > 40);
     // The publisher leaves: its packets (still in flight, or from a stale sender) go nowhere.
     sim.router.transport_removed(PUB);
     sim.run(Duration::from_millis(500));
-    let a2 = sim.subscribers[&TransportId(2)].received.len();
+    let a2 = sim.subscribers[&TransportId(2)].packets.len();
     assert!(a2 <= a + 20, "only what was in flight");
     sim.run(Duration::from_millis(500));
     assert_eq!(
-        sim.subscribers[&TransportId(2)].received.len(),
+        sim.subscribers[&TransportId(2)].packets.len(),
         a2,
         "nothing more"
     );

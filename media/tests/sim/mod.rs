@@ -1,24 +1,27 @@
 //! The media router in a simulated network, shared by the scenario tests (`media_sim`,
 //! `congestion_sim`): a fake clock, and links with seeded loss, latency and jitter (so
-//! reordering) between the router and model endpoints. A publisher sends VP8 at 30 frames/s,
-//! answers NACKs with RTX and PLIs with a keyframe; subscribers NACK their gaps and keep what
-//! arrived. Every run of a scenario is the same run: no sockets, no real time.
+//! reordering), or a bottleneck (a capacity that changes on schedule, a drop-tail queue),
+//! between the router and model endpoints. A publisher (`publisher`) sends VP8 at 30
+//! frames/s, one encoding or simulcast layers, answers NACKs with RTX and PLIs with a keyframe;
+//! subscribers (`subscriber`) NACK their gaps, keep what arrived and may send transport-wide
+//! feedback. Every run of a scenario is the same run: no sockets, no real time.
 
 // Each test target uses part of the model.
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use ringcast_media::fixtures;
-use ringcast_media::router::{
-    Egress, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig, TrackId,
-};
-use ringcast_media::rtcp::{self, Rtcp};
-use ringcast_media::rtp::RtpPacket;
-use ringcast_media::sequence::extend;
+use ringcast_media::router::{Egress, MediaCommand, MediaRouter, TrackId};
 use ringcast_types::TransportId;
+
+pub mod publisher;
+pub mod subscriber;
+
+pub use publisher::Publisher;
+pub use subscriber::Subscriber;
 
 pub const TICK: Duration = Duration::from_millis(5);
 pub const FRAME: Duration = Duration::from_micros(33_333);
@@ -43,13 +46,105 @@ impl Rng {
     }
 }
 
+/// Bytes a datagram takes on a bottleneck besides its RTP or RTCP: IPv4 and UDP headers.
+pub const OVERHEAD: usize = 28;
+
+/// A bottleneck: one queue served at a capacity that changes at given times (drop-tail: a
+/// datagram that would take the queue past `queue_bytes` is dropped). The schedule is known
+/// ahead, so each datagram's departure is exact when it is queued.
+#[derive(Debug, Clone)]
+pub struct Bottleneck {
+    /// (from when, bits/s), in time order, the first from zero.
+    capacity: Vec<(Duration, u64)>,
+    pub queue_bytes: u64,
+    /// When the last bit queued leaves.
+    busy_until: Duration,
+    /// Datagrams the full queue dropped.
+    pub dropped: u64,
+    /// The longest queueing delay seen.
+    pub max_delay: Duration,
+}
+
+impl Bottleneck {
+    pub fn new(bps: u64, queue_bytes: u64) -> Bottleneck {
+        Bottleneck {
+            capacity: vec![(Duration::ZERO, bps)],
+            queue_bytes,
+            busy_until: Duration::ZERO,
+            dropped: 0,
+            max_delay: Duration::ZERO,
+        }
+    }
+
+    /// The capacity becomes `bps` at `at` (after the changes already given).
+    pub fn then(mut self, at: Duration, bps: u64) -> Bottleneck {
+        self.capacity.push((at, bps));
+        self
+    }
+
+    /// The capacity at `t`, and when it next changes.
+    fn rate_at(&self, t: Duration) -> (f64, Option<Duration>) {
+        let i = self.capacity.partition_point(|&(from, _)| from <= t).max(1) - 1;
+        let rate = self.capacity[i].1.max(1) as f64;
+        (rate, self.capacity.get(i + 1).map(|&(at, _)| at))
+    }
+
+    /// Bits served over [from, to).
+    fn served(&self, mut from: Duration, to: Duration) -> f64 {
+        let mut bits = 0.0;
+        while from < to {
+            let (rate, next) = self.rate_at(from);
+            let until = next.map_or(to, |n| n.min(to));
+            bits += (until - from).as_secs_f64() * rate;
+            from = until;
+        }
+        bits
+    }
+
+    /// When `bits` more are served, starting at `from`.
+    fn finish(&self, mut from: Duration, mut bits: f64) -> Duration {
+        loop {
+            let (rate, next) = self.rate_at(from);
+            let need = Duration::from_secs_f64(bits / rate);
+            match next {
+                Some(n) if from + need > n => {
+                    bits -= (n - from).as_secs_f64() * rate;
+                    from = n;
+                }
+                _ => return from + need,
+            }
+        }
+    }
+
+    /// A datagram of `bytes` reaches the queue at `now`: when it leaves, or `None` if the
+    /// queue is full.
+    pub fn enqueue(&mut self, now: Duration, bytes: usize) -> Option<Duration> {
+        let start = self.busy_until.max(now);
+        let queued = self.served(now, start) / 8.0;
+        if queued + bytes as f64 > self.queue_bytes as f64 {
+            self.dropped += 1;
+            return None;
+        }
+        self.max_delay = self.max_delay.max(start - now);
+        self.busy_until = self.finish(start, bytes as f64 * 8.0);
+        Some(self.busy_until)
+    }
+
+    /// How long a datagram queued at `now` waits before it starts to leave.
+    pub fn delay_at(&self, now: Duration) -> Duration {
+        self.busy_until.saturating_sub(now)
+    }
+}
+
 /// One direction of a link.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Link {
     pub loss: f64,
     pub latency: Duration,
     /// Uniform extra delay in [0, jitter): packets overtake each other.
     pub jitter: Duration,
+    /// A queue ahead of the latency, if the link is narrow.
+    pub bottleneck: Option<Bottleneck>,
 }
 
 impl Link {
@@ -58,6 +153,7 @@ impl Link {
             loss: 0.0,
             latency: Duration::from_millis(10),
             jitter: Duration::ZERO,
+            bottleneck: None,
         }
     }
 
@@ -66,6 +162,17 @@ impl Link {
             loss,
             latency: Duration::from_millis(20),
             jitter: Duration::from_millis(15),
+            bottleneck: None,
+        }
+    }
+
+    /// A narrow link: `bottleneck`, then 25 ms of propagation, random loss (after the queue).
+    pub fn narrow(bottleneck: Bottleneck, loss: f64) -> Link {
+        Link {
+            loss,
+            latency: Duration::from_millis(25),
+            jitter: Duration::ZERO,
+            bottleneck: Some(bottleneck),
         }
     }
 }
@@ -82,222 +189,6 @@ pub struct Datagram {
     pub to: Node,
     pub rtcp: bool,
     pub bytes: Vec<u8>,
-}
-
-/// The publisher model: a VP8 track with RTX.
-pub struct Publisher {
-    pub seq: u16,
-    pub rtx_seq: u16,
-    pub ts: u32,
-    pub sent: HashMap<u16, Vec<u8>>,
-    pub keyframe_due: bool,
-    pub muted: bool,
-    pub plis: u32,
-    pub nacked: u32,
-}
-
-/// The VP8 payload of packet `i` of a frame: the first one starts it (S=1, PID 0), and on a
-/// keyframe carries P=0 in the payload header.
-pub fn vp8_payload(first: bool, key: bool) -> Vec<u8> {
-    let mut p = vec![if first { 0x10 } else { 0x00 }];
-    p.push(if key { 0x00 } else { 0x01 });
-    p.extend_from_slice(&[0x9D, 0x01, 0x2A]);
-    p.resize(300, 0xAB);
-    p
-}
-
-pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
-    let mut b = vec![0x80, (u8::from(marker) << 7) | pt];
-    b.extend_from_slice(&seq.to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&ssrc.to_be_bytes());
-    b.extend_from_slice(payload);
-    b
-}
-
-impl Publisher {
-    pub fn new() -> Publisher {
-        Publisher {
-            seq: 1000,
-            rtx_seq: 5000,
-            ts: 90_000,
-            sent: HashMap::new(),
-            keyframe_due: true,
-            muted: false,
-            plis: 0,
-            nacked: 0,
-        }
-    }
-
-    /// One frame: 6 packets for a keyframe, 3 otherwise.
-    pub fn frame(&mut self) -> Vec<Vec<u8>> {
-        let key = std::mem::take(&mut self.keyframe_due);
-        let n = if key { 6 } else { 3 };
-        self.ts = self.ts.wrapping_add(3000);
-        (0..n)
-            .map(|i| {
-                let p = rtp(
-                    96,
-                    self.seq,
-                    self.ts,
-                    MEDIA_SSRC,
-                    i == n - 1,
-                    &vp8_payload(i == 0, key),
-                );
-                self.sent.insert(self.seq, p.clone());
-                self.seq = self.seq.wrapping_add(1);
-                p
-            })
-            .collect()
-    }
-
-    /// RTCP from the router: NACKs answered with RTX, PLIs with the next frame a keyframe.
-    pub fn rtcp(&mut self, datagram: &[u8]) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for p in rtcp::read(datagram).flatten() {
-            match p {
-                Rtcp::Pli { .. } => {
-                    self.plis += 1;
-                    self.keyframe_due = true;
-                }
-                Rtcp::Nack { items, .. } => {
-                    for seq in items.lost() {
-                        self.nacked += 1;
-                        let Some(orig) = self.sent.get(&seq) else {
-                            continue;
-                        };
-                        let o = RtpPacket::parse(orig).unwrap();
-                        let mut payload = seq.to_be_bytes().to_vec();
-                        payload.extend_from_slice(o.payload);
-                        out.push(rtp(
-                            97,
-                            self.rtx_seq,
-                            o.timestamp,
-                            RTX_SSRC,
-                            o.marker,
-                            &payload,
-                        ));
-                        self.rtx_seq = self.rtx_seq.wrapping_add(1);
-                    }
-                }
-                _ => {}
-            }
-        }
-        out
-    }
-}
-
-/// The subscriber model: what arrived (by extended sequence number), NACKs for the gaps.
-pub struct Subscriber {
-    pub ssrc: u32,
-    pub rtx: Option<RtxConfig>,
-    pub highest: Option<u64>,
-    pub received: HashSet<u64>,
-    /// ext → (when found missing, last NACK, NACKs sent).
-    pub missing: BTreeMap<u64, (Duration, Option<Duration>, u32)>,
-    /// Arrival time and payload of the first packet, to check it opens a keyframe.
-    pub first: Option<(Duration, Vec<u8>)>,
-    pub timestamps: BTreeMap<u64, u32>,
-    pub other_ssrcs: u32,
-    pub nacks_sent: u32,
-}
-
-impl Subscriber {
-    pub fn new(ssrc: u32, rtx: bool) -> Subscriber {
-        Subscriber {
-            ssrc,
-            rtx: rtx.then_some(RtxConfig {
-                ssrc: ssrc + 1,
-                payload_type: 101,
-            }),
-            highest: None,
-            received: HashSet::new(),
-            missing: BTreeMap::new(),
-            first: None,
-            timestamps: BTreeMap::new(),
-            other_ssrcs: 0,
-            nacks_sent: 0,
-        }
-    }
-
-    pub fn config(&self, subscriber: TransportId) -> SubscriptionConfig {
-        fixtures::subscription(TRACK, subscriber, self.ssrc, self.rtx.is_some())
-    }
-
-    pub fn rtp(&mut self, b: &[u8], now: Duration) {
-        let p = RtpPacket::parse(b).unwrap();
-        let (seq, payload) = if Some(p.ssrc) == self.rtx.map(|r| r.ssrc) {
-            assert_eq!(p.payload_type, 101);
-            (
-                u16::from_be_bytes([p.payload[0], p.payload[1]]),
-                &p.payload[2..],
-            )
-        } else if p.ssrc == self.ssrc {
-            assert_eq!(p.payload_type, 100);
-            (p.sequence, p.payload)
-        } else {
-            self.other_ssrcs += 1;
-            return;
-        };
-        let ext = match self.highest {
-            Some(h) => extend(h, seq),
-            None => u64::from(seq) | (1 << 32),
-        };
-        if self.first.is_none() {
-            self.first = Some((now, payload.to_vec()));
-        }
-        if let Some(h) = self.highest
-            && ext > h + 1
-        {
-            for m in h + 1..ext {
-                self.missing.insert(m, (now, None, 0));
-            }
-        }
-        self.missing.remove(&ext);
-        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
-        self.received.insert(ext);
-        self.timestamps.insert(ext, p.timestamp);
-    }
-
-    /// A NACK for the gaps due: 10 ms after they show (reordering), then every 40 ms, 8 times.
-    pub fn nack(&mut self, now: Duration) -> Option<Vec<u8>> {
-        let mut lost = Vec::new();
-        self.missing.retain(|_, (_, _, tries)| *tries < 8);
-        for (ext, (found, last, tries)) in &mut self.missing {
-            let due = match last {
-                None => now >= *found + Duration::from_millis(10),
-                Some(l) => now >= *l + Duration::from_millis(40),
-            };
-            if due {
-                *last = Some(now);
-                *tries += 1;
-                lost.push(*ext as u16);
-            }
-        }
-        if lost.is_empty() {
-            return None;
-        }
-        self.nacks_sent += 1;
-        let mut b = vec![0u8; 1500];
-        let mut w = rtcp::Writer::new(&mut b);
-        w.nack(0xCAFE, self.ssrc, &lost[..lost.len().min(64)])
-            .unwrap();
-        let n = w.len();
-        b.truncate(n);
-        Some(b)
-    }
-
-    /// Received packets over the span from the first to the last one.
-    pub fn completeness(&self) -> f64 {
-        let (Some(lo), Some(hi)) = (self.received.iter().min(), self.received.iter().max()) else {
-            return 0.0;
-        };
-        self.received.len() as f64 / (hi - lo + 1) as f64
-    }
-
-    pub fn is_contiguous(&self) -> bool {
-        self.completeness() == 1.0
-    }
 }
 
 /// What the router sends, collected for the network.
@@ -338,15 +229,16 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// A publisher of one encoding (`Publisher::new`).
     pub fn new(seed: u64) -> Sim {
+        Sim::with_publisher(seed, Publisher::new())
+    }
+
+    pub fn with_publisher(seed: u64, publisher: Publisher) -> Sim {
         let t0 = Instant::now();
         let mut router = MediaRouter::default();
         router.command(
-            MediaCommand::AddTrack(fixtures::vp8_track(
-                TRACK,
-                PUB,
-                fixtures::single(MEDIA_SSRC, Some(RTX_SSRC)),
-            )),
+            MediaCommand::AddTrack(fixtures::vp8_track(TRACK, PUB, publisher.encodings())),
             &mut Outbox::default(),
             t0,
         );
@@ -355,7 +247,7 @@ impl Sim {
             now: Duration::ZERO,
             rng: Rng(seed | 1),
             router,
-            publisher: Publisher::new(),
+            publisher,
             subscribers: BTreeMap::new(),
             links: HashMap::new(),
             queue: BinaryHeap::new(),
@@ -385,18 +277,21 @@ impl Sim {
     }
 
     pub fn send(&mut self, from: Node, to: Node, rtcp: bool, bytes: Vec<u8>) {
-        let link = self
-            .links
-            .get(&(from, to))
-            .copied()
-            .unwrap_or(Link::clean());
+        let link = self.links.entry((from, to)).or_insert_with(Link::clean);
         self.sent += 1;
+        let leaves = match &mut link.bottleneck {
+            Some(b) => match b.enqueue(self.now, bytes.len() + OVERHEAD) {
+                Some(t) => t,
+                None => return,
+            },
+            None => self.now,
+        };
         if self.rng.unit() < link.loss {
             self.dropped += 1;
             return;
         }
         let jitter = link.jitter.mul_f64(self.rng.unit());
-        let at = self.now + link.latency + jitter;
+        let at = leaves + link.latency + jitter;
         self.queue.push(Reverse((
             at,
             self.sent,
@@ -438,7 +333,7 @@ impl Sim {
                 if let Some(s) = self.subscribers.get_mut(&id)
                     && !d.rtcp
                 {
-                    s.rtp(&d.bytes, self.now);
+                    s.rtp(&d.bytes, self.now, self.t0 + self.now);
                 }
             }
             (Node::Router, Node::Router) => {}
@@ -463,7 +358,7 @@ impl Sim {
             if self.publishing && self.now >= self.next_frame {
                 self.next_frame += FRAME;
                 if !self.publisher.muted {
-                    for p in self.publisher.frame() {
+                    for p in self.publisher.frame(self.now) {
                         self.send(Node::Peer(PUB), Node::Router, false, p);
                     }
                 }
@@ -473,8 +368,12 @@ impl Sim {
             self.route(out);
             let ids: Vec<TransportId> = self.subscribers.keys().copied().collect();
             for id in ids {
-                if let Some(n) = self.subscribers.get_mut(&id).and_then(|s| s.nack(self.now)) {
-                    self.send(Node::Peer(id), Node::Router, true, n);
+                let rtcp = self
+                    .subscribers
+                    .get_mut(&id)
+                    .map_or_else(Vec::new, |s| s.rtcp(self.now));
+                for b in rtcp {
+                    self.send(Node::Peer(id), Node::Router, true, b);
                 }
             }
         }
