@@ -5,8 +5,9 @@
 # Then: cargo fmt --check, cargo clippy -D warnings, all Rust tests, a short run of every fuzz
 # target, the Helm chart checks, headless Chromium publishing through gRPC-Web, three Chromium
 # pages in a room, aiortc publishing to a Chromium subscriber, a Chromium subscriber behind 5 %
-# loss recovering with NACKs, the demo page in two tabs, a Firefox ESR page (simulcast) and a
-# Chromium page in one room, and the Python tests (grpcio against every RPC; aiortc publishing
+# loss recovering with NACKs, a Chromium subscriber behind a 400 kbit/s bottleneck taking a
+# lower simulcast layer and recovering, the demo page in two tabs, a Firefox ESR page
+# (simulcast) and a Chromium page in one room, and the Python tests (grpcio against every RPC; aiortc publishing
 # over both IO backends and all SRTP profiles).
 # Usage: ./scripts/test.sh            (from anywhere; ~10 min on 2 cores from a clean target/)
 set -euo pipefail
@@ -83,6 +84,6 @@ step "container image: build with podman, run, health, non-root, SIGTERM"
 # --- peers that are not ours -------------------------------------------------------------------
 export RINGCAST_BIN="$root/target/debug/ringcast"
 step "headless Chromium: publishing through gRPC-Web, three pages in a room (both IO backends), aiortc -> Chromium, one subscriber behind 5 % loss (NACK), a simulcast publisher behind 5 % loss (upstream NACK, RTX), the demo page in two tabs; Firefox ESR (simulcast) with Chromium in one room"
-(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs test-pubsub.mjs test-aiortc-chromium.mjs test-loss-nack.mjs test-upstream-loss.mjs test-demo.mjs test-firefox.mjs)
+(cd interop/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && node --test test-publish.mjs test-pubsub.mjs test-aiortc-chromium.mjs test-loss-nack.mjs test-upstream-loss.mjs test-congestion.mjs test-demo.mjs test-firefox.mjs)
 step "python: grpcio on every RPC, aiortc publishing (both IO backends, every SRTP profile), SIGTERM drain"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider interop/python

@@ -667,7 +667,10 @@ export function classifyDatagram(msg) {
  *   - but in the lossy `direction` ('toClient', the default, or 'toServer'),
  *     SRTP is dropped with probability `lossRate`, drawn from a PRNG seeded
  *     with `seed` (the same seed drops the same positions in the packet
- *     sequence); STUN, DTLS and SRTCP always pass.
+ *     sequence); STUN, DTLS and SRTCP always pass;
+ *   - with `rateBps`, everything in that direction also crosses a bottleneck: a
+ *     drop-tail queue of `queueBytes` drained at `rateBps` (relay.setRate(bps)
+ *     changes it, null lifts it).
  * relay.stats counts datagrams per direction and kind ({ toServer: { stun: n,
  * ... }, toClient: {...}, dropped: {...} }). relay.streams maps every SSRC sent
  * in the lossy direction (RTP headers are not encrypted) to { pt, forwarded,
@@ -683,14 +686,43 @@ export function classifyDatagram(msg) {
  * relay.rtcpSizes counts those datagrams by size. relay.describe() summarises both.
  * Resolves once bound; relay.close() closes every socket.
  */
-export function startLossyRelay({ lossRate = 0.05, seed = 1, direction = 'toClient', feedbackMaxBytes = 64 } = {}) {
+export function startLossyRelay({
+  lossRate = 0.05, seed = 1, direction = 'toClient', feedbackMaxBytes = 64, rateBps = null, queueBytes = 60_000,
+} = {}) {
   assert.ok(direction === 'toClient' || direction === 'toServer', `relay direction ${direction}`);
   const random = seededRandom(seed);
   const relay = {
     port: null, target: null, lossRate, seed, direction, clients: new Map(), streams: new Map(),
-    stats: { toServer: {}, toClient: {}, dropped: {}, noTarget: 0, errors: [] },
-    reactions: [], rtcpSizes: {},
+    stats: { toServer: {}, toClient: {}, dropped: {}, queueDropped: 0, noTarget: 0, errors: [] },
+    reactions: [], rtcpSizes: {}, rateBps, queueBytes,
   };
+  // The bottleneck (`rateBps`, null: none) in the lossy direction: a drop-tail queue of at
+  // most `queueBytes` drained at the rate, as a rate-limited link would (tc tbf).
+  const queue = [];
+  let queued = 0;
+  let nextFree = 0;
+  let draining = null;
+  const drain = () => {
+    draining = null;
+    const now = performance.now();
+    while (queue.length && (relay.rateBps === null || nextFree <= now + 1)) {
+      const { send, len } = queue.shift();
+      queued -= len;
+      if (relay.rateBps !== null) nextFree = Math.max(nextFree, now) + (len * 8 * 1000) / relay.rateBps;
+      send();
+    }
+    if (queue.length) draining = setTimeout(drain, Math.max(1, nextFree - now));
+  };
+  const limited = (len, send) => {
+    if (relay.rateBps === null && !queue.length) return send();
+    if (queued + len > relay.queueBytes) { relay.stats.queueDropped += 1; return undefined; }
+    queue.push({ send, len });
+    queued += len;
+    if (!draining) drain();
+    return undefined;
+  };
+  /** Changes the bottleneck's rate (bits/s; null lifts it: the queue drains at once). */
+  relay.setRate = (bps) => { relay.rateBps = bps; if (draining) { clearTimeout(draining); } drain(); };
   const gapsSeen = []; // performance.now() of each packet that followed a drop, awaiting a reaction
   // An RTCP datagram against the lossy direction: if feedback-sized, every gap seen so far got its reaction.
   const react = (kind, len) => {
@@ -738,8 +770,8 @@ export function startLossyRelay({ lossRate = 0.05, seed = 1, direction = 'toClie
         const kind = classifyDatagram(back);
         if (direction === 'toClient' && !pass(back, kind)) return;
         if (direction === 'toServer') react(kind, back.length);
-        count(relay.stats.toClient, kind);
-        front.send(back, rinfo.port, rinfo.address);
+        const send = () => { count(relay.stats.toClient, kind); front.send(back, rinfo.port, rinfo.address); };
+        if (direction === 'toClient') limited(back.length, send); else send();
       });
       up.bind(0, '127.0.0.1');
       relay.clients.set(key, up);
@@ -747,10 +779,11 @@ export function startLossyRelay({ lossRate = 0.05, seed = 1, direction = 'toClie
     const kind = classifyDatagram(msg);
     if (direction === 'toServer' && !pass(msg, kind)) return;
     if (direction === 'toClient') react(kind, msg.length);
-    count(relay.stats.toServer, kind);
-    up.send(msg, relay.target.port, relay.target.address);
+    const send = () => { count(relay.stats.toServer, kind); up.send(msg, relay.target.port, relay.target.address); };
+    if (direction === 'toServer') limited(msg.length, send); else send();
   });
   relay.close = () => {
+    if (draining) clearTimeout(draining);
     for (const s of [front, ...relay.clients.values()]) {
       try { s.close(); } catch (_) { /* already closed */ }
     }
@@ -765,7 +798,9 @@ export function startLossyRelay({ lossRate = 0.05, seed = 1, direction = 'toClie
       `after a gap could be seen (${r.length} drops): median ${q(0.5)} ms, p90 ${q(0.9)} ms, max ${r.at(-1).toFixed(1)} ms; ${sizes}`;
   };
   relay.describe = () => `relay 127.0.0.1:${relay.port} -> ${relay.target ? `${relay.target.address}:${relay.target.port}` : '(no target)'}, ` +
-    `${relay.clients.size} client address(es), loss ${lossRate} ${direction} seed ${seed}: to server ${JSON.stringify(relay.stats.toServer)}, ` +
+    `${relay.clients.size} client address(es), loss ${lossRate} ${direction} seed ${seed}` +
+    `${relay.rateBps !== null || relay.stats.queueDropped ? `, bottleneck ${relay.rateBps === null ? 'lifted' : `${relay.rateBps} bit/s`} ` +
+      `(${relay.queueBytes} B queue, ${relay.stats.queueDropped} dropped at the tail)` : ''}: to server ${JSON.stringify(relay.stats.toServer)}, ` +
     `to client ${JSON.stringify(relay.stats.toClient)}, dropped ${JSON.stringify(relay.stats.dropped)}; RTP by SSRC: ` +
     `${[...relay.streams].map(([ssrc, x]) => `${ssrc} (pt ${x.pt}) forwarded ${x.forwarded} dropped ${x.dropped} redelivered ${x.redelivered}`).join(', ')}` +
     `; ${relay.describeReactions()}` +

@@ -104,12 +104,15 @@ pub struct MediaRouter {
     upstream_cc: IdMap<TransportId, twcc::Upstream>,
     /// Subscriber transports: their sequence numbers and bandwidth estimates.
     downstream: IdMap<TransportId, downstream::Downstream>,
-    /// When layer rates were last measured and estimates shared out.
+    /// When layer rates were last measured and estimates shared out, and whether an estimate
+    /// fell since so far that the share-out is due now.
     layer_rates_at: Option<Instant>,
+    reallocate: bool,
     /// Reused by every share-out and probe round.
     alloc_scratch: Vec<(TransportId, Slot, usize, bool, allocate::Want)>,
     caps_scratch: Vec<usize>,
-    probe_scratch: Vec<(TransportId, ringcast_cc::ProbeCluster)>,
+    want_scratch: Vec<allocate::Want>,
+    probe_scratch: Vec<TransportId>,
     pub stats: RouterStats,
 }
 
@@ -292,9 +295,10 @@ impl MediaRouter {
         self.send_transport_feedback(out, now);
         match self.layer_rates_at {
             None => self.layer_rates_at = Some(now),
-            Some(at) if now >= at + RATE_INTERVAL => {
+            Some(at) if now >= at + RATE_INTERVAL || self.reallocate => {
                 self.allocate_layers(now - at, now);
                 self.layer_rates_at = Some(now);
+                self.reallocate = false;
             }
             Some(_) => {}
         }

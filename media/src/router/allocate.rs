@@ -6,9 +6,12 @@
 /// Simulcast layers a subscription's rates are given for, at most.
 pub const MAX_LAYERS: usize = 4;
 
-/// A layer above the current cap must fit with this share to spare (percent): an estimate
-/// that hovers at a layer's bitrate does not move the subscription up and down.
+/// A layer above the current cap must fit with this share to spare (percent), and the layer
+/// at the cap stays while the budget carries this share of it (percent): between the two an
+/// estimate that hovers at a layer's bitrate, or dips on a delay-based decrease (to 85 % of
+/// what was acknowledged), does not move the subscription up and down.
 pub const UP_HEADROOM_PERCENT: u64 = 15;
+pub const STAY_PERCENT: u64 = 85;
 
 /// One video subscription as allocation sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +22,8 @@ pub struct Want {
     pub layers: usize,
     /// The highest layer it may be sent now.
     pub cap: usize,
+    /// Whether it may move above `cap` now (not while it settles after moving down).
+    pub may_rise: bool,
 }
 
 impl Want {
@@ -26,14 +31,14 @@ impl Want {
         self.rates.get(layer).copied().unwrap_or(0)
     }
 
-    /// What moving to `layer` needs from the budget, headroom included when it is above the
-    /// current cap.
+    /// What moving to (or staying on) `layer` needs from the budget: headroom included above
+    /// the current cap, the stay share at it.
     fn need(&self, layer: usize) -> u64 {
         let r = self.rate(layer);
-        if layer > self.cap {
-            r + r * UP_HEADROOM_PERCENT / 100
-        } else {
-            r
+        match layer.cmp(&self.cap) {
+            std::cmp::Ordering::Greater => r + r * UP_HEADROOM_PERCENT / 100,
+            std::cmp::Ordering::Equal => r * STAY_PERCENT / 100,
+            std::cmp::Ordering::Less => r,
         }
     }
 }
@@ -42,12 +47,15 @@ impl Want {
 /// order, and writes each one's new cap into `caps`. Every subscription first gets its lowest
 /// layer (sent even when the budget can't carry it: there is nothing lower but a frozen
 /// picture); then, in order, each moves to the highest layer whose cost beyond its lowest fits
-/// what remains.
+/// what remains (and a subscription that may not rise stays at most at its cap).
 pub fn allocate(budget: u64, wants: &[Want], caps: &mut [usize]) {
     let base: u64 = wants.iter().map(|w| w.rate(0)).sum();
     let mut left = budget.saturating_sub(base);
     for (w, cap) in wants.iter().zip(caps.iter_mut()) {
-        let top = w.layers.clamp(1, MAX_LAYERS) - 1;
+        let mut top = w.layers.clamp(1, MAX_LAYERS) - 1;
+        if !w.may_rise {
+            top = top.min(w.cap);
+        }
         let chosen = (1..=top)
             .rev()
             .find(|&l| w.need(l).saturating_sub(w.rate(0)) <= left)
@@ -55,6 +63,27 @@ pub fn allocate(budget: u64, wants: &[Want], caps: &mut [usize]) {
         left -= w.rate(chosen).saturating_sub(w.rate(0)).min(left);
         *cap = chosen;
     }
+}
+
+/// Probes aim this far (percent) past what moving up needs: a probe is measured a little
+/// under its rate, and must still clear the headroom.
+pub const PROBE_MARGIN_PERCENT: u64 = 10;
+
+/// The rate a subscriber's subscriptions would take at their best layers, with the headroom
+/// a move up needs and the probe margin: the estimator probes up to this, and no further.
+pub fn wanted(wants: &[Want]) -> u64 {
+    let need: u64 = wants
+        .iter()
+        .map(|w| {
+            let best = w.rates[..w.layers.min(MAX_LAYERS)]
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0);
+            best + best * UP_HEADROOM_PERCENT / 100
+        })
+        .sum();
+    need + need * PROBE_MARGIN_PERCENT / 100
 }
 
 #[cfg(test)]
@@ -70,6 +99,7 @@ mod tests {
             rates: r,
             layers: rates.len(),
             cap,
+            may_rise: true,
         }
     }
 
@@ -78,13 +108,15 @@ mod tests {
     #[test]
     fn one_subscription_gets_the_best_layer_that_fits() {
         #[rustfmt::skip]
-        let cases: [(&str, u64, usize, usize); 10] = [
+        let cases: [(&str, u64, usize, usize); 12] = [
             // (what, budget, current cap, new cap)
             ("plenty: the top", 5000 * K, 2, 2),
             ("plenty, from below: up with headroom", 5000 * K, 0, 2),
             ("just the top, already there: stays", 1500 * K, 2, 2),
             ("just the top, from below: not without headroom", 1500 * K, 1, 1),
             ("the top with headroom: up", 1725 * K, 1, 2),
+            ("a dip within the stay share: stays", 1300 * K, 2, 2),
+            ("below the stay share: down", 1200 * K, 2, 1),
             ("between: the middle", 1000 * K, 2, 1),
             ("the middle exactly, from below: not without headroom", 500 * K, 0, 0),
             ("the middle exactly, already there: stays", 500 * K, 1, 1),
@@ -115,6 +147,35 @@ mod tests {
             allocate(budget, &wants, &mut caps);
             assert_eq!(caps, expect, "{what}");
         }
+    }
+
+    #[test]
+    fn settling_after_a_move_down_holds_the_cap() {
+        let mut caps = [9];
+        let w = Want {
+            may_rise: false,
+            ..want(&SIMULCAST, 0)
+        };
+        allocate(5000 * K, &[w], &mut caps);
+        assert_eq!(caps, [0], "plenty, but not yet");
+        let w = Want {
+            may_rise: false,
+            ..want(&SIMULCAST, 2)
+        };
+        allocate(1000 * K, &[w], &mut caps);
+        assert_eq!(caps, [1], "down is never held");
+    }
+
+    /// What a subscriber would take, headroom and probe margin included: what probing aims
+    /// at. An estimate there moves every subscription to its best layer.
+    #[test]
+    fn the_rate_wanted_clears_the_headroom_to_move_up() {
+        let ws = [want(&SIMULCAST, 0), want(&[], 0), want(&SIMULCAST, 1)];
+        let need = 2 * 1500 * K * (100 + UP_HEADROOM_PERCENT) / 100;
+        assert_eq!(wanted(&ws), need + need * PROBE_MARGIN_PERCENT / 100);
+        let mut caps = [9; 3];
+        allocate(wanted(&ws), &ws, &mut caps);
+        assert_eq!(caps, [2, 0, 2]);
     }
 
     #[test]

@@ -19,12 +19,17 @@ use crate::table::Slot;
 /// How often layer rates are measured and estimates shared out.
 pub const RATE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// After its cap came down, a subscription's stays down this long: an estimate that dipped on
+/// the way down recovers before the next move up, and the layers do not flap.
+pub const SETTLE_AFTER_DOWN: Duration = Duration::from_secs(3);
+
 /// What an audio subscription is assumed to cost when its rate is not measured yet (Opus at
 /// its usual WebRTC rate plus headers).
 const AUDIO_RATE: u64 = 50_000;
 
-/// Packets one probe cluster may take from the history at most.
+/// Packets one probe cluster may take from the history at most, and per timer step.
 const MAX_PROBE_PACKETS: u16 = 64;
+const MAX_COPIES_PER_STEP: usize = 8;
 
 /// One subscriber transport's congestion control state.
 pub(super) struct Downstream {
@@ -36,6 +41,25 @@ pub(super) struct Downstream {
     pub(super) estimator: Estimator,
     /// It sent REMB.
     remb: bool,
+    /// The probe cluster being sent.
+    probing: Option<Probing>,
+    /// The estimate the last share-out used.
+    shared: Option<u64>,
+}
+
+/// A probe cluster under way.
+#[derive(Debug, Clone, Copy)]
+struct Probing {
+    cluster: ProbeCluster,
+    /// The subscription copied from, and its newest sequence number when the cluster began.
+    from: Option<(Slot, u16)>,
+    /// How far back the next copy is.
+    back: u16,
+    /// What the cluster carried so far, media and copies.
+    packets: u32,
+    bytes: u32,
+    started: Instant,
+    next_at: Instant,
 }
 
 impl Downstream {
@@ -45,6 +69,8 @@ impl Downstream {
             next_seq: 0,
             estimator: Estimator::new(Config::default()),
             remb: false,
+            probing: None,
+            shared: None,
         }
     }
 
@@ -63,12 +89,22 @@ impl Downstream {
 
     /// The packet that carried `next_element` (`len` bytes of RTP) was sent, as part of probe
     /// cluster `probe` if it is one.
+    ///
+    /// While a probe cluster is under way every packet is part of it, media included (as
+    /// libwebrtc's pacer does): the cluster is measured by all it carried, and the copies only
+    /// top the media up to the cluster's rate.
     pub(super) fn sent(&mut self, len: usize, now: Instant, probe: Option<ClusterId>) {
-        if self.ext.is_some() {
-            self.estimator
-                .on_packet_sent(self.next_seq, len, now, probe);
-            self.next_seq = self.next_seq.wrapping_add(1);
+        if self.ext.is_none() {
+            return;
         }
+        let probe = probe.or(self.probing.map(|p| p.cluster.id));
+        if let Some(p) = self.probing.as_mut() {
+            p.packets += 1;
+            p.bytes = p.bytes.saturating_add(len as u32);
+        }
+        self.estimator
+            .on_packet_sent(self.next_seq, len, now, probe);
+        self.next_seq = self.next_seq.wrapping_add(1);
     }
 }
 
@@ -102,6 +138,12 @@ impl MediaRouter {
             Ok(fb) => {
                 d.estimator.on_feedback(&fb, now);
                 self.stats.twcc_feedback_received += 1;
+                // A fall well below what was shared out is not left for the next round.
+                let est = d.estimator.target_bitrate();
+                if d.shared.is_some_and(|b| est < b - b / 5) {
+                    self.reallocate = true;
+                    self.wake = Some(self.wake.map_or(now, |w| w.min(now)));
+                }
             }
             Err(_) => self.stats.malformed_rtcp += 1,
         }
@@ -142,63 +184,68 @@ impl MediaRouter {
                 };
                 let layers = if video { layers } else { 1 };
                 let cap = s.cap.min(layers.saturating_sub(1));
-                wants.push((
-                    s.config.subscriber,
-                    slot,
-                    i,
-                    video,
-                    Want { rates, layers, cap },
-                ));
+                let may_rise = s
+                    .capped_down_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= SETTLE_AFTER_DOWN);
+                let want = Want {
+                    rates,
+                    layers,
+                    cap,
+                    may_rise,
+                };
+                wants.push((s.config.subscriber, slot, i, video, want));
             }
         }
         // Stable: within a subscriber, audio first, then video in track order.
         wants.sort_by_key(|w| (w.0, !w.3));
         let mut caps = std::mem::take(&mut self.caps_scratch);
+        let mut want_scratch = std::mem::take(&mut self.want_scratch);
         for group in wants.chunk_by(|a, b| a.0 == b.0) {
             let subscriber = group[0].0;
             let Some(d) = self.downstream.get_mut(&subscriber) else {
                 continue;
             };
-            let desired: u64 = group
-                .iter()
-                .map(|w| {
-                    w.4.rates[..w.4.layers.max(1)]
-                        .iter()
-                        .copied()
-                        .max()
-                        .unwrap_or(0)
-                })
-                .sum();
-            d.estimator.set_desired_bitrate(desired.max(AUDIO_RATE));
+            want_scratch.clear();
+            want_scratch.extend(group.iter().map(|w| w.4));
+            d.estimator
+                .set_desired_bitrate(allocate::wanted(&want_scratch).max(AUDIO_RATE));
             let Some(budget) = d.estimate() else {
                 // Nothing measures this downlink: no cap.
                 for &(_, slot, i, _, _) in group {
-                    self.set_cap(slot, i, super::forward::ANY_LAYER);
+                    self.set_cap(slot, i, super::forward::ANY_LAYER, now);
                 }
                 continue;
             };
             caps.clear();
             caps.resize(group.len(), 0);
-            let ws: Vec<Want> = group.iter().map(|w| w.4).collect();
-            allocate::allocate(budget, &ws, &mut caps);
+            d.shared = Some(budget);
+            allocate::allocate(budget, &want_scratch, &mut caps);
             for (w, &cap) in group.iter().zip(caps.iter()) {
-                self.set_cap(w.1, w.2, if w.3 { cap } else { super::forward::ANY_LAYER });
+                let cap = if w.3 { cap } else { super::forward::ANY_LAYER };
+                self.set_cap(w.1, w.2, cap, now);
             }
         }
         self.caps_scratch = caps;
+        self.want_scratch = want_scratch;
         self.alloc_scratch = wants;
     }
 
-    fn set_cap(&mut self, slot: Slot, i: usize, cap: usize) {
+    /// Sets a subscription's cap; a lower one starts its settling time (`SETTLE_AFTER_DOWN`).
+    fn set_cap(&mut self, slot: Slot, i: usize, cap: usize, now: Instant) {
         if let Some(s) = self.tracks.at_mut(slot).and_then(|t| t.subs.get_mut(i)) {
+            if cap < s.cap {
+                s.capped_down_at = Some(now);
+            }
             s.cap = cap;
         }
     }
 
     /// Runs each estimator's timers and sends the probe clusters they ask for: RTX copies of
     /// the packets a subscriber was just sent on one of its video subscriptions, stamped as
-    /// the cluster's, until the cluster's packets and bytes are sent (a subscriber without RTX
-    /// gets none: a copy on its media SSRC would be taken for the packet itself).
+    /// the cluster's and paced at the cluster's rate (the estimator measures a cluster by the
+    /// span of its sends and of its arrivals), until its packets and bytes are sent. A
+    /// subscriber without RTX gets none: a copy on its media SSRC would be taken for the
+    /// packet itself.
     pub(super) fn send_probes(&mut self, out: &mut dyn Egress, now: Instant) {
         let mut due = std::mem::take(&mut self.probe_scratch);
         due.clear();
@@ -209,26 +256,92 @@ impl MediaRouter {
             if d.estimator.poll_timeout().is_some_and(|t| t <= now) {
                 d.estimator.handle_timeout(now);
             }
-            while let Some(c) = d.estimator.poll_probe() {
-                due.push((id, c));
+            if d.probing.is_none()
+                && let Some(c) = d.estimator.poll_probe()
+            {
+                d.probing = Some(Probing {
+                    cluster: c,
+                    from: None,
+                    back: 0,
+                    packets: 0,
+                    bytes: 0,
+                    started: now,
+                    next_at: now,
+                });
+            }
+            if d.probing.is_some_and(|p| p.next_at <= now) {
+                due.push(id);
             }
         }
-        for &(subscriber, cluster) in &due {
-            self.probe(subscriber, cluster, out, now);
+        for &subscriber in &due {
+            self.probe_step(subscriber, out, now);
         }
         self.probe_scratch = due;
     }
 
-    fn probe(
-        &mut self,
-        subscriber: TransportId,
-        c: ProbeCluster,
-        out: &mut dyn Egress,
-        now: Instant,
-    ) {
-        // The subscriber's video subscription with RTX that has sent the most.
-        let Some((slot, last)) = self
-            .tracks
+    /// Tops a subscriber's probe cluster up to its rate with copies, as many as its rate asks
+    /// for by now, and says when the next is due; ends the cluster once it carried its packets
+    /// and bytes.
+    fn probe_step(&mut self, subscriber: TransportId, out: &mut dyn Egress, now: Instant) {
+        let Some(p) = self.downstream.get(&subscriber).and_then(|d| d.probing) else {
+            return;
+        };
+        let from = p.from.or_else(|| self.probe_source(subscriber));
+        let (mut back, cluster) = (p.back, p.cluster);
+        // Bytes the cluster should have carried by now at its rate.
+        let elapsed_us = now.saturating_duration_since(p.started).as_micros() as u64;
+        let due = cluster.bitrate.saturating_mul(elapsed_us) / 8_000_000;
+        let mut stalled = from.is_none();
+        for _ in 0..MAX_COPIES_PER_STEP {
+            let Some(d) = self.downstream.get(&subscriber).and_then(|d| d.probing) else {
+                return;
+            };
+            let done = d.packets >= cluster.min_packets && d.bytes >= cluster.min_bytes;
+            // One packet ahead of the rate: the cluster's send rate is measured without its
+            // last packet, and timer steps are coarser than the packet spacing.
+            let ahead = u64::from(d.bytes / d.packets.max(1)).max(1000);
+            if done || u64::from(d.bytes) >= due + ahead {
+                break;
+            }
+            let Some((slot, last)) = from else { break };
+            let mut sent = None;
+            while sent.is_none() && back < MAX_PROBE_PACKETS {
+                let seq = last.wrapping_sub(back);
+                back += 1;
+                sent = self.resend(slot, subscriber, seq, Some(cluster.id), out, now);
+            }
+            if sent.is_none() {
+                stalled = true;
+                break;
+            }
+            self.stats.probe_packets += 1;
+        }
+        let Some(d) = self.downstream.get_mut(&subscriber) else {
+            return;
+        };
+        let Some(p) = d.probing.as_mut() else {
+            return;
+        };
+        p.from = from;
+        p.back = back;
+        if stalled || (p.packets >= cluster.min_packets && p.bytes >= cluster.min_bytes) {
+            // Done, or nothing (more) to copy: the estimator measures what it carried, or
+            // times it out.
+            d.probing = None;
+            return;
+        }
+        // The next copy when the rate has room for a typical packet.
+        let gap_us =
+            (u64::from(p.bytes) / u64::from(p.packets.max(1))) * 8_000_000 / cluster.bitrate.max(1);
+        p.next_at = now + Duration::from_micros(gap_us.max(500));
+        let at = p.next_at;
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// The subscriber's video subscription with RTX that has sent the most, and the newest
+    /// sequence number it sent: where probe copies come from.
+    fn probe_source(&self, subscriber: TransportId) -> Option<(Slot, u16)> {
+        self.tracks
             .iter()
             .filter(|(_, t)| t.is_video())
             .filter_map(|(slot, t)| {
@@ -238,35 +351,15 @@ impl MediaRouter {
             })
             .max_by_key(|x| x.2)
             .map(|(slot, last, _)| (slot, last))
-        else {
-            return;
-        };
-        let (mut packets, mut bytes) = (0u32, 0u32);
-        for back in 0..MAX_PROBE_PACKETS {
-            if packets >= c.min_packets && bytes >= c.min_bytes {
-                break;
-            }
-            if let Some(n) = self.resend(
-                slot,
-                subscriber,
-                last.wrapping_sub(back),
-                Some(c.id),
-                out,
-                now,
-            ) {
-                packets += 1;
-                bytes = bytes.saturating_add(n as u32);
-                self.stats.probe_packets += 1;
-            }
-        }
     }
 
-    /// When an estimator next wants its timers run.
+    /// When an estimator next wants its timers run, or a probe its next packet.
     pub(super) fn next_downstream_timer(&self) -> Option<Instant> {
         self.downstream
             .values()
             .filter(|d| d.ext.is_some())
-            .filter_map(|d| d.estimator.poll_timeout())
+            .flat_map(|d| [d.estimator.poll_timeout(), d.probing.map(|p| p.next_at)])
+            .flatten()
             .min()
     }
 }

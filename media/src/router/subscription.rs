@@ -72,8 +72,10 @@ pub(super) struct Subscription {
     pub(super) rewriter: SequenceRewriter,
     /// The simulcast layer forwarded now, the one wanted, the keyframe gate.
     pub(super) forwarding: Forwarding,
-    /// The highest layer its subscriber's bandwidth estimate allows (see `allocate`).
+    /// The highest layer its subscriber's bandwidth estimate allows (see `allocate`), and
+    /// when it last came down.
     pub(super) cap: usize,
+    pub(super) capped_down_at: Option<Instant>,
     last_out: Option<Instant>,
     pub(super) budget: Budget,
     /// `packets` when the budget last followed the send rate.
@@ -104,6 +106,7 @@ impl Subscription {
             rtx_seq: config.rtx.map_or(0, |r| r.ssrc as u16),
             config,
             cap: ANY_LAYER,
+            capped_down_at: None,
             rewriter: SequenceRewriter::default(),
             last_out: None,
             budget: Budget::default(),

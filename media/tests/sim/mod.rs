@@ -50,13 +50,15 @@ impl Rng {
 pub const OVERHEAD: usize = 28;
 
 /// A bottleneck: one queue served at a capacity that changes at given times (drop-tail: a
-/// datagram that would take the queue past `queue_bytes` is dropped). The schedule is known
+/// datagram that would take the queue past `queue_bytes`, or wait longer than `max_delay`,
+/// is dropped, as a tc tbf qdisc's `limit` and `latency` do). The schedule is known
 /// ahead, so each datagram's departure is exact when it is queued.
 #[derive(Debug, Clone)]
 pub struct Bottleneck {
     /// (from when, bits/s), in time order, the first from zero.
     capacity: Vec<(Duration, u64)>,
     pub queue_bytes: u64,
+    pub max_delay_allowed: Option<Duration>,
     /// When the last bit queued leaves.
     busy_until: Duration,
     /// Datagrams the full queue dropped.
@@ -70,10 +72,17 @@ impl Bottleneck {
         Bottleneck {
             capacity: vec![(Duration::ZERO, bps)],
             queue_bytes,
+            max_delay_allowed: None,
             busy_until: Duration::ZERO,
             dropped: 0,
             max_delay: Duration::ZERO,
         }
+    }
+
+    /// Datagrams that would wait longer than `d` are dropped.
+    pub fn max_delay(mut self, d: Duration) -> Bottleneck {
+        self.max_delay_allowed = Some(d);
+        self
     }
 
     /// The capacity becomes `bps` at `at` (after the changes already given).
@@ -121,7 +130,8 @@ impl Bottleneck {
     pub fn enqueue(&mut self, now: Duration, bytes: usize) -> Option<Duration> {
         let start = self.busy_until.max(now);
         let queued = self.served(now, start) / 8.0;
-        if queued + bytes as f64 > self.queue_bytes as f64 {
+        let too_late = self.max_delay_allowed.is_some_and(|d| start - now > d);
+        if too_late || queued + bytes as f64 > self.queue_bytes as f64 {
             self.dropped += 1;
             return None;
         }

@@ -1,0 +1,188 @@
+// Congestion control: each subscriber gets the simulcast layer its own downlink carries.
+//
+//   cd interop/browser && npm ci && node --test test-congestion.mjs
+//
+// Per media backend (default io-uring only) it:
+//   - starts the ringcast binary on ephemeral ports with one shard (harness.mjs)
+//     and creates a room over gRPC-Web;
+//   - opens pubsub-page.html in headless Chromium: a publisher sends its fake
+//     camera (960x540, 20 fps) as three-layer VP8 simulcast (q/h/f, scaled down
+//     by 4/2/1) and its microphone; two subscribe-only pages join: 'limited',
+//     whose subscriber transport goes through a UDP relay in this process
+//     (harness.mjs startLossyRelay with no loss and a bottleneck of
+//     RINGCAST_CC_LIMIT_BPS, default 400 kbit/s, with a 60 KB drop-tail queue:
+//     the rate limit a tc tbf qdisc would set; the page rewrites the candidates
+//     of Ringcast's subscriber offer to the relay: ?relayPort=N), and 'clean',
+//     connected directly;
+//   - both negotiate transport-cc: Ringcast stamps transport-wide sequence
+//     numbers on what it sends each, and estimates each one's downlink from its
+//     feedback;
+//   - waits (30 s) until 'limited' decodes a lower layer than the top while
+//     'clean' decodes the top one (getStats() frameHeight), and reports the
+//     limited page's decode rate and freezes meanwhile;
+//   - lifts the bottleneck and waits (30 s) until 'limited' decodes the top
+//     layer too;
+//   - /metrics: transport-wide feedback from the subscribers, estimate samples,
+//     probes; leaves, closes the browser and stops the server (SIGTERM, exit 0).
+// Every failure message carries each page's step log, states, stats, SDPs, the
+// relay's counters and the server log tail.
+//
+// Environment:
+//   RINGCAST_BIN            server binary (default ../../target/debug/ringcast)
+//   RINGCAST_MEDIA_BACKEND  backends, comma-separated (default io-uring)
+//   RINGCAST_TEST_LOG_LEVEL server --log-level (default info)
+//   RINGCAST_CC_LIMIT_BPS   the limited subscriber's downlink (default 400000)
+//   CHROMIUM_PATH           browser (default /usr/bin/chromium)
+//   RINGCAST_TEST_KEEP_LOGS keep the server logs of passing cases too
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import {
+  backendsFromEnv, closeCase, createRoom, fetchMetrics, fmt, inboundFrom, launchChromium, leaveAndStop,
+  mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep, startLossyRelay, startPubsubPages,
+  startRingcast, startWebServer, sumMetric, waitForMedia, BACKGROUND_TAB_ARGS,
+} from './harness.mjs';
+
+const BACKENDS = backendsFromEnv('io-uring');
+const LOG_LEVEL = process.env.RINGCAST_TEST_LOG_LEVEL || 'info';
+const LIMIT_BPS = Number(process.env.RINGCAST_CC_LIMIT_BPS || 400_000);
+
+const GATHER_TIMEOUT_MS = 10_000;
+const CONNECT_TIMEOUT_MS = 20_000;
+const MEDIA_TIMEOUT_MS = 20_000;
+const ADAPT_TIMEOUT_MS = 30_000;
+const RECOVER_TIMEOUT_MS = 30_000;
+const STEP_MS = 1_000;
+const CASE_TIMEOUT_MS = 60_000 + MEDIA_TIMEOUT_MS + ADAPT_TIMEOUT_MS + RECOVER_TIMEOUT_MS;
+const VIDEO_CONSTRAINTS = { width: 960, height: 540, frameRate: 20 };
+const ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4 }, { rid: 'h', scaleResolutionDownBy: 2 }, { rid: 'f' },
+];
+
+const PUBLISHER = 'publisher';
+const LIMITED = 'limited';
+const CLEAN = 'clean';
+
+/** address:port of every a=candidate line of `sdp`. */
+function candidates(sdp) {
+  return (sdp || '').split(/\r?\n/).filter((l) => l.startsWith('a=candidate:'))
+    .map((l) => l.split(' ')).map((f) => ({ address: f[4], port: Number(f[5]) }));
+}
+
+async function runCase(t, backend) {
+  const began = Date.now();
+  const note = (s) => t.diagnostic(`[${backend}] ${s}`);
+  let server;
+  let relay;
+  let web;
+  let browser;
+  const pages = [];
+  let passed = false;
+  try {
+    server = await startRingcast({ backend, logLevel: LOG_LEVEL, logTag: 'congestion' });
+    note(`ringcast ${server.grpcUrl} (gRPC-Web), ${server.httpUrl} (metrics); log: ${server.logPath} ` +
+      '(kept if the case fails)');
+    const room = `congestion-${backend}-${crypto.randomBytes(4).toString('hex')}`;
+    await createRoom(server.grpcUrl, room, 8);
+    relay = await startLossyRelay({ lossRate: 0, seed: 1, rateBps: LIMIT_BPS });
+    web = await startWebServer({ '/': 'pubsub-page.html' });
+    browser = await launchChromium({ extraArgs: BACKGROUND_TAB_ARGS });
+
+    const pub = await openPubsubPage(browser, web.url, PUBLISHER);
+    const limited = await openPubsubPage(browser, web.url, LIMITED, `?relayPort=${relay.port}`);
+    const clean = await openPubsubPage(browser, web.url, CLEAN);
+    pages.push(pub, limited, clean);
+    const subscribers = [limited, clean];
+    const diagnostics = async (opts) => `${await pubsubDiagnostics(pages, server, opts)}\n\n${relay.describe()}`;
+    const timeouts = { gatherTimeoutMs: GATHER_TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS, diagnostics };
+
+    const [published] = await startPubsubPages([pub], server.grpcUrl, () => ({
+      token: mintToken(PUBLISHER, { room, publish: true, subscribe: true }), video: VIDEO_CONSTRAINTS,
+      videoEncodings: ENCODINGS,
+    }), timeouts);
+    assert.deepEqual(published.rejected, [], `${PUBLISHER}: Publish rejected m-lines`);
+    const { answer } = await pub.page.evaluate(() => window.pubsubPublisherSdps());
+    const media = candidates(answer).find((c) => c.address === '127.0.0.1');
+    assert.ok(media, `no 127.0.0.1 candidate in Ringcast's publisher answer:\n${answer}`);
+    relay.target = media;
+    note(`${PUBLISHER} published ${published.tracks.map((x) => `${x.mimeType} ${x.sid}`).join(', ')} (simulcast ` +
+      `${ENCODINGS.map((e) => e.rid).join('/')}); ${LIMITED} behind 127.0.0.1:${relay.port} -> ` +
+      `${media.address}:${media.port} at ${LIMIT_BPS} bit/s`);
+
+    await startPubsubPages(subscribers, server.grpcUrl, (p) => ({
+      token: mintToken(p.identity, { room, subscribe: true }), publish: false,
+    }), timeouts);
+    const expectations = subscribers.flatMap((page) => ['video', 'audio'].map((kind) => ({ page, publisher: PUBLISHER, kind })));
+    const { ms } = await waitForMedia(pages, expectations, { timeoutMs: MEDIA_TIMEOUT_MS, diagnostics });
+    note(`both subscribers decode video and receive audio ${ms} ms after joining`);
+    const [latest] = await limited.page.evaluate(() => window.pubsubSdps(1));
+    for (const sdp of [latest?.offer, latest?.answer]) {
+      assert.match(sdp || '', /transport-wide-cc-extensions-01/, `the limited subscriber did not negotiate transport-cc:\n${sdp}`);
+    }
+
+    // Each step: the layer (frame height) each subscriber decodes, and the publisher's layers.
+    const heightOf = (snap, p) => inboundFrom(snap[pages.indexOf(p)], PUBLISHER, 'video')[0]?.frameHeight || 0;
+    const topOf = (snap) => Math.max(0, ...snap[0].outbound.filter((s) => s.kind === 'video').map((s) => s.frameHeight || 0));
+    const describe = (snap) => `publisher layers ${snap[0].outbound.filter((s) => s.kind === 'video')
+      .map((s) => `${s.rid} ${s.frameHeight ?? '-'}p ${fmt((s.targetBitrate || 0) / 1000, 0)}kbps`).join(', ')}; ` +
+      `${LIMITED} ${heightOf(snap, limited)}p, ${CLEAN} ${heightOf(snap, clean)}p`;
+    const waitFor = async (what, timeoutMs, ok) => {
+      const t0 = Date.now();
+      let snap;
+      for (;;) {
+        snap = await pubsubSnapshot(pages);
+        if (ok(snap)) return { snap, ms: Date.now() - t0 };
+        if (Date.now() - t0 > timeoutMs) {
+          assert.fail(`${what} within ${timeoutMs} ms: ${describe(snap)}\n${await diagnostics()}`);
+        }
+        await sleep(STEP_MS);
+      }
+    };
+
+    // Under the limit: the limited subscriber on a lower layer, the clean one on the top.
+    const adapted = await waitFor(`${LIMITED} below the top layer and ${CLEAN} on it`, ADAPT_TIMEOUT_MS, (snap) => {
+      const top = topOf(snap);
+      return top >= VIDEO_CONSTRAINTS.height && heightOf(snap, clean) === top && heightOf(snap, limited) > 0 &&
+        heightOf(snap, limited) < top;
+    });
+    note(`adapted ${adapted.ms} ms after media: ${describe(adapted.snap)}`);
+    // It keeps decoding there (a few seconds, no frozen picture).
+    await sleep(3 * STEP_MS);
+    const held = await pubsubSnapshot(pages);
+    const [a] = inboundFrom(adapted.snap[1], PUBLISHER, 'video');
+    const [b] = inboundFrom(held[1], PUBLISHER, 'video');
+    const fps = (b.framesDecoded - a.framesDecoded) / ((held[1].at - adapted.snap[1].at) / 1000);
+    note(`${LIMITED} held: ${describe(held)}; ${fmt(fps)} frames/s decoded, freezes ${b.freezeCount}, ` +
+      `packetsLost ${b.packetsLost}; relay: ${relay.describe()}`);
+    assert.ok(heightOf(held, limited) < topOf(held), `${LIMITED} went back up under the limit: ${describe(held)}`);
+    assert.ok(fps >= 5, `${LIMITED} decodes ${fmt(fps)} frames/s under the limit\n${await diagnostics()}`);
+
+    // The limit lifted: back to the top.
+    relay.setRate(null);
+    const recovered = await waitFor(`${LIMITED} back on the top layer once the limit was lifted`, RECOVER_TIMEOUT_MS,
+      (snap) => topOf(snap) > 0 && heightOf(snap, limited) === topOf(snap));
+    note(`recovered ${recovered.ms} ms after the limit was lifted: ${describe(recovered.snap)}`);
+
+    const samples = await fetchMetrics(server.httpUrl);
+    const fbIn = sumMetric(samples, 'ringcast_twcc_feedback_received_total');
+    const probes = sumMetric(samples, 'ringcast_probe_packets_total');
+    const switches = sumMetric(samples, 'ringcast_layer_switches_total');
+    note(`metrics: ${fbIn} transport-wide feedback messages from subscribers, ${probes} probe packets, ` +
+      `${switches} layer switches`);
+    assert.ok(fbIn > 0, 'no transport-wide feedback from the subscribers');
+
+    await leaveAndStop(pages, browser, server, note);
+    browser = null;
+    note(`case took ${Date.now() - began} ms`);
+    passed = true;
+  } finally {
+    if (relay) relay.close();
+    await closeCase({ browser, web, server, passed });
+  }
+}
+
+for (const backend of BACKENDS) {
+  test(`a subscriber behind ${LIMIT_BPS / 1000} kbit/s gets a lower simulcast layer, the other the top, and it ` +
+    `recovers when the limit lifts (media backend ${backend})`, { timeout: CASE_TIMEOUT_MS }, (t) => runCase(t, backend));
+}
