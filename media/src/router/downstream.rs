@@ -31,6 +31,23 @@ const AUDIO_RATE: u64 = 50_000;
 const MAX_PROBE_PACKETS: u16 = 64;
 const MAX_COPIES_PER_STEP: usize = 8;
 
+/// Packets a subscriber transport's send history remembers where it negotiated transport-cc
+/// (32 bytes each): a second of 1,000 packets/s, for feedback that comes every 100 ms. One
+/// without keeps the least the estimator takes (it only follows REMB).
+const SEND_HISTORY: usize = 1024;
+const NO_HISTORY: usize = 64;
+
+fn estimator(transport_cc: bool) -> Estimator {
+    Estimator::new(Config {
+        history: if transport_cc {
+            SEND_HISTORY
+        } else {
+            NO_HISTORY
+        },
+        ..Config::default()
+    })
+}
+
 /// One subscriber transport's congestion control state.
 pub(super) struct Downstream {
     /// The subscriber's extension id for transport-wide sequence numbers, where it
@@ -67,7 +84,7 @@ impl Downstream {
         Downstream {
             ext,
             next_seq: 0,
-            estimator: Estimator::new(Config::default()),
+            estimator: estimator(ext.is_some()),
             remb: false,
             probing: None,
             shared: None,
@@ -118,6 +135,9 @@ impl MediaRouter {
             .or_insert_with(|| Downstream::new(ext));
         // One id per URI on a BUNDLEd transport; a renegotiation may still move it.
         if ext.is_some() {
+            if d.ext.is_none() {
+                d.estimator = estimator(true);
+            }
             d.ext = ext;
         }
     }
