@@ -646,6 +646,12 @@ export function seededRandom(seed) {
   };
 }
 
+/** address:port of every a=candidate line of `sdp` (a relay's target is the server's). */
+export function candidates(sdp) {
+  return (sdp || '').split(/\r?\n/).filter((l) => l.startsWith('a=candidate:'))
+    .map((l) => l.split(' ')).map((f) => ({ address: f[4], port: Number(f[5]) }));
+}
+
 /** RFC 7983 demultiplexing by the first byte, plus RTP vs RTCP by the second (RFC 5761). */
 export function classifyDatagram(msg) {
   if (msg.length < 2) return 'other';

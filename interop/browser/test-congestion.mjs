@@ -39,7 +39,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import {
-  backendsFromEnv, closeCase, createRoom, fetchMetrics, fmt, inboundFrom, launchChromium, leaveAndStop,
+  backendsFromEnv, candidates, closeCase, createRoom, fetchMetrics, fmt, inboundFrom, launchChromium, leaveAndStop,
   mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep, startLossyRelay, startPubsubPages,
   startRingcast, startWebServer, sumMetric, waitForMedia, BACKGROUND_TAB_ARGS,
 } from './harness.mjs';
@@ -63,12 +63,6 @@ const ENCODINGS = [
 const PUBLISHER = 'publisher';
 const LIMITED = 'limited';
 const CLEAN = 'clean';
-
-/** address:port of every a=candidate line of `sdp`. */
-function candidates(sdp) {
-  return (sdp || '').split(/\r?\n/).filter((l) => l.startsWith('a=candidate:'))
-    .map((l) => l.split(' ')).map((f) => ({ address: f[4], port: Number(f[5]) }));
-}
 
 async function runCase(t, backend) {
   const began = Date.now();

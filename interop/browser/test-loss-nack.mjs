@@ -52,7 +52,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import {
-  backendsFromEnv, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom, inboundWindows, launchChromium,
+  backendsFromEnv, candidates, checkForwardingMetrics, closeCase, createRoom, describeInbound, fmt, inboundFrom, inboundWindows, launchChromium,
   leaveAndStop, mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep, startLossyRelay,
   startPubsubPages, startRingcast, startWebServer, streamProblems, sumMetric, waitForMedia,
   BACKGROUND_TAB_ARGS,
@@ -85,12 +85,6 @@ const MAX_FREEZES_LOSSY = 3;
 const MAX_FREEZES_CLEAN = 1;
 // The clean subscribers: loopback, no shaping.
 const CLEAN_LIMITS = { maxLostFraction: 0.01, maxLostAbsolute: 3 };
-
-/** address:port of every a=candidate line of `sdp`. */
-function candidates(sdp) {
-  return (sdp || '').split(/\r?\n/).filter((l) => l.startsWith('a=candidate:'))
-    .map((l) => l.split(' ')).map((f) => ({ address: f[4], port: Number(f[5]) }));
-}
 
 async function runCase(t, backend) {
   const began = Date.now();
