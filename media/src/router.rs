@@ -281,8 +281,8 @@ impl MediaRouter {
         self.wake = None;
         if self.next_report.is_none_or(|t| now >= t) {
             self.report(out, now);
-            for d in self.downstream.values() {
-                self.metrics.sample_estimate(d.estimator.target_bitrate());
+            for bps in self.downstream.values().filter_map(|d| d.estimate()) {
+                self.metrics.sample_estimate(bps);
             }
             self.follow_send_rates(now);
             self.next_report = Some(now + REPORT_INTERVAL);

@@ -37,15 +37,11 @@ const MAX_COPIES_PER_STEP: usize = 8;
 const SEND_HISTORY: usize = 1024;
 const NO_HISTORY: usize = 64;
 
-fn estimator(transport_cc: bool) -> Estimator {
-    Estimator::new(Config {
-        history: if transport_cc {
-            SEND_HISTORY
-        } else {
-            NO_HISTORY
-        },
+fn estimator(history: usize) -> Box<Estimator> {
+    Box::new(Estimator::new(Config {
+        history,
         ..Config::default()
-    })
+    }))
 }
 
 /// One subscriber transport's congestion control state.
@@ -55,9 +51,9 @@ pub(super) struct Downstream {
     ext: Option<u8>,
     /// The sequence number the next packet carries.
     next_seq: u16,
-    pub(super) estimator: Estimator,
-    /// It sent REMB.
-    remb: bool,
+    /// Made where something measures the downlink: transport-cc, or a first REMB (a
+    /// subscriber with neither costs no estimator).
+    estimator: Option<Box<Estimator>>,
     /// The probe cluster being sent.
     probing: Option<Probing>,
     /// The estimate the last share-out used.
@@ -84,8 +80,7 @@ impl Downstream {
         Downstream {
             ext,
             next_seq: 0,
-            estimator: estimator(ext.is_some()),
-            remb: false,
+            estimator: ext.map(|_| estimator(SEND_HISTORY)),
             probing: None,
             shared: None,
         }
@@ -94,7 +89,7 @@ impl Downstream {
     /// The estimate, where something measures this downlink: transport-wide feedback, or
     /// REMB. A subscriber with neither gets every layer, as before congestion control.
     pub(super) fn estimate(&self) -> Option<u64> {
-        (self.ext.is_some() || self.remb).then(|| self.estimator.target_bitrate())
+        self.estimator.as_ref().map(|e| e.target_bitrate())
     }
 
     /// The extension element the next packet to this subscriber carries: its id and the
@@ -111,16 +106,15 @@ impl Downstream {
     /// libwebrtc's pacer does): the cluster is measured by all it carried, and the copies only
     /// top the media up to the cluster's rate.
     pub(super) fn sent(&mut self, len: usize, now: Instant, probe: Option<ClusterId>) {
-        if self.ext.is_none() {
+        let (Some(_), Some(e)) = (self.ext, self.estimator.as_mut()) else {
             return;
-        }
+        };
         let probe = probe.or(self.probing.map(|p| p.cluster.id));
         if let Some(p) = self.probing.as_mut() {
             p.packets += 1;
             p.bytes = p.bytes.saturating_add(len as u32);
         }
-        self.estimator
-            .on_packet_sent(self.next_seq, len, now, probe);
+        e.on_packet_sent(self.next_seq, len, now, probe);
         self.next_seq = self.next_seq.wrapping_add(1);
     }
 }
@@ -136,7 +130,7 @@ impl MediaRouter {
         // One id per URI on a BUNDLEd transport; a renegotiation may still move it.
         if ext.is_some() {
             if d.ext.is_none() {
-                d.estimator = estimator(true);
+                d.estimator = Some(estimator(SEND_HISTORY));
             }
             d.ext = ext;
         }
@@ -154,12 +148,16 @@ impl MediaRouter {
         let Some(d) = self.downstream.get_mut(&from) else {
             return;
         };
+        // Only from a transport that negotiated it (nothing was stamped otherwise).
+        let (Some(_), Some(e)) = (d.ext, d.estimator.as_mut()) else {
+            return;
+        };
         match Feedback::parse_fci(sender_ssrc, media_ssrc, fci) {
             Ok(fb) => {
-                d.estimator.on_feedback(&fb, now);
+                e.on_feedback(&fb, now);
                 self.stats.twcc_feedback_received += 1;
                 // A fall well below what was shared out is not left for the next round.
-                let est = d.estimator.target_bitrate();
+                let est = e.target_bitrate();
                 if d.shared.is_some_and(|b| est < b - b / 5) {
                     self.reallocate = true;
                     self.wake = Some(self.wake.map_or(now, |w| w.min(now)));
@@ -172,14 +170,15 @@ impl MediaRouter {
     /// A subscriber's REMB: its estimate where it has no transport-wide feedback.
     pub(super) fn subscriber_remb(&mut self, from: TransportId, bitrate: u64, now: Instant) {
         if let Some(d) = self.downstream.get_mut(&from) {
-            d.estimator.on_remb(bitrate, now);
-            d.remb = true;
+            d.estimator
+                .get_or_insert_with(|| estimator(NO_HISTORY))
+                .on_remb(bitrate, now);
         }
     }
 
     /// The bandwidth estimate for a subscriber transport, bits/s.
     pub fn subscriber_estimate(&self, subscriber: TransportId) -> Option<u64> {
-        Some(self.downstream.get(&subscriber)?.estimator.target_bitrate())
+        self.downstream.get(&subscriber)?.estimate()
     }
 
     /// Measures every layer's rate, then shares each measured subscriber's estimate among its
@@ -227,8 +226,9 @@ impl MediaRouter {
             };
             want_scratch.clear();
             want_scratch.extend(group.iter().map(|w| w.4));
-            d.estimator
-                .set_desired_bitrate(allocate::wanted(&want_scratch).max(AUDIO_RATE));
+            if let Some(e) = d.estimator.as_mut() {
+                e.set_desired_bitrate(allocate::wanted(&want_scratch).max(AUDIO_RATE));
+            }
             let Some(budget) = d.estimate() else {
                 // Nothing measures this downlink: no cap.
                 for &(_, slot, i, _, _) in group {
@@ -270,14 +270,14 @@ impl MediaRouter {
         let mut due = std::mem::take(&mut self.probe_scratch);
         due.clear();
         for (&id, d) in self.downstream.iter_mut() {
-            if d.ext.is_none() {
+            let (Some(_), Some(e)) = (d.ext, d.estimator.as_mut()) else {
                 continue;
-            }
-            if d.estimator.poll_timeout().is_some_and(|t| t <= now) {
-                d.estimator.handle_timeout(now);
+            };
+            if e.poll_timeout().is_some_and(|t| t <= now) {
+                e.handle_timeout(now);
             }
             if d.probing.is_none()
-                && let Some(c) = d.estimator.poll_probe()
+                && let Some(c) = e.poll_probe()
             {
                 d.probing = Some(Probing {
                     cluster: c,
@@ -378,7 +378,10 @@ impl MediaRouter {
         self.downstream
             .values()
             .filter(|d| d.ext.is_some())
-            .flat_map(|d| [d.estimator.poll_timeout(), d.probing.map(|p| p.next_at)])
+            .flat_map(|d| {
+                let e = d.estimator.as_ref().and_then(|e| e.poll_timeout());
+                [e, d.probing.map(|p| p.next_at)]
+            })
             .flatten()
             .min()
     }
