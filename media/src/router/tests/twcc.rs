@@ -167,6 +167,11 @@ fn subscriber_feedback_and_remb_drive_their_estimates() {
         Some(1_000_000),
         "the starting estimate"
     );
+    assert_eq!(
+        r.subscriber_estimate(SUB_B),
+        None,
+        "nothing measures B yet: no estimator"
+    );
     // A: its arrivals, fed back as its browser would, 1 ms after each send.
     let mut rec = ArrivalRecorder::new(0xA0, 0xA, 256);
     for seq in 1..=40u16 {
