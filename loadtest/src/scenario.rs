@@ -66,6 +66,10 @@ pub struct Args {
     /// clear headers).
     #[arg(long)]
     pub decrypt_every: Option<u64>,
+    /// Subscribers negotiate transport-wide sequence numbers and send transport-cc feedback
+    /// every 100 ms, so Ringcast's congestion control runs on their transports.
+    #[arg(long)]
+    pub transport_cc: bool,
     /// Give up on clients not connected after this long.
     #[arg(long, value_parser = parse_duration)]
     pub connect_timeout: Option<Duration>,
@@ -113,6 +117,7 @@ pub struct File {
     pub ramp_rate: Option<u32>,
     pub seed: Option<u64>,
     pub decrypt_every: Option<u64>,
+    pub transport_cc: Option<bool>,
     pub connect_timeout: Option<String>,
     pub max_loss: Option<f64>,
     pub max_p99_ms: Option<f64>,
@@ -142,6 +147,8 @@ pub struct Scenario {
     pub ramp_rate: u32,
     pub seed: u64,
     pub decrypt_every: u64,
+    /// Subscribers send transport-wide congestion control feedback.
+    pub transport_cc: bool,
     #[serde(serialize_with = "secs")]
     pub connect_timeout: Duration,
     pub max_loss: Option<f64>,
@@ -268,6 +275,7 @@ impl Scenario {
             ramp_rate: a.ramp_rate.or(f.ramp_rate).unwrap_or(100),
             seed: a.seed.or(f.seed).unwrap_or(1),
             decrypt_every: a.decrypt_every.or(f.decrypt_every).unwrap_or(1),
+            transport_cc: a.transport_cc || f.transport_cc.unwrap_or(false),
             connect_timeout: dur(
                 a.connect_timeout,
                 &f.connect_timeout,
@@ -337,6 +345,12 @@ mod tests {
         let s = Scenario::resolve(&args(&[])).unwrap();
         assert_eq!((s.rooms, s.publishers, s.subscribers), (1, 1, 10));
         assert_eq!(s.duration, Duration::from_secs(10));
+        assert!(!s.transport_cc, "off unless asked for");
+        assert!(
+            Scenario::resolve(&args(&["--transport-cc"]))
+                .unwrap()
+                .transport_cc
+        );
         let s = Scenario::resolve(&args(&[
             "--subscribers",
             "500",
@@ -373,7 +387,7 @@ mod tests {
         let p = dir.join("s.toml");
         std::fs::write(
             &p,
-            "subscribers = 40\nduration = \"3s\"\nsrtp_profile = \"AEAD_AES_256_GCM\"\n",
+            "subscribers = 40\nduration = \"3s\"\nsrtp_profile = \"AEAD_AES_256_GCM\"\ntransport_cc = true\n",
         )
         .unwrap();
         let path = p.to_str().unwrap();
@@ -381,6 +395,7 @@ mod tests {
         assert_eq!(s.subscribers, 7);
         assert_eq!(s.duration, Duration::from_secs(3));
         assert_eq!(s.srtp_profile, SrtpProfile::AeadAes256Gcm);
+        assert!(s.transport_cc);
         std::fs::write(&p, "subscriber = 40\n").unwrap();
         let e = Scenario::resolve(&args(&["--scenario", path])).unwrap_err();
         assert!(matches!(e, ScenarioError::Parse(..)), "{e}");
