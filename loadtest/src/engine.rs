@@ -26,7 +26,7 @@ use ringcast_media::retransmit::History;
 use ringcast_media::rtcp::{self, Rtcp};
 use ringcast_media::rtp::RtpPacket;
 
-use crate::media::{self, Source, Stream};
+use crate::media::{self, Source, Stream, TransportFeedback};
 use crate::sdp::OfferedTrack;
 
 const RECV_BUFS: u16 = 4096;
@@ -51,8 +51,9 @@ const OUR_SSRC: u32 = 0x10AD_7E57;
 pub enum Role {
     /// Sends these streams.
     Publisher(Vec<Source>),
-    /// Receives what its offers announce.
-    Subscriber,
+    /// Receives what its offers announce; with `transport_cc`, sends the transport-wide
+    /// feedback for what arrives (its answers kept the extension).
+    Subscriber { transport_cc: bool },
 }
 
 /// A transport the signaling side set up: the socket is connected to its shard.
@@ -139,6 +140,8 @@ pub struct TransportReport {
     pub nacks_received: u64,
     pub plis_received: u64,
     pub srtp_failures: u64,
+    /// Transport-wide feedback messages sent (subscribers with `transport_cc`).
+    pub feedback_sent: u64,
 }
 
 pub struct EngineReport {
@@ -170,6 +173,9 @@ enum State {
         next_pli: Option<Instant>,
         /// Stream counters when the window started.
         window_start: Vec<(u32, u64, u64)>,
+        /// Sends transport-wide feedback once an offer names the extension.
+        transport_cc: bool,
+        feedback: Option<TransportFeedback>,
     },
 }
 
@@ -404,12 +410,14 @@ impl Engine {
                         nacks: 0,
                         plis: 0,
                     },
-                    Role::Subscriber => State::Subscriber {
+                    Role::Subscriber { transport_cc } => State::Subscriber {
                         streams: Vec::new(),
                         offered: Vec::new(),
                         next_report: now + REPORT_INTERVAL,
                         next_pli: None,
                         window_start: Vec::new(),
+                        transport_cc,
+                        feedback: None,
                     },
                 };
                 if self.transports.len() <= t.id {
@@ -435,7 +443,11 @@ impl Engine {
             Command::Tracks { id, tracks } => {
                 if let Some(Some(t)) = self.transports.get_mut(id)
                     && let State::Subscriber {
-                        streams, offered, ..
+                        streams,
+                        offered,
+                        transport_cc,
+                        feedback,
+                        ..
                     } = &mut t.state
                 {
                     for o in &tracks {
@@ -443,6 +455,23 @@ impl Engine {
                             let mut s = Stream::new(o.ssrc, o.video, o.clock_rate);
                             s.abs_send_time_ext = o.abs_send_time;
                             streams.push(s);
+                        }
+                    }
+                    // One id per URI on the BUNDLEd transport; the recorder is made once.
+                    if *transport_cc
+                        && let Some((ext, ssrc)) =
+                            tracks.iter().find_map(|o| Some((o.transport_cc?, o.ssrc)))
+                    {
+                        match feedback {
+                            Some(f) => f.set_ext(ext),
+                            None => {
+                                *feedback = Some(TransportFeedback::new(
+                                    OUR_SSRC,
+                                    ssrc,
+                                    ext,
+                                    Instant::now(),
+                                ))
+                            }
                         }
                     }
                     *offered = tracks;
@@ -557,15 +586,26 @@ impl Engine {
             return;
         };
         let kind = classify(buf);
-        // Unsampled RTP of a stream already started is measured from its clear header.
+        // Unsampled RTP of a stream already started is measured from its clear header; every
+        // packet's transport-wide sequence number is read from it too, whatever its SSRC.
         if kind == Kind::Rtp
-            && let State::Subscriber { streams, .. } = &mut t.state
+            && let State::Subscriber {
+                streams, feedback, ..
+            } = &mut t.state
             && t.connected_at.is_some()
         {
             t.rtp_seen += 1;
             let header_only = t.rtp_seen % self.decrypt_every != 0;
+            let p = if header_only || feedback.is_some() {
+                RtpPacket::parse(buf).ok()
+            } else {
+                None
+            };
+            if let (Some(f), Some(p)) = (feedback.as_mut(), &p) {
+                f.on_packet(p, now);
+            }
             if header_only
-                && let Ok(p) = RtpPacket::parse(buf)
+                && let Some(p) = p
                 && let Some(s) = streams.iter_mut().find(|s| s.ssrc == p.ssrc)
                 && (!s.video || s.first_keyframe_at.is_some())
             {
@@ -800,6 +840,7 @@ impl Engine {
                 streams,
                 next_report,
                 next_pli,
+                feedback,
                 ..
             } => {
                 let mut b = [0u8; 1200];
@@ -857,6 +898,20 @@ impl Engine {
                         .send(fd, &b[..len], |buf, n| client.protect_rtcp(buf, n).ok())
                 {
                     t.sent += 1;
+                }
+                // Transport-wide feedback: each message an RTCP packet of its own (reduced
+                // size, as libwebrtc sends it).
+                if let Some(f) = feedback {
+                    while let Some(n) = f.poll(now, &mut b) {
+                        if self
+                            .io
+                            .send(fd, &b[..n], |buf, n| client.protect_rtcp(buf, n).ok())
+                        {
+                            t.sent += 1;
+                            f.sent += 1;
+                        }
+                    }
+                    next = next.min(f.due());
                 }
             }
         }
@@ -937,6 +992,7 @@ impl Engine {
                 nacks_received: 0,
                 plis_received: 0,
                 srtp_failures: t.srtp_failures,
+                feedback_sent: 0,
             };
             match &t.state {
                 State::Publisher { nacks, plis, .. } => {
@@ -947,8 +1003,10 @@ impl Engine {
                     streams,
                     offered,
                     window_start,
+                    feedback,
                     ..
                 } => {
+                    r.feedback_sent = feedback.as_ref().map_or(0, |f| f.sent);
                     r.tracks_offered = offered.len();
                     r.missing_tracks = offered
                         .iter()

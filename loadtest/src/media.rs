@@ -5,11 +5,15 @@
 //! a keyframe every few seconds (or when asked), and every packet stamped with its send time
 //! twice: in the abs-send-time header extension (in the clear, so any packet can be timed) and
 //! as 8 bytes in the payload (checked on packets that are decrypted). A `Stream` is one
-//! received stream's statistics. No IO, no clock: time comes in as arguments.
+//! received stream's statistics, and a `TransportFeedback` the transport-wide congestion
+//! control feedback a subscriber transport owes Ringcast. No IO, no clock: time comes in as
+//! arguments.
 
 use std::time::{Duration, Instant};
 
+use ringcast_cc::twcc::ArrivalRecorder;
 use ringcast_media::rtcp::ReportBlock;
+use ringcast_media::rtp::RtpPacket;
 
 /// Marks the send timestamp in a payload.
 pub const STAMP_MAGIC: [u8; 4] = *b"RCLT";
@@ -25,6 +29,7 @@ pub struct ExtIds {
     pub rid: Option<u8>,
     pub abs_send_time: Option<u8>,
     pub audio_level: Option<u8>,
+    pub transport_cc: Option<u8>,
 }
 
 /// Nanoseconds from `epoch` to `at` (the loadtest's one clock).
@@ -704,6 +709,70 @@ impl Stream {
     }
 }
 
+/// How often a subscriber transport sends transport-wide feedback (as libwebrtc does, about).
+pub const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
+/// Transport-wide sequence numbers a subscriber transport remembers until they are reported.
+const FEEDBACK_WINDOW: usize = 2048;
+
+/// A subscriber transport's transport-wide congestion control feedback: the arrival of every
+/// packet stamped with a transport-wide sequence number (probes and repairs too), reported
+/// every `FEEDBACK_INTERVAL`. Allocated once per transport; recording never allocates.
+#[derive(Debug)]
+pub struct TransportFeedback {
+    recorder: ArrivalRecorder,
+    /// The header extension's id on this transport.
+    ext: u8,
+    due: Instant,
+    /// Messages handed to the socket.
+    pub sent: u64,
+}
+
+impl TransportFeedback {
+    /// Feedback from `sender_ssrc` (ours) about `media_ssrc` (the first stream offered), for
+    /// sequence numbers under extension `ext`; the first is due an interval after `now`.
+    pub fn new(sender_ssrc: u32, media_ssrc: u32, ext: u8, now: Instant) -> Self {
+        TransportFeedback {
+            recorder: ArrivalRecorder::new(sender_ssrc, media_ssrc, FEEDBACK_WINDOW),
+            ext,
+            due: now + FEEDBACK_INTERVAL,
+            sent: 0,
+        }
+    }
+
+    /// A renegotiation may move the extension's id.
+    pub fn set_ext(&mut self, ext: u8) {
+        self.ext = ext;
+    }
+
+    /// A packet arrived at `now` (its header is read in the clear, so it need not be decrypted).
+    pub fn on_packet(&mut self, p: &RtpPacket<'_>, now: Instant) {
+        if let Some(&[hi, lo]) = p.extension(self.ext) {
+            self.recorder.on_packet(u16::from_be_bytes([hi, lo]), now);
+        }
+    }
+
+    /// When the next feedback is due.
+    pub fn due(&self) -> Instant {
+        self.due
+    }
+
+    /// Writes the next feedback message due at `now` into `buf` (one RTCP packet, at most
+    /// `buf.len()` bytes) and returns its length; call until `None`, which also schedules the
+    /// next interval.
+    pub fn poll(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if now < self.due {
+            return None;
+        }
+        match self.recorder.poll_feedback(buf) {
+            Ok(Some(n)) => Some(n),
+            Ok(None) | Err(_) => {
+                self.due = now + FEEDBACK_INTERVAL;
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -842,6 +911,47 @@ mod tests {
         s.on_packet(30_000, 0, 10, false, t0, t0);
         assert_eq!(s.received, 12);
         assert!(s.lost() > 1000, "a jump is loss");
+    }
+
+    #[test]
+    fn transport_feedback_reports_every_interval() {
+        use ringcast_cc::twcc::Feedback;
+        let t0 = Instant::now();
+        let mut f = TransportFeedback::new(0x10, 0x20, 3, t0);
+        // Packets with the sequence number as one-byte extension 3, one without it.
+        let mut buf = [0u8; 64];
+        let mut packet = |seq: u16, ext: u8| -> Vec<u8> {
+            buf[0] = 0x90;
+            buf[1] = 96;
+            buf[12..16].copy_from_slice(&[0xBE, 0xDE, 0, 1]);
+            buf[16] = (ext << 4) | 1;
+            buf[17..19].copy_from_slice(&seq.to_be_bytes());
+            buf[19] = 0;
+            buf[..24].to_vec()
+        };
+        for (i, seq) in [100u16, 101, 103].into_iter().enumerate() {
+            let at = t0 + Duration::from_millis(10 * i as u64);
+            f.on_packet(&parse(&packet(seq, 3)), at);
+        }
+        f.on_packet(&parse(&packet(102, 5)), t0 + Duration::from_millis(5));
+        let mut out = [0u8; 1200];
+        assert_eq!(
+            f.poll(t0 + Duration::from_millis(50), &mut out),
+            None,
+            "not yet due"
+        );
+        let at = t0 + FEEDBACK_INTERVAL;
+        let n = f.poll(at, &mut out).unwrap();
+        let fb = Feedback::parse(&out[..n]).unwrap();
+        assert_eq!((fb.sender_ssrc(), fb.media_ssrc()), (0x10, 0x20));
+        let got: Vec<(u16, bool)> = fb
+            .packets()
+            .map(|s| (s.seq, s.received.is_some()))
+            .collect();
+        assert_eq!(got, [(100, true), (101, true), (102, false), (103, true)]);
+        assert_eq!(f.poll(at, &mut out), None, "all reported");
+        assert_eq!(f.due(), at + FEEDBACK_INTERVAL);
+        assert_eq!(f.poll(f.due(), &mut out), None, "nothing new to report");
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub async fn run(s: &Scenario, o: &Options) -> Result<Report, RunError> {
         tx.clone(),
         epoch,
         s.seed,
+        s.transport_cc,
     ));
     let plan = MediaPlan {
         audio: s.audio,

@@ -161,6 +161,7 @@ pub fn ext_ids(desc: &SessionDescription, mid: &str) -> ExtIds {
             RID => ids.rid = Some(e.id),
             ABS_SEND_TIME => ids.abs_send_time = Some(e.id),
             AUDIO_LEVEL => ids.audio_level = Some(e.id),
+            TRANSPORT_CC => ids.transport_cc = Some(e.id),
             _ => {}
         }
     }
@@ -176,6 +177,8 @@ pub struct OfferedTrack {
     pub payload_type: u8,
     pub clock_rate: u32,
     pub abs_send_time: Option<u8>,
+    /// The transport-wide sequence number's id (one per BUNDLEd transport).
+    pub transport_cc: Option<u8>,
 }
 
 /// The sending m-sections of a subscriber offer.
@@ -193,12 +196,14 @@ pub fn offered_tracks(desc: &SessionDescription) -> Vec<OfferedTrack> {
                 .or_else(|| m.ssrcs.first().map(|s| s.ssrc))?;
             let pt = m.payload_types().next()?;
             let clock_rate = m.rtpmap(pt).map_or(90_000, |r| r.clock_rate);
+            let exts = ext_ids(desc, &mid);
             Some(OfferedTrack {
                 video: m.kind == "video",
                 ssrc,
                 payload_type: pt,
                 clock_rate,
-                abs_send_time: ext_ids(desc, &mid).abs_send_time,
+                abs_send_time: exts.abs_send_time,
+                transport_cc: exts.transport_cc,
                 mid,
             })
         })
@@ -206,8 +211,15 @@ pub fn offered_tracks(desc: &SessionDescription) -> Vec<OfferedTrack> {
 }
 
 /// A subscriber's answer: every m-section accepted recvonly with its first codec (no RTX),
-/// every offered extension kept; inactive or rejected ones mirrored.
-pub fn subscribe_answer(offer: &SessionDescription, local: &Local, session: u64) -> String {
+/// every offered extension kept but transport-wide sequence numbers, which are kept only
+/// with `transport_cc` (the subscriber then sends their feedback); inactive or rejected
+/// m-sections mirrored.
+pub fn subscribe_answer(
+    offer: &SessionDescription,
+    local: &Local,
+    session: u64,
+    transport_cc: bool,
+) -> String {
     let mids: Vec<&str> = offer
         .media
         .iter()
@@ -237,10 +249,14 @@ pub fn subscribe_answer(offer: &SessionDescription, local: &Local, session: u64)
             local.pwd,
             fingerprint_line(&local.fingerprint)
         );
-        // Not transport-wide sequence numbers: the synthetic subscribers send no transport-cc
-        // feedback yet, and a transport that negotiated it but never answers would have its
-        // estimate, and so its layers, stuck where they started.
-        for e in offer.extmaps(m).iter().filter(|e| e.uri != TRANSPORT_CC) {
+        // Transport-wide sequence numbers only from a subscriber that sends their feedback: a
+        // transport that negotiated them but never answers would have its estimate, and so
+        // its layers, stuck where they started.
+        for e in offer
+            .extmaps(m)
+            .iter()
+            .filter(|e| transport_cc || e.uri != TRANSPORT_CC)
+        {
             let _ = write!(s, "a=extmap:{} {}\r\n", e.id, e.uri);
         }
         let dir = if offer.direction(m) == Direction::SendOnly {
@@ -321,6 +337,65 @@ mod tests {
             if plan.video_ssrcs.len() == 3 {
                 assert_eq!(d.media[0].rids.len(), 3);
             }
+        }
+    }
+
+    /// A subscriber offer shaped like Ringcast's: audio and video, sendonly, BUNDLEd, every
+    /// extension Ringcast offers subscribers (transport-wide sequence numbers as id 3).
+    const RINGCAST_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:srvr\r\na=ice-pwd:0123456789abcdef012345\r\n\
+        a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB\r\n\
+        a=setup:actpass\r\na=mid:0\r\n\
+        a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+        a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+        a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+        a=extmap:4 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+        a=sendonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\n\
+        a=ssrc:1001 cname:ringcast\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:srvr\r\na=ice-pwd:0123456789abcdef012345\r\n\
+        a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB\r\n\
+        a=setup:actpass\r\na=mid:1\r\n\
+        a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+        a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+        a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+        a=sendonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 transport-cc\r\n\
+        a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=ssrc:2002 cname:ringcast\r\n";
+
+    #[test]
+    fn transport_wide_sequence_numbers_are_answered_only_when_asked_for() {
+        let offer = sdp::parse(RINGCAST_OFFER).unwrap();
+        let tracks = offered_tracks(&offer);
+        assert_eq!(tracks.len(), 2);
+        assert!(
+            tracks.iter().all(|t| t.transport_cc == Some(3)),
+            "{tracks:?}"
+        );
+        assert_eq!(ext_ids(&offer, "1").transport_cc, Some(3));
+        for transport_cc in [false, true] {
+            let text = subscribe_answer(&offer, &local(), 9, transport_cc);
+            let answer = sdp::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            for mid in ["0", "1"] {
+                let ids = ext_ids(&answer, mid);
+                let want = transport_cc.then_some(3);
+                assert_eq!(
+                    ids.transport_cc, want,
+                    "mid {mid}, flag {transport_cc}\n{text}"
+                );
+                // The other extensions are kept either way.
+                assert_eq!(
+                    (ids.mid, ids.abs_send_time),
+                    (Some(1), Some(2)),
+                    "mid {mid}"
+                );
+            }
+            assert_eq!(
+                text.matches(TRANSPORT_CC).count(),
+                if transport_cc { 2 } else { 0 }
+            );
         }
     }
 }

@@ -243,6 +243,8 @@ pub struct Shared {
     pub engine: SyncSender<Command>,
     pub epoch: Instant,
     pub seed: u64,
+    /// Subscribers keep transport-wide sequence numbers and send their feedback.
+    pub transport_cc: bool,
     next_id: AtomicUsize,
     /// `Events` messages subscribers have read.
     pub events_read: std::sync::atomic::AtomicU64,
@@ -256,6 +258,7 @@ impl Shared {
         engine: SyncSender<Command>,
         epoch: Instant,
         seed: u64,
+        transport_cc: bool,
     ) -> Self {
         Shared {
             api,
@@ -264,6 +267,7 @@ impl Shared {
             engine,
             epoch,
             seed,
+            transport_cc,
             next_id: AtomicUsize::new(0),
             events_read: std::sync::atomic::AtomicU64::new(0),
         }
@@ -401,7 +405,9 @@ impl SubscriberSide {
             return Ok(());
         }
         let desc = ringcast_control::sdp::parse(&offer.sdp_offer).map_err(sdp::SdpError::from)?;
-        let answer = sdp::subscribe_answer(&desc, &self.local, self.rng.next_u64() >> 1);
+        let transport_cc = self.shared.transport_cc;
+        let answer =
+            sdp::subscribe_answer(&desc, &self.local, self.rng.next_u64() >> 1, transport_cc);
         let tracks = sdp::offered_tracks(&desc);
         // The transport starts with the first offer that has one (an offer without
         // m-sections has nothing to check).
@@ -415,7 +421,7 @@ impl SubscriberSide {
                 participant: self.p.index,
                 socket: socket_to(server)?,
                 client,
-                role: Role::Subscriber,
+                role: Role::Subscriber { transport_cc },
                 joined_at: self.joined_at,
             })))?;
             self.created = true;
