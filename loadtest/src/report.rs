@@ -59,6 +59,8 @@ pub struct Receive {
     /// the latency.
     pub replayed: u64,
     pub nacks_sent: u64,
+    /// Transport-wide congestion control feedback messages sent (with `transport_cc`).
+    pub transport_cc_feedback_sent: u64,
     pub jitter_ms_p50: f64,
     pub jitter_ms_max: f64,
     pub window_s: f64,
@@ -182,6 +184,7 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
         recovered: 0,
         replayed: e.packets_replayed,
         nacks_sent: 0,
+        transport_cc_feedback_sent: 0,
         jitter_ms_p50: 0.0,
         jitter_ms_max: 0.0,
         window_s: e.window.as_secs_f64(),
@@ -217,6 +220,7 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
         r.subscriber_transports += 1;
         r.tracks_offered += t.tracks_offered;
         r.missing_tracks += t.missing_tracks;
+        r.transport_cc_feedback_sent += t.feedback_sent;
         if let Some(ff) = t.first_frame {
             first_frames.push(ff);
         }
@@ -383,6 +387,13 @@ impl Report {
             "tracks        {} offered, {} never arrived; jitter p50 {:.2} ms, max {:.2} ms",
             r.tracks_offered, r.missing_tracks, r.jitter_ms_p50, r.jitter_ms_max
         );
+        if s.transport_cc {
+            let _ = writeln!(
+                o,
+                "transport-cc  {} feedback messages sent by {} subscriber transports",
+                r.transport_cc_feedback_sent, r.subscriber_transports
+            );
+        }
         for (name, p) in [
             ("latency all", &l.all),
             ("latency audio", &l.audio),
