@@ -12,11 +12,11 @@ use ringcast_cc::ClusterId;
 use ringcast_types::TransportId;
 use ringcast_types::route::Egress;
 
-use super::subscription::{DEFAULT_RTT, ext_map};
+use super::subscription::{DEFAULT_RTT, ext_map, send_rewritten};
 use super::{MediaRouter, RouterStats};
 use crate::retransmit::{MAX_PACKET, Refusal};
 use crate::rtcp::{self, Rtcp};
-use crate::rtp::{Rewrite, RtpPacket, write_rewritten, write_rewritten_head};
+use crate::rtp::{Rewrite, RtpPacket, write_rewritten};
 use crate::table::Slot;
 use crate::upstream::MIN_RETRY;
 
@@ -237,24 +237,8 @@ impl MediaRouter {
             None => (s.rewrite(out_seq, ts, p.marker), None),
         };
         let map = ext_map(&t.config.forwarded_exts, &s.config.exts);
-        let mut d = self.downstream.get_mut(&subscriber);
-        let twcc = d.as_ref().and_then(|d| d.next_element());
-        let added = twcc.as_ref().map(|(id, seq)| (*id, &seq[..]));
-        let mut head = 0;
-        if !out.send_rtp_payload(
-            subscriber,
-            &mut |buf| {
-                head = write_rewritten_head(&p, &rw, &map, added, osn, buf).unwrap_or(0);
-                head
-            },
-            p.payload,
-        ) {
-            return None;
-        }
-        let len = head + p.payload.len();
-        if let Some(d) = d.as_mut() {
-            d.sent(len, now, probe);
-        }
+        let d = self.downstream.get_mut(&subscriber);
+        let len = send_rewritten(out, subscriber, &p, &rw, &map, osn, d, probe, now)?;
         if osn.is_some() {
             s.rtx_seq = s.rtx_seq.wrapping_add(1);
         }

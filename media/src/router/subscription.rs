@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use ringcast_cc::ClusterId;
 use ringcast_types::route::Egress;
 use ringcast_types::{TransportId, ext};
 
@@ -182,22 +183,19 @@ impl Subscription {
             .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)?;
         let rw = self.rewrite(seq, ts, p.marker);
         let map = ext_map(forwarded_exts, &self.config.exts);
-        let twcc = downstream.as_ref().and_then(|d| d.next_element());
-        let added = twcc.as_ref().map(|(id, seq)| (*id, &seq[..]));
-        // The header is written; the payload is sealed from the publisher's packet.
-        let mut head = 0;
-        let sent = out.send_rtp_payload(
+        let sent = send_rewritten(
+            out,
             self.config.subscriber,
-            &mut |buf| {
-                head = write_rewritten_head(p, &rw, &map, added, None, buf).unwrap_or(0);
-                head
-            },
-            p.payload,
-        );
+            p,
+            &rw,
+            &map,
+            None,
+            downstream,
+            None,
+            now,
+        )
+        .is_some();
         if sent {
-            if let Some(d) = downstream {
-                d.sent(head + p.payload.len(), now, None);
-            }
             self.last_out = Some(now);
             self.packets = self.packets.wrapping_add(1);
             self.octets = self.octets.wrapping_add(p.payload.len() as u32);
@@ -215,6 +213,44 @@ impl Subscription {
             marker,
         }
     }
+}
+
+/// Sends subscriber `to` its copy of `p`: the head rewritten by `rw` (extensions by `map`, an
+/// RTX packet's original sequence number `osn`, and the transport's next transport-wide
+/// sequence number where `downstream` stamps them) is written into the send slot and the
+/// payload sealed from where it lies; the packet is then recorded as sent (in probe cluster
+/// `probe`). The packet's length, if it was sent.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_rewritten(
+    out: &mut dyn Egress,
+    to: TransportId,
+    p: &RtpPacket<'_>,
+    rw: &Rewrite,
+    map: impl Fn(u8) -> Option<u8>,
+    osn: Option<u16>,
+    downstream: Option<&mut Downstream>,
+    probe: Option<ClusterId>,
+    now: Instant,
+) -> Option<usize> {
+    let twcc = downstream.as_ref().and_then(|d| d.next_element());
+    let added = twcc.as_ref().map(|(id, seq)| (*id, &seq[..]));
+    let mut head = 0;
+    let sent = out.send_rtp_payload(
+        to,
+        &mut |buf| {
+            head = write_rewritten_head(p, rw, &map, added, osn, buf).unwrap_or(0);
+            head
+        },
+        p.payload,
+    );
+    if !sent {
+        return None;
+    }
+    let len = head + p.payload.len();
+    if let Some(d) = downstream {
+        d.sent(len, now, probe);
+    }
+    Some(len)
 }
 
 /// Publisher extension id → subscriber extension id, for the extensions that are forwarded.
