@@ -38,7 +38,8 @@ use stats::Metrics;
 use track::{Arrival, Track};
 
 pub use super::table::TrackId;
-pub use feedback::{PUBLISHER_MAX_BITRATE, REPORT_INTERVAL, ROUTER_SSRC};
+pub use allocate::{PUBLISHER_LOWER_AFTER, PUBLISHER_MAX_BITRATE, PUBLISHER_MIN_BITRATE};
+pub use feedback::{REPORT_INTERVAL, ROUTER_SSRC};
 pub use stats::RouterStats;
 pub use subscription::{DEFAULT_RTT, ForwardedExt, MAX_RTT, RtxConfig, SubscriptionConfig};
 pub use track::{
@@ -108,6 +109,8 @@ pub struct MediaRouter {
     /// fell since so far that the share-out is due now.
     layer_rates_at: Option<Instant>,
     reallocate: bool,
+    /// The REMB each publisher transport is sent, from what its subscribers take.
+    publisher_limits: IdMap<TransportId, allocate::PublisherLimit>,
     /// Reused by every share-out and probe round.
     alloc_scratch: Vec<(TransportId, Slot, usize, bool, allocate::Want)>,
     caps_scratch: Vec<usize>,

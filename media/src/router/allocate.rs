@@ -24,6 +24,9 @@ pub struct Want {
     pub cap: usize,
     /// Whether it may move above `cap` now (not while it settles after moving down).
     pub may_rise: bool,
+    /// The best layer's rate when it last flowed: a layer the publisher paused is still
+    /// worth probing for.
+    pub best_known: u64,
 }
 
 impl Want {
@@ -79,11 +82,88 @@ pub fn wanted(wants: &[Want]) -> u64 {
                 .iter()
                 .copied()
                 .max()
-                .unwrap_or(0);
+                .unwrap_or(0)
+                .max(w.best_known);
             best + best * UP_HEADROOM_PERCENT / 100
         })
         .sum();
     need + need * PROBE_MARGIN_PERCENT / 100
+}
+
+/// What a publisher must send of one video track so that each of its subscribers can have
+/// the best layer its estimate carries, and the layer above it (kept encoding, so that a
+/// subscriber whose link recovers moves up at once rather than after the publisher's encoder
+/// ramps back up): the known rates (`known`, lowest first, 0 for a layer never seen flowing)
+/// of every layer up to there, with headroom. `None` is no bound: no subscriber, one that
+/// nothing measures, or a layer that was never seen (it must flow to be known).
+pub fn publisher_need(
+    known: &[u64; MAX_LAYERS],
+    layers: usize,
+    estimates: impl IntoIterator<Item = Option<u64>>,
+) -> Option<u64> {
+    let known = &known[..layers.clamp(1, MAX_LAYERS)];
+    if known.contains(&0) {
+        return None;
+    }
+    let mut top: Option<usize> = None;
+    for e in estimates {
+        let e = e?;
+        let fits = (1..known.len())
+            .rev()
+            .find(|&l| known[l] + known[l] * UP_HEADROOM_PERCENT / 100 <= e)
+            .unwrap_or(0);
+        top = top.max(Some(fits));
+    }
+    let upto = (top? + 1).min(known.len() - 1);
+    let sum: u64 = known[..=upto].iter().sum();
+    Some(sum + sum * UP_HEADROOM_PERCENT / 100)
+}
+
+/// The least and the most REMB allows a publisher: its low layer and audio always, and room
+/// for three simulcast layers of 720p plus audio.
+pub const PUBLISHER_MIN_BITRATE: u64 = 200_000;
+pub const PUBLISHER_MAX_BITRATE: u64 = 3_000_000;
+
+/// A lower REMB is sent only once the need stayed lower this long: a publisher's encoder
+/// takes seconds to ramp back up, so a dip in a subscriber's estimate is not passed on.
+pub const PUBLISHER_LOWER_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The REMB one publisher is sent, and since when its need has been below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublisherLimit {
+    pub bitrate: u64,
+    pub below_since: Option<std::time::Instant>,
+}
+
+impl Default for PublisherLimit {
+    fn default() -> Self {
+        PublisherLimit {
+            bitrate: PUBLISHER_MAX_BITRATE,
+            below_since: None,
+        }
+    }
+}
+
+impl PublisherLimit {
+    /// Follows `need` (`None`: unbounded): up at once, down once it stayed down
+    /// `PUBLISHER_LOWER_AFTER`, always within the least and the most.
+    pub fn follow(&mut self, need: Option<u64>, now: std::time::Instant) {
+        let target = need
+            .unwrap_or(PUBLISHER_MAX_BITRATE)
+            .clamp(PUBLISHER_MIN_BITRATE, PUBLISHER_MAX_BITRATE);
+        if target >= self.bitrate {
+            *self = PublisherLimit {
+                bitrate: target,
+                below_since: None,
+            };
+            return;
+        }
+        let since = *self.below_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= PUBLISHER_LOWER_AFTER {
+            // Lower still follows at once while it stays below.
+            self.bitrate = target;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +180,7 @@ mod tests {
             layers: rates.len(),
             cap,
             may_rise: true,
+            best_known: 0,
         }
     }
 
@@ -176,6 +257,77 @@ mod tests {
         let mut caps = [9; 3];
         allocate(wanted(&ws), &ws, &mut caps);
         assert_eq!(caps, [2, 0, 2]);
+    }
+
+    #[test]
+    fn a_paused_layer_is_still_probed_for() {
+        let w = Want {
+            best_known: 1500 * K,
+            ..want(&[150 * K, 500 * K, 0], 1)
+        };
+        let need = 1500 * K * (100 + UP_HEADROOM_PERCENT) / 100;
+        assert_eq!(wanted(&[w]), need + need * PROBE_MARGIN_PERCENT / 100);
+    }
+
+    /// (what, subscribers' estimates, need)
+    type Case = (&'static str, &'static [Option<u64>], Option<u64>);
+
+    #[test]
+    fn what_a_publisher_must_send_of_a_track() {
+        let known = [150 * K, 500 * K, 1500 * K, 0];
+        let with_headroom = |sum: u64| Some(sum + sum * UP_HEADROOM_PERCENT / 100);
+        #[rustfmt::skip]
+        let cases: [Case; 8] = [
+            ("nobody subscribes: no bound", &[], None),
+            ("a subscriber nothing measures: no bound", &[Some(300 * K), None], None),
+            ("all weak: q, and h kept encoding", &[Some(300 * K), Some(200 * K)], with_headroom(650 * K)),
+            ("one takes h: all three", &[Some(300 * K), Some(600 * K)], with_headroom(2150 * K)),
+            ("one takes f: all three", &[Some(5000 * K)], with_headroom(2150 * K)),
+            ("below q: still q and h", &[Some(10 * K)], with_headroom(650 * K)),
+            ("h's rate without its headroom: not h", &[Some(500 * K)], with_headroom(650 * K)),
+            ("h with headroom: h and f", &[Some(575 * K)], with_headroom(2150 * K)),
+        ];
+        for (what, estimates, expect) in cases {
+            assert_eq!(
+                publisher_need(&known, 3, estimates.iter().copied()),
+                expect,
+                "{what}"
+            );
+        }
+        // A layer never seen flowing: it must be let come to be known.
+        for unseen in [[150 * K, 0, 1500 * K, 0], [150 * K, 500 * K, 0, 0]] {
+            assert_eq!(publisher_need(&unseen, 3, [Some(100 * K)]), None);
+        }
+        // One layer: its own rate.
+        assert_eq!(
+            publisher_need(&[800 * K, 0, 0, 0], 1, [Some(100 * K)]),
+            with_headroom(800 * K)
+        );
+    }
+
+    #[test]
+    fn a_publishers_limit_goes_up_at_once_and_down_after_a_while() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let mut l = PublisherLimit::default();
+        assert_eq!(l.bitrate, PUBLISHER_MAX_BITRATE, "unbounded until measured");
+        l.follow(Some(800 * K), at(0));
+        assert_eq!(l.bitrate, PUBLISHER_MAX_BITRATE, "not lowered at once");
+        l.follow(Some(900 * K), at(3));
+        assert_eq!(l.bitrate, PUBLISHER_MAX_BITRATE);
+        l.follow(Some(900 * K), at(5));
+        assert_eq!(l.bitrate, 900 * K, "lowered after staying low");
+        l.follow(Some(700 * K), at(6));
+        assert_eq!(l.bitrate, 700 * K, "and follows down at once while low");
+        l.follow(Some(1200 * K), at(7));
+        assert_eq!(l.bitrate, 1200 * K, "up at once");
+        l.follow(Some(10 * K), at(8));
+        l.follow(Some(10 * K), at(13));
+        assert_eq!(l.bitrate, PUBLISHER_MIN_BITRATE, "never below the least");
+        l.follow(None, at(14));
+        assert_eq!(l.bitrate, PUBLISHER_MAX_BITRATE, "unbounded again");
+        l.follow(Some(9000 * K), at(15));
+        assert_eq!(l.bitrate, PUBLISHER_MAX_BITRATE, "never above the most");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use ringcast_cc::twcc::Feedback;
 use ringcast_cc::{ClusterId, Config, Estimator, ProbeCluster};
-use ringcast_types::TransportId;
 use ringcast_types::route::Egress;
+use ringcast_types::{IdMap, TransportId};
 
 use super::MediaRouter;
 use super::allocate::{self, Want};
@@ -206,11 +206,17 @@ impl MediaRouter {
                 let may_rise = s
                     .capped_down_at
                     .is_none_or(|t| now.saturating_duration_since(t) >= SETTLE_AFTER_DOWN);
+                let best_known = if video {
+                    t.known_rates()[layers.saturating_sub(1)]
+                } else {
+                    0
+                };
                 let want = Want {
                     rates,
                     layers,
                     cap,
                     may_rise,
+                    best_known,
                 };
                 wants.push((s.config.subscriber, slot, i, video, want));
             }
@@ -248,6 +254,40 @@ impl MediaRouter {
         self.caps_scratch = caps;
         self.want_scratch = want_scratch;
         self.alloc_scratch = wants;
+        self.limit_publishers(now);
+    }
+
+    /// What each publisher transport may send (its REMB): for each of its video tracks, the
+    /// layers its subscribers' estimates carry (`allocate::publisher_need`), plus its audio;
+    /// unbounded where a track has no subscriber or one nothing measures.
+    fn limit_publishers(&mut self, now: Instant) {
+        let mut need: IdMap<TransportId, Option<u64>> = IdMap::default();
+        for t in self.tracks.values() {
+            let n = if t.is_video() {
+                let (_, layers) = t.rates(now);
+                let estimates = t.subs.iter().map(|s| {
+                    self.downstream
+                        .get(&s.config.subscriber)
+                        .and_then(Downstream::estimate)
+                });
+                allocate::publisher_need(&t.known_rates(), layers, estimates)
+            } else {
+                Some(t.known_rates()[0].max(AUDIO_RATE))
+            };
+            let sum = need.entry(t.config.publisher).or_insert(Some(0));
+            *sum = sum.zip(n).map(|(a, b)| a + b);
+        }
+        self.publisher_limits.retain(|p, _| need.contains_key(p));
+        for (p, n) in need {
+            self.publisher_limits.entry(p).or_default().follow(n, now);
+        }
+    }
+
+    /// The REMB a publisher transport is sent, bits/s.
+    pub fn publisher_limit(&self, publisher: TransportId) -> u64 {
+        self.publisher_limits
+            .get(&publisher)
+            .map_or(allocate::PUBLISHER_MAX_BITRATE, |l| l.bitrate)
     }
 
     /// Sets a subscription's cap; a lower one starts its settling time (`SETTLE_AFTER_DOWN`).

@@ -24,9 +24,6 @@ use crate::upstream::MIN_RETRY;
 pub const ROUTER_SSRC: u32 = 1;
 /// How often publishers get receiver reports and REMB.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// The bitrate REMB allows each publisher until bandwidth estimation lands: room for three
-/// simulcast layers of 720p plus audio.
-pub const PUBLISHER_MAX_BITRATE: u64 = 3_000_000;
 
 impl MediaRouter {
     /// RTCP from a transport: a publisher's sender reports, a subscriber's receiver reports,
@@ -281,10 +278,12 @@ impl MediaRouter {
         for (publisher, blocks) in by_publisher {
             let reports: Vec<rtcp::ReportBlock> = blocks.iter().map(|(_, b)| *b).collect();
             let ssrcs: Vec<u32> = blocks.iter().map(|(s, _)| *s).collect();
+            let limit = self.publisher_limit(publisher);
+            self.metrics.sample_publisher_limit(limit);
             out.send_rtcp(publisher, &mut |buf| {
                 let mut w = rtcp::Writer::new(buf);
                 let ok = w.receiver_report(ROUTER_SSRC, &reports).is_ok()
-                    && w.remb(ROUTER_SSRC, PUBLISHER_MAX_BITRATE, &ssrcs).is_ok();
+                    && w.remb(ROUTER_SSRC, limit, &ssrcs).is_ok();
                 if ok { w.len() } else { 0 }
             });
         }

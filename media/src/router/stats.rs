@@ -54,6 +54,8 @@ pub(super) struct Metrics {
     samples: Vec<(Option<Duration>, f64)>,
     /// Each subscriber transport's bandwidth estimate (bits/s) at the last report interval.
     estimates: Vec<u64>,
+    /// The REMB each publisher was sent at the last report interval (bits/s).
+    publisher_limits: Vec<u64>,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,7 @@ impl Default for Metrics {
             published: RouterStats::default(),
             samples: Vec::with_capacity(MAX_REPORT_SAMPLES),
             estimates: Vec::with_capacity(MAX_REPORT_SAMPLES),
+            publisher_limits: Vec::new(),
         }
     }
 }
@@ -79,6 +82,13 @@ impl Metrics {
     pub(super) fn sample_estimate(&mut self, bps: u64) {
         if self.estimates.len() < MAX_REPORT_SAMPLES {
             self.estimates.push(bps);
+        }
+    }
+
+    /// The REMB a publisher was sent, kept for the next publication (bounded).
+    pub(super) fn sample_publisher_limit(&mut self, bps: u64) {
+        if self.publisher_limits.len() < MAX_REPORT_SAMPLES {
+            self.publisher_limits.push(bps);
         }
     }
 
@@ -152,6 +162,12 @@ impl Metrics {
             let h =
                 metrics::histogram!("ringcast_subscriber_estimate_bps", "shard" => shard.clone());
             for bps in self.estimates.drain(..) {
+                h.record(bps as f64);
+            }
+        }
+        if !self.publisher_limits.is_empty() {
+            let h = metrics::histogram!("ringcast_publisher_remb_bps", "shard" => shard.clone());
+            for bps in self.publisher_limits.drain(..) {
                 h.record(bps as f64);
             }
         }

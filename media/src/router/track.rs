@@ -92,6 +92,9 @@ pub(super) struct Layer {
     /// Bytes received since the rate was last measured, and the rate (bits/s, smoothed).
     bytes: u64,
     pub(super) bitrate: u64,
+    /// The rate when the layer last flowed: what it costs to have it back once the publisher
+    /// paused it (bandwidth, or nobody wanted it).
+    known: u64,
 }
 
 impl Layer {
@@ -112,6 +115,7 @@ impl Layer {
             last_sr: None,
             bytes: 0,
             bitrate: 0,
+            known: 0,
         }
     }
 
@@ -125,6 +129,9 @@ impl Layer {
         } else {
             (3 * self.bitrate + rate) / 4
         };
+        if rate > 0 {
+            self.known = self.bitrate;
+        }
         self.bytes = 0;
     }
 
@@ -281,6 +288,15 @@ impl Track {
             };
         }
         (rates, self.layers.len().min(MAX_LAYERS))
+    }
+
+    /// Each layer's rate when it last flowed (0: never seen), lowest first.
+    pub(super) fn known_rates(&self) -> [u64; MAX_LAYERS] {
+        let mut rates = [0; MAX_LAYERS];
+        for (r, l) in rates.iter_mut().zip(&self.layers) {
+            *r = l.known;
+        }
+        rates
     }
 
     /// How each layer flows now, lowest first.

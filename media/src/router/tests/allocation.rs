@@ -116,3 +116,53 @@ fn each_subscriber_gets_the_layer_its_estimate_carries() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
 }
+
+/// The REMB the publisher was sent last.
+fn last_remb(out: &Recorder) -> Option<u64> {
+    out.rtcp
+        .iter()
+        .rev()
+        .filter(|(to, _)| *to == PUB)
+        .find_map(|(_, b)| {
+            rtcp::read(b).find_map(|p| match p {
+                Ok(Rtcp::Remb { bitrate_bps, .. }) => Some(bitrate_bps),
+                _ => None,
+            })
+        })
+}
+
+#[test]
+fn the_publisher_is_allowed_what_its_subscribers_take() {
+    let (mut r, mut out, t0) = router_with(three_layers());
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, t0);
+    let mut publisher = Publisher {
+        seq: [0; 3],
+        frame: 0,
+    };
+    // Its only subscriber takes 300 kbit/s: after a while, only q and the layer above (h,
+    // kept encoding) are allowed for, not f.
+    r.rtcp(SUB_A, &remb(300_000, 0xA), &mut out, t0);
+    publisher.run(&mut r, &mut out, t0, 2000);
+    assert_eq!(
+        last_remb(&out),
+        Some(PUBLISHER_MAX_BITRATE),
+        "not lowered at once"
+    );
+    publisher.run(&mut r, &mut out, t0, 6000);
+    let low = last_remb(&out).unwrap();
+    let (q, h) = (150_000, 480_000);
+    assert!(
+        low > q + h && low < (q + h) * 3 / 2,
+        "q and h with headroom: {low}"
+    );
+    // Its link widens: the publisher may send everything again at the next report.
+    r.rtcp(SUB_A, &remb(5_000_000, 0xA), &mut out, t0);
+    publisher.run(&mut r, &mut out, t0, 1500);
+    let high = last_remb(&out).unwrap();
+    assert!(high > 2_000_000, "all three: {high}");
+    // A second subscriber nothing measures: no bound.
+    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t0);
+    r.rtcp(SUB_A, &remb(300_000, 0xA), &mut out, t0);
+    publisher.run(&mut r, &mut out, t0, 8000);
+    assert_eq!(last_remb(&out), Some(PUBLISHER_MAX_BITRATE));
+}
