@@ -26,7 +26,7 @@ pub enum TransportRole {
     Subscriber,
 }
 
-pub use ringcast_types::{SrtpProfile, TrackId};
+pub use ringcast_types::{SrtpProfile, SubscriptionSettings, TrackId, TrackSource};
 
 /// Everything a shard needs to run one transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +63,12 @@ pub enum ShardCommand {
     },
     /// Starts sending a track to a subscriber transport.
     Subscribe(SubscriptionSpec),
+    /// New settings for a subscription the shard forwards.
+    ConfigureSubscription {
+        track: TrackId,
+        subscriber: TransportId,
+        settings: SubscriptionSettings,
+    },
     Unsubscribe {
         track: TrackId,
         subscriber: TransportId,
@@ -80,6 +86,7 @@ impl ShardCommand {
             ShardCommand::UnpublishTrack(_) => "unpublish_track",
             ShardCommand::MuteTrack { .. } => "mute_track",
             ShardCommand::Subscribe(_) => "subscribe",
+            ShardCommand::ConfigureSubscription { .. } => "configure_subscription",
             ShardCommand::Unsubscribe { .. } => "unsubscribe",
         }
     }
@@ -92,6 +99,7 @@ pub struct TrackSpec {
     pub publisher: TransportId,
     /// The negotiated m-section: codec and payload types, extension ids, encodings.
     pub media: crate::negotiate::PublishedMedia,
+    pub source: TrackSource,
 }
 
 /// One subscriber's copy of a track, as its transport negotiated it.
@@ -105,6 +113,8 @@ pub struct SubscriptionSpec {
     pub rtx_payload_type: Option<u8>,
     /// Header extensions the subscriber accepted, with its ids.
     pub extensions: Vec<crate::sdp::ExtMap>,
+    /// What the subscriber asked of it.
+    pub settings: SubscriptionSettings,
 }
 
 /// How a transport's state changed.

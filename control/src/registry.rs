@@ -38,7 +38,7 @@ pub use crate::events::{LeaveReason, ParticipantEvent, ParticipantInfo, Speaker,
 pub use errors::ControlError;
 use participant::Participant;
 pub use participant::{JoinInfo, Joiner};
-pub use publish::PublishResult;
+pub use publish::{PublishResult, TrackLabel};
 use publish::{PublisherTransport, Track, track_info};
 use room::Room;
 pub use room::{RoomInfo, RoomSettings};

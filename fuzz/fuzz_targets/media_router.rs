@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use ringcast_types::CodecName;
+use ringcast_types::{CodecName, SubscriptionSettings};
 use ringcast_types::TransportId;
 use ringcast_media::router::{
     Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig,
@@ -59,6 +59,7 @@ fn track(id: TrackId, codec: CodecName, pt: u8, rids: &[&str]) -> TrackConfig {
         rid_ext: Some(10),
         rrid_ext: Some(11),
         transport_cc_ext: Some(3),
+        source: Default::default(),
         forwarded_exts: vec![(1, ForwardedExt::AudioLevel), (2, ForwardedExt::AbsSendTime)],
         encodings: if rids.is_empty() {
             vec![EncodingConfig { rid: None, ssrc: Some(0x50), rtx_ssrc: Some(0x51) }]
@@ -90,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
                     }),
                     exts: vec![(ForwardedExt::AbsSendTime, 3)],
                     transport_cc_ext: (sub == 3).then_some(5),
+                    settings: Default::default(),
                 }),
                 &mut out,
                 t0,
@@ -97,7 +99,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // Chunks: [control byte, length, bytes...]. Control: bits 0-1 sender (1 publisher, 2-3
-    // subscribers), bit 2 RTCP, bits 3-7 milliseconds to advance; 0xFF toggles a mute.
+    // subscribers), bit 2 RTCP, bits 3-7 milliseconds to advance; 0xFF toggles a mute, 0xFE
+    // configures a subscription.
     let mut now = t0;
     let mut rest = data;
     while let [ctl, len, tail @ ..] = rest {
@@ -107,6 +110,19 @@ fuzz_target!(|data: &[u8]| {
         now += Duration::from_millis(u64::from(ctl >> 3));
         if *ctl == 0xFF {
             r.command(MediaCommand::SetMuted { track: TrackId(1), muted: n % 2 == 0 }, &mut out, now);
+            continue;
+        }
+        if *ctl == 0xFE {
+            // New settings for one subscriber's video: layer cap, rendered size, priority.
+            let b = |i: usize| datagram.get(i).copied().unwrap_or(0);
+            let settings = SubscriptionSettings {
+                max_layer: (b(0) < 4).then_some(b(0)),
+                width: u32::from(b(1)) * 8,
+                height: u32::from(b(2)) * 8,
+                priority: b(3),
+            };
+            let subscriber = TransportId(2 + u64::from(b(4) & 1));
+            r.command(MediaCommand::Configure { track: TrackId(1), subscriber, settings }, &mut out, now);
             continue;
         }
         let from = TransportId(u64::from(ctl & 3).max(1));

@@ -488,6 +488,7 @@ async fn publish(
             pb::PublishRequest {
                 sdp_offer: offer,
                 track_names: names,
+                track_sources: Default::default(),
             },
             token,
         ))

@@ -40,6 +40,7 @@ pub fn vp8_track(
         rid_ext: Some(RID_EXT),
         rrid_ext: Some(RRID_EXT),
         transport_cc_ext: Some(TRANSPORT_CC_EXT),
+        source: Default::default(),
         forwarded_exts: vec![(ABS_SEND_TIME_EXT, ForwardedExt::AbsSendTime)],
         encodings,
     }
@@ -72,5 +73,6 @@ pub fn subscription(
         }),
         exts: vec![(ForwardedExt::AbsSendTime, SUB_ABS_SEND_TIME_EXT)],
         transport_cc_ext: None,
+        settings: Default::default(),
     }
 }

@@ -16,21 +16,42 @@ pub fn starts_keyframe(codec: CodecName, payload: &[u8]) -> bool {
     }
 }
 
+/// The picture size a keyframe's first packet gives, where the codec says it there: VP8
+/// (RFC 6386 §9.1: after the start code 9d 01 2a, 14-bit width and height, little-endian).
+pub fn frame_size(codec: CodecName, payload: &[u8]) -> Option<(u16, u16)> {
+    if codec != CodecName::Vp8 || !vp8(payload) {
+        return None;
+    }
+    let at = vp8_descriptor_len(payload)?;
+    let h = payload.get(at..at + 10)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3FFF;
+    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3FFF;
+    (w > 0 && ht > 0).then_some((w, ht))
+}
+
 /// RFC 7741 §4.2–4.3: a packet with S=1 and PID=0 starts a frame; its VP8 payload header's
 /// P bit (inverse key frame flag) is 0 for a key frame.
 fn vp8(p: &[u8]) -> bool {
-    let Some(&d) = p.first() else { return false };
+    vp8_descriptor_len(p).is_some_and(|at| p.get(at).is_some_and(|h| h & 0x01 == 0))
+}
+
+/// The length of the payload descriptor of a packet that starts a VP8 frame.
+fn vp8_descriptor_len(p: &[u8]) -> Option<usize> {
+    let &d = p.first()?;
     let (x, s, pid) = (d & 0x80 != 0, d & 0x10 != 0, d & 0x07);
     if !s || pid != 0 {
-        return false;
+        return None;
     }
     let mut at = 1;
     if x {
-        let Some(&ext) = p.get(at) else { return false };
+        let &ext = p.get(at)?;
         at += 1;
         if ext & 0x80 != 0 {
             // I: PictureID, 7 or 15 bits.
-            let Some(&pid) = p.get(at) else { return false };
+            let &pid = p.get(at)?;
             at += if pid & 0x80 != 0 { 2 } else { 1 };
         }
         if ext & 0x40 != 0 {
@@ -40,7 +61,7 @@ fn vp8(p: &[u8]) -> bool {
             at += 1; // T or K: TID/Y/KEYIDX
         }
     }
-    p.get(at).is_some_and(|h| h & 0x01 == 0)
+    Some(at)
 }
 
 /// RFC 9628 §4.2: B=1 (start of a frame) and P=0 (not inter-picture predicted) on spatial layer 0.
@@ -131,6 +152,29 @@ mod tests {
         for (p, want, why) in cases {
             assert_eq!(starts_keyframe(CodecName::Vp8, p), *want, "{why}");
         }
+    }
+
+    #[test]
+    fn vp8_keyframe_sizes() {
+        // A keyframe from Chromium's 320x180 layer: descriptor (X, I 15-bit, T), frame tag
+        // (P=0), start code, width 320 and height 180 with scale bits 0.
+        let key = [
+            0x90, 0xA0, 0x81, 0x23, 0x40, 0x50, 0x1F, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xB4,
+            0x00, 0x00,
+        ];
+        assert_eq!(frame_size(CodecName::Vp8, &key), Some((320, 180)));
+        // Scale bits are not part of the size.
+        let mut scaled = key;
+        scaled[12] |= 0xC0;
+        assert_eq!(frame_size(CodecName::Vp8, &scaled), Some((320, 180)));
+        let mut inter = key;
+        inter[5] |= 0x01;
+        assert_eq!(frame_size(CodecName::Vp8, &inter), None, "not a keyframe");
+        let mut bad = key;
+        bad[8] = 0;
+        assert_eq!(frame_size(CodecName::Vp8, &bad), None, "no start code");
+        assert_eq!(frame_size(CodecName::Vp8, &key[..12]), None, "truncated");
+        assert_eq!(frame_size(CodecName::H264, &key), None, "VP8 only");
     }
 
     #[test]

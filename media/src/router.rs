@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 pub use ringcast_types::route::Egress;
 use ringcast_types::route::Router;
-use ringcast_types::{IdMap, TransportId};
+use ringcast_types::{IdMap, SubscriptionSettings, TransportId};
 
 use super::rtp::RtpPacket;
 use super::speakers::SPEAKER_INTERVAL;
@@ -69,6 +69,12 @@ pub enum MediaCommand {
         muted: bool,
     },
     Subscribe(SubscriptionConfig),
+    /// New settings for a subscription (layer, rendered size, priority).
+    Configure {
+        track: TrackId,
+        subscriber: TransportId,
+        settings: SubscriptionSettings,
+    },
     Unsubscribe {
         track: TrackId,
         subscriber: TransportId,
@@ -112,7 +118,7 @@ pub struct MediaRouter {
     /// The REMB each publisher transport is sent, from what its subscribers take.
     publisher_limits: IdMap<TransportId, allocate::PublisherLimit>,
     /// Reused by every share-out and probe round.
-    alloc_scratch: Vec<(TransportId, Slot, usize, bool, allocate::Want)>,
+    alloc_scratch: Vec<(TransportId, allocate::OrderKey, Slot, usize, allocate::Want)>,
     caps_scratch: Vec<usize>,
     want_scratch: Vec<allocate::Want>,
     probe_scratch: Vec<TransportId>,
@@ -179,6 +185,25 @@ impl MediaRouter {
                 let d = self.downstream.get_mut(&c.subscriber);
                 if t.subscribe(c, &mut self.stats, d, out, now) {
                     self.request_keyframe(slot, out, now);
+                }
+            }
+            MediaCommand::Configure {
+                track,
+                subscriber,
+                settings,
+            } => {
+                let sub = self.tracks.slot(track).and_then(|slot| {
+                    self.tracks
+                        .at_mut(slot)?
+                        .subs
+                        .iter_mut()
+                        .find(|s| s.config.subscriber == subscriber)
+                });
+                if let Some(s) = sub {
+                    s.config.settings = settings;
+                    // Shared out again at once: a smaller tile or a lower cap takes effect now.
+                    self.reallocate = true;
+                    self.wake = Some(self.wake.map_or(now, |w| w.min(now)));
                 }
             }
             MediaCommand::Unsubscribe { track, subscriber } => {

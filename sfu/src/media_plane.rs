@@ -140,6 +140,7 @@ fn track_config(spec: TrackSpec) -> Result<TrackConfig, String> {
         rid_ext: id_of(ext::RID),
         rrid_ext: id_of(ext::REPAIRED_RID),
         transport_cc_ext: id_of(ext::TRANSPORT_CC),
+        source: spec.source,
         forwarded_exts: m
             .extensions
             .iter()
@@ -178,6 +179,7 @@ fn subscription_config(spec: SubscriptionSpec) -> SubscriptionConfig {
             .iter()
             .find(|e| e.uri == ext::TRANSPORT_CC)
             .map(|e| e.id),
+        settings: spec.settings,
     }
 }
 
@@ -216,6 +218,15 @@ fn datapath_command(
         ShardCommand::Subscribe(spec) => {
             Command::Router(MediaCommand::Subscribe(subscription_config(spec)))
         }
+        ShardCommand::ConfigureSubscription {
+            track,
+            subscriber,
+            settings,
+        } => Command::Router(MediaCommand::Configure {
+            track,
+            subscriber,
+            settings,
+        }),
         ShardCommand::Unsubscribe { track, subscriber } => {
             Command::Router(MediaCommand::Unsubscribe { track, subscriber })
         }
@@ -277,6 +288,7 @@ mod tests {
                 stream_id: None,
                 track_id: None,
             },
+            source: Default::default(),
         };
         let err = datapath_command(ShardId(2), ShardCommand::PublishTrack(spec)).err();
         assert_eq!(

@@ -239,6 +239,7 @@ async fn every_rpc_over_grpc() {
             pb::PublishRequest {
                 sdp_offer: CHROMIUM_OFFER.into(),
                 track_names: [("1".to_owned(), "camera".to_owned())].into(),
+                track_sources: [("1".to_owned(), pb::TrackSource::Camera as i32)].into(),
             },
             &alice,
         ))
@@ -257,6 +258,7 @@ async fn every_rpc_over_grpc() {
         .clone();
     assert_eq!(video.name, "camera");
     assert_eq!(video.rids, ["q", "h", "f"]);
+    assert_eq!(video.source, pb::TrackSource::Camera as i32);
 
     // Bob hears of both tracks and is asked to renegotiate.
     let mut published = 0;
@@ -316,6 +318,53 @@ async fn every_rpc_over_grpc() {
     assert_eq!(bob_p.subscribed_track_sids.len(), 2);
     assert_eq!(bob_p.name, "Bobby");
 
+    // Bob says what he renders Alice's video at; bad settings and foreign tracks are refused.
+    let settings = |max_quality: pb::VideoQuality, priority| pb::SubscriptionSettings {
+        max_quality: max_quality as i32,
+        width: 640,
+        height: 360,
+        priority,
+    };
+    let update =
+        |track: &str, s: Option<pb::SubscriptionSettings>| pb::UpdateSubscriptionSettingsRequest {
+            track_sids: vec![track.to_owned()],
+            settings: s,
+        };
+    sig.update_subscription_settings(req(
+        update(&video.sid, Some(settings(pb::VideoQuality::Medium, 2))),
+        &bob,
+    ))
+    .await
+    .unwrap();
+    let refusals = [
+        (update(&video.sid, None), Code::InvalidArgument),
+        (
+            update(&video.sid, Some(settings(pb::VideoQuality::Low, 256))),
+            Code::InvalidArgument,
+        ),
+        (
+            update(
+                &video.sid,
+                Some(pb::SubscriptionSettings {
+                    max_quality: 9,
+                    ..settings(pb::VideoQuality::Low, 0)
+                }),
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            update("TR_notsubscribed", Some(settings(pb::VideoQuality::Low, 0))),
+            Code::FailedPrecondition,
+        ),
+    ];
+    for (r, code) in refusals {
+        let e = sig
+            .update_subscription_settings(req(r, &bob))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+    }
+
     // Mute, unsubscribe, resubscribe.
     let muted = rooms
         .mute_published_track(req(
@@ -346,6 +395,7 @@ async fn every_rpc_over_grpc() {
                 identity: "bob".into(),
                 track_sids: vec![video.sid.clone()],
                 subscribe: false,
+                settings: None,
             },
             &admin,
         ))

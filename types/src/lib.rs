@@ -57,6 +57,33 @@ impl MediaKind {
     }
 }
 
+/// What a published track carries, as its publisher says: screen shares are shared a
+/// subscriber's bandwidth first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TrackSource {
+    #[default]
+    Unknown,
+    Camera,
+    Microphone,
+    ScreenShare,
+    ScreenShareAudio,
+}
+
+/// What a subscriber asks of one subscription. Its bandwidth is shared out by these, and a
+/// video subscription is never sent more than they allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SubscriptionSettings {
+    /// The highest simulcast layer it may get (0 the lowest); `None`: any.
+    pub max_layer: Option<u8>,
+    /// The size it is rendered at, in pixels (0: not said): a layer larger than needed to
+    /// cover it is not sent, where the layers' sizes are known.
+    pub width: u32,
+    pub height: u32,
+    /// Shared out first: higher first, then screen shares, the active speaker, then the
+    /// larger rendered size.
+    pub priority: u8,
+}
+
 /// The codecs Ringcast forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodecName {

@@ -70,6 +70,7 @@ pub struct TrackInfo {
     pub mime_type: String,
     pub rids: Vec<String>,
     pub publisher: Identity,
+    pub source: crate::plane::TrackSource,
 }
 
 /// Someone speaking, as `Events` reports it.

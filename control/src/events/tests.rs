@@ -50,6 +50,7 @@ fn published(track: &str) -> ParticipantEvent {
         mime_type: "audio/opus".to_owned(),
         rids: Vec::new(),
         publisher: id("pub"),
+        source: Default::default(),
     })
 }
 

@@ -153,6 +153,7 @@ impl Registry {
                 added: false,
                 on_shard: HashMap::new(),
                 ssrcs: HashMap::new(),
+                settings: HashMap::new(),
             },
             tracks: Vec::new(),
             subscriptions: BTreeSet::new(),

@@ -15,7 +15,7 @@ use crate::ids::{Identity, RoomName, ShardId, TrackSid, TransportId};
 use crate::negotiate::{
     self, LocalTransport, PublishAnswer, PublishedMedia, Rejection, RemoteTransport,
 };
-use crate::plane::{ShardCommand, TrackId, TrackSpec, TransportRole, TransportSpec};
+use crate::plane::{ShardCommand, TrackId, TrackSource, TrackSpec, TransportRole, TransportSpec};
 use crate::sdp::{self, SessionDescription};
 
 /// What `Publish` returns.
@@ -32,8 +32,16 @@ pub(super) struct Track {
     /// The shards' number for it.
     pub(super) num: TrackId,
     pub(super) name: String,
+    pub(super) source: TrackSource,
     pub(super) muted: bool,
     pub(super) media: PublishedMedia,
+}
+
+/// What a publisher says of one of its tracks (by mid) beside its offer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackLabel {
+    pub name: String,
+    pub source: TrackSource,
 }
 
 pub(super) struct PublisherTransport {
@@ -76,17 +84,18 @@ impl TrackChanges {
     fn new(
         old: &[Track],
         media: Vec<PublishedMedia>,
-        names: &HashMap<String, String>,
+        labels: &HashMap<String, TrackLabel>,
         publisher: TransportId,
         mut next_track: u64,
     ) -> Self {
         let mut old = old.to_vec();
         let (mut tracks, mut shard_changes, mut added) = (Vec::new(), Vec::new(), Vec::new());
-        let publish = |track, media: &PublishedMedia| {
+        let publish = |track, media: &PublishedMedia, source| {
             ShardCommand::PublishTrack(TrackSpec {
                 track,
                 publisher,
                 media: media.clone(),
+                source,
             })
         };
         for media in media {
@@ -96,29 +105,34 @@ impl TrackChanges {
             {
                 Some(i) => {
                     let mut t = old.swap_remove(i);
-                    if t.media != media {
+                    let label = labels.get(&media.mid);
+                    let source = label.map_or(t.source, |l| l.source);
+                    if t.media != media || t.source != source {
                         shard_changes.push(ShardChange {
-                            apply: publish(t.num, &media),
-                            undo: publish(t.num, &t.media),
+                            apply: publish(t.num, &media, source),
+                            undo: publish(t.num, &t.media, t.source),
                         });
                     }
                     t.media = media;
-                    if let Some(n) = names.get(&t.media.mid) {
-                        t.name = n.clone();
+                    t.source = source;
+                    if let Some(l) = label {
+                        t.name = l.name.clone();
                     }
                     tracks.push(t);
                 }
                 None => {
                     let num = TrackId(next_track);
                     next_track += 1;
+                    let label = labels.get(&media.mid).cloned().unwrap_or_default();
                     shard_changes.push(ShardChange {
-                        apply: publish(num, &media),
+                        apply: publish(num, &media, label.source),
                         undo: ShardCommand::UnpublishTrack(num),
                     });
                     let t = Track {
                         sid: TrackSid::generate(),
                         num,
-                        name: names.get(&media.mid).cloned().unwrap_or_default(),
+                        name: label.name,
+                        source: label.source,
                         muted: false,
                         media,
                     };
@@ -131,7 +145,7 @@ impl TrackChanges {
         for t in old {
             shard_changes.push(ShardChange {
                 apply: ShardCommand::UnpublishTrack(t.num),
-                undo: publish(t.num, &t.media),
+                undo: publish(t.num, &t.media, t.source),
             });
             removed.push(t.sid);
         }
@@ -173,6 +187,7 @@ pub(super) fn track_info(t: &Track, publisher: &Identity) -> TrackInfo {
             .filter_map(|e| e.rid.clone())
             .collect(),
         publisher: publisher.clone(),
+        source: t.source,
     }
 }
 
@@ -228,9 +243,9 @@ impl Registry {
         room: &RoomName,
         identity: &Identity,
         offer: &str,
-        names: &HashMap<String, String>,
+        labels: &HashMap<String, TrackLabel>,
     ) -> Result<PublishResult, ControlError> {
-        self.publish_with(room, identity, offer, names, false)
+        self.publish_with(room, identity, offer, labels, false)
     }
 
     /// New ICE credentials for the publisher transport, in the answer to the client's new offer.
@@ -258,11 +273,11 @@ impl Registry {
         room: &RoomName,
         identity: &Identity,
         offer: &str,
-        names: &HashMap<String, String>,
+        labels: &HashMap<String, TrackLabel>,
         restart_ice: bool,
     ) -> Result<PublishResult, ControlError> {
         let offer = sdp::parse(offer)?;
-        let mut plan = self.negotiate_publish(room, identity, &offer, names, restart_ice)?;
+        let mut plan = self.negotiate_publish(room, identity, &offer, labels, restart_ice)?;
         self.reserve_ids(&plan);
         self.apply_on_shard(plan.shard, std::mem::take(&mut plan.shard_changes))?;
         let answer = plan.answer.answer.to_string();
@@ -282,7 +297,7 @@ impl Registry {
         room: &RoomName,
         identity: &Identity,
         offer: &SessionDescription,
-        names: &HashMap<String, String>,
+        labels: &HashMap<String, TrackLabel>,
         restart_ice: bool,
     ) -> Result<PublishPlan, ControlError> {
         let r = self.room_ref(room)?;
@@ -294,7 +309,7 @@ impl Registry {
         let mut tracks = TrackChanges::new(
             &p.tracks,
             answer.media.clone(),
-            names,
+            labels,
             transport.id,
             self.next_track,
         );

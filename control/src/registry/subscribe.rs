@@ -19,7 +19,9 @@ use crate::ids::{Identity, RoomName, TrackSid, TransportId};
 use crate::negotiate::{
     self, LocalTransport, OutgoingTrack, Rejection, RemoteTransport, SubscriberOffer,
 };
-use crate::plane::{ShardCommand, SubscriptionSpec, TransportRole, TransportSpec};
+use crate::plane::{
+    ShardCommand, SubscriptionSettings, SubscriptionSpec, TransportRole, TransportSpec,
+};
 use crate::sdp::{self, Candidate, SessionDescription};
 
 /// What `Subscribe` returns.
@@ -47,6 +49,8 @@ pub(super) struct SubscriberTransport {
     pub(super) on_shard: HashMap<TrackSid, SubscriptionSpec>,
     /// SSRCs Ringcast sends with, per subscribed track.
     pub(super) ssrcs: HashMap<TrackSid, (u32, Option<u32>)>,
+    /// What the subscriber asked of its subscriptions (none: the defaults).
+    pub(super) settings: HashMap<TrackSid, SubscriptionSettings>,
 }
 
 /// A subscriber's answer worked out against the current state before anything changes.
@@ -117,6 +121,7 @@ fn subscriptions_on_shard(
             payload_type: pt,
             rtx_payload_type: rtx_ssrc.and(rtx_pt),
             extensions: exts,
+            settings: sub.settings.get(&sid).copied().unwrap_or_default(),
         };
         changes.push(ShardChange {
             apply: ShardCommand::Subscribe(spec.clone()),
@@ -137,6 +142,7 @@ impl Registry {
         identity: &str,
         tracks: &[String],
         subscribe: bool,
+        settings: Option<SubscriptionSettings>,
     ) -> Result<Vec<TrackSid>, ControlError> {
         let room = RoomName::new(room)?;
         let identity = Identity::new(identity)?;
@@ -159,12 +165,15 @@ impl Registry {
                 None => return Err(ControlError::TrackNotFound(t.clone())),
             }
         }
-        for sid in sids {
+        for sid in &sids {
             if subscribe {
-                self.subscribe_track(&room, &identity, &sid);
+                self.subscribe_track(&room, &identity, sid);
             } else {
-                self.unsubscribe_track(&room, &identity, &sid);
+                self.unsubscribe_track(&room, &identity, sid);
             }
+        }
+        if let Some(settings) = settings.filter(|_| subscribe) {
+            self.configure_subscriptions(&room, &identity, &sids, settings)?;
         }
         let r = self.room(&room)?;
         Ok(r.participant(&identity)?
@@ -172,6 +181,68 @@ impl Registry {
             .iter()
             .cloned()
             .collect())
+    }
+
+    /// What `identity` asks of its subscriptions to `tracks` (each one it subscribes to):
+    /// kept for the subscriptions to come, and told the shard at once for those it forwards.
+    /// A refusal there leaves every setting as it was.
+    pub fn update_subscription_settings(
+        &mut self,
+        room: &RoomName,
+        identity: &Identity,
+        tracks: &[String],
+        settings: SubscriptionSettings,
+    ) -> Result<(), ControlError> {
+        let p = self.room(room)?.participant(identity)?;
+        let mut sids = Vec::with_capacity(tracks.len());
+        for t in tracks {
+            match TrackSid::parse(t) {
+                Some(sid) if p.subscriptions.contains(&sid) => sids.push(sid),
+                _ => {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "not subscribed to track `{t}`"
+                    )));
+                }
+            }
+        }
+        self.configure_subscriptions(room, identity, &sids, settings)
+    }
+
+    fn configure_subscriptions(
+        &mut self,
+        room: &RoomName,
+        identity: &Identity,
+        sids: &[TrackSid],
+        settings: SubscriptionSettings,
+    ) -> Result<(), ControlError> {
+        let shard = self.room(room)?.shard;
+        let p = self.room(room)?.participant(identity)?;
+        let sub = &p.subscriber;
+        let mut changes = Vec::new();
+        for sid in sids {
+            if let Some(spec) = sub.on_shard.get(sid)
+                && spec.settings != settings
+            {
+                let configure = |settings| ShardCommand::ConfigureSubscription {
+                    track: spec.track,
+                    subscriber: sub.id,
+                    settings,
+                };
+                changes.push(ShardChange {
+                    apply: configure(settings),
+                    undo: configure(spec.settings),
+                });
+            }
+        }
+        self.apply_on_shard(shard, changes)?;
+        let p = self.room(room)?.participant(identity)?;
+        for sid in sids {
+            p.subscriber.settings.insert(sid.clone(), settings);
+            if let Some(spec) = p.subscriber.on_shard.get_mut(sid) {
+                spec.settings = settings;
+            }
+        }
+        Ok(())
     }
 
     pub fn subscribe(
@@ -410,6 +481,7 @@ impl Registry {
             return;
         }
         p.subscriber.ssrcs.remove(sid);
+        p.subscriber.settings.remove(sid);
         if p.subscriber.offer.remove_track(sid.as_str()).is_some() {
             p.subscriber.version += 1;
             let version = p.subscriber.version;

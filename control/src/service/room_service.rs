@@ -6,7 +6,7 @@ use std::time::Instant;
 use ringcast_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::wire::{pb_participant, pb_room, pb_track};
+use super::wire::{pb_participant, pb_room, pb_track, settings};
 use super::{Control, bearer, now_unix_ms};
 use crate::auth::{self, Grants};
 use crate::registry::{ControlError, LeaveReason, RoomSettings};
@@ -116,11 +116,13 @@ impl pb::room_service_server::RoomService for RoomServiceApi {
     ) -> Result<Response<pb::UpdateSubscriptionsResponse>, Status> {
         self.admin(&req)?;
         let r = req.get_ref();
+        let settings = r.settings.as_ref().map(settings).transpose()?;
         let subs = self.0.registry().update_subscriptions(
             &r.room,
             &r.identity,
             &r.track_sids,
             r.subscribe,
+            settings,
         )?;
         Ok(Response::new(pb::UpdateSubscriptionsResponse {
             subscribed_track_sids: subs.into_iter().map(|s| s.to_string()).collect(),

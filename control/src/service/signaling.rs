@@ -10,11 +10,13 @@ use ringcast_proto::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use super::wire::{pb_candidate, pb_event, pb_participant, pb_rejected, pb_room, pb_track};
+use super::wire::{
+    pb_candidate, pb_event, pb_participant, pb_rejected, pb_room, pb_track, settings, source,
+};
 use super::{Control, bearer, now_unix_ms};
 use crate::auth::{AuthError, ParticipantToken};
 use crate::plane::TransportRole;
-use crate::registry::Joiner;
+use crate::registry::{Joiner, TrackLabel};
 
 /// `ringcast.v1.Signaling`: for one participant, identified by its access token.
 #[derive(Clone)]
@@ -67,11 +69,17 @@ impl pb::signaling_server::Signaling for SignalingApi {
             return Err(AuthError::NoPublishGrant.into());
         }
         let r = req.into_inner();
-        let names: HashMap<String, String> = r.track_names;
+        let mut labels: HashMap<String, TrackLabel> = HashMap::new();
+        for (mid, name) in r.track_names {
+            labels.entry(mid).or_default().name = name;
+        }
+        for (mid, s) in r.track_sources {
+            labels.entry(mid).or_default().source = source(s)?;
+        }
         let res = self
             .0
             .registry()
-            .publish(&t.room, &t.identity, &r.sdp_offer, &names)?;
+            .publish(&t.room, &t.identity, &r.sdp_offer, &labels)?;
         Ok(Response::new(pb::PublishResponse {
             sdp_answer: res.answer,
             tracks: res.tracks.into_iter().map(pb_track).collect(),
@@ -167,5 +175,22 @@ impl pb::signaling_server::Signaling for SignalingApi {
             .registry()
             .leave(&t.room, &t.identity, Instant::now())?;
         Ok(Response::new(pb::LeaveResponse {}))
+    }
+
+    async fn update_subscription_settings(
+        &self,
+        req: Request<pb::UpdateSubscriptionSettingsRequest>,
+    ) -> Result<Response<pb::UpdateSubscriptionSettingsResponse>, Status> {
+        let t = self.participant(&req)?;
+        let r = req.get_ref();
+        let s = settings(
+            r.settings
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("settings are required"))?,
+        )?;
+        self.0
+            .registry()
+            .update_subscription_settings(&t.room, &t.identity, &r.track_sids, s)?;
+        Ok(Response::new(pb::UpdateSubscriptionSettingsResponse {}))
     }
 }

@@ -1,9 +1,11 @@
-//! Domain → wire: the registry's types as protobuf messages.
+//! Domain ↔ wire: the registry's types as protobuf messages, and the requests' settings as
+//! the registry's types (with the error that says what to fix).
 
 use ringcast_proto::v1 as pb;
+use tonic::Status;
 
 use crate::codec::MediaKind;
-use crate::plane::{TransportRole, TransportState};
+use crate::plane::{SubscriptionSettings, TrackSource, TransportRole, TransportState};
 use crate::registry::{LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, TrackInfo};
 use crate::sdp::Candidate;
 
@@ -24,7 +26,58 @@ pub(super) fn pb_track(t: TrackInfo) -> pb::TrackInfo {
         mime_type: t.mime_type,
         rids: t.rids,
         publisher_identity: t.publisher.to_string(),
+        source: pb_source(t.source) as i32,
     }
+}
+
+fn pb_source(s: TrackSource) -> pb::TrackSource {
+    match s {
+        TrackSource::Unknown => pb::TrackSource::Unspecified,
+        TrackSource::Camera => pb::TrackSource::Camera,
+        TrackSource::Microphone => pb::TrackSource::Microphone,
+        TrackSource::ScreenShare => pb::TrackSource::ScreenShare,
+        TrackSource::ScreenShareAudio => pb::TrackSource::ScreenShareAudio,
+    }
+}
+
+pub(super) fn source(v: i32) -> Result<TrackSource, Status> {
+    Ok(match pb::TrackSource::try_from(v) {
+        Ok(pb::TrackSource::Unspecified) => TrackSource::Unknown,
+        Ok(pb::TrackSource::Camera) => TrackSource::Camera,
+        Ok(pb::TrackSource::Microphone) => TrackSource::Microphone,
+        Ok(pb::TrackSource::ScreenShare) => TrackSource::ScreenShare,
+        Ok(pb::TrackSource::ScreenShareAudio) => TrackSource::ScreenShareAudio,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown track source {v}"
+            )));
+        }
+    })
+}
+
+/// A request's subscription settings: quality as a layer cap (low, medium, high are layers
+/// 0, 1, 2), size and priority as given.
+pub(super) fn settings(s: &pb::SubscriptionSettings) -> Result<SubscriptionSettings, Status> {
+    let max_layer = match pb::VideoQuality::try_from(s.max_quality) {
+        Ok(pb::VideoQuality::Unspecified) => None,
+        Ok(pb::VideoQuality::Low) => Some(0),
+        Ok(pb::VideoQuality::Medium) => Some(1),
+        Ok(pb::VideoQuality::High) => Some(2),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown max_quality {}",
+                s.max_quality
+            )));
+        }
+    };
+    let priority =
+        u8::try_from(s.priority).map_err(|_| Status::invalid_argument("priority must be 0-255"))?;
+    Ok(SubscriptionSettings {
+        max_layer,
+        width: s.width,
+        height: s.height,
+        priority,
+    })
 }
 
 pub(super) fn pb_participant(p: ParticipantInfo) -> pb::Participant {

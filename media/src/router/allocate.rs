@@ -3,6 +3,8 @@
 //! table-tested. The router measures the rates, runs it for every subscriber each
 //! `RATE_INTERVAL`, and the layer selector then never aims above the cap it returns.
 
+use std::cmp::Reverse;
+
 /// Simulcast layers a subscription's rates are given for, at most.
 pub const MAX_LAYERS: usize = 4;
 
@@ -43,6 +45,39 @@ impl Want {
             std::cmp::Ordering::Equal => r * STAY_PERCENT / 100,
             std::cmp::Ordering::Less => r,
         }
+    }
+}
+
+/// Where a subscription comes in its subscriber's share-out: audio first, then the
+/// subscriber's own priority, screen shares, the active speakers (loudest first), the larger
+/// rendered size; what is still equal keeps track order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Order {
+    pub audio: bool,
+    pub priority: u8,
+    pub screen_share: bool,
+    /// Where its publisher is among the active speakers (0: the loudest).
+    pub speaker_rank: Option<u8>,
+    /// The rendered area asked for, pixels (0: not said).
+    pub area: u64,
+}
+
+/// An `Order` as a key that sorts first what is shared out first.
+pub type OrderKey = (bool, Reverse<u8>, bool, u16, Reverse<u64>);
+
+impl Order {
+    pub fn key(&self) -> OrderKey {
+        (
+            !self.audio,
+            Reverse(self.priority),
+            !self.screen_share,
+            self.speaker_rank.map_or(u16::MAX, u16::from),
+            Reverse(self.area),
+        )
+    }
+
+    pub fn is_audio(key: OrderKey) -> bool {
+        !key.0
     }
 }
 
@@ -94,24 +129,31 @@ pub fn wanted(wants: &[Want]) -> u64 {
 /// the best layer its estimate carries, and the layer above it (kept encoding, so that a
 /// subscriber whose link recovers moves up at once rather than after the publisher's encoder
 /// ramps back up): the known rates (`known`, lowest first, 0 for a layer never seen flowing)
-/// of every layer up to there, with headroom. `None` is no bound: no subscriber, one that
-/// nothing measures, or a layer that was never seen (it must flow to be known).
+/// of every layer up to there, with headroom. Each subscriber is given as its estimate and
+/// the highest layer its settings allow. `None` is no bound: no subscriber, one that nothing
+/// measures and whose settings allow the top, or a layer never seen (it must flow to be
+/// known).
 pub fn publisher_need(
     known: &[u64; MAX_LAYERS],
     layers: usize,
-    estimates: impl IntoIterator<Item = Option<u64>>,
+    subscribers: impl IntoIterator<Item = (Option<u64>, usize)>,
 ) -> Option<u64> {
     let known = &known[..layers.clamp(1, MAX_LAYERS)];
     if known.contains(&0) {
         return None;
     }
+    let highest = known.len() - 1;
     let mut top: Option<usize> = None;
-    for e in estimates {
-        let e = e?;
-        let fits = (1..known.len())
-            .rev()
-            .find(|&l| known[l] + known[l] * UP_HEADROOM_PERCENT / 100 <= e)
-            .unwrap_or(0);
+    for (e, max) in subscribers {
+        let max = max.min(highest);
+        let fits = match e {
+            Some(e) => (1..=max)
+                .rev()
+                .find(|&l| known[l] + known[l] * UP_HEADROOM_PERCENT / 100 <= e)
+                .unwrap_or(0),
+            None if max == highest => return None,
+            None => max,
+        };
         top = top.max(Some(fits));
     }
     let upto = (top? + 1).min(known.len() - 1);
@@ -260,6 +302,42 @@ mod tests {
     }
 
     #[test]
+    fn the_order_subscriptions_are_shared_out_in() {
+        let camera = Order::default();
+        #[rustfmt::skip]
+        let orders = [
+            ("small tile", Order { area: 320 * 180, ..camera }),
+            ("nothing said", camera),
+            ("second speaker", Order { speaker_rank: Some(1), ..camera }),
+            ("large tile", Order { area: 1280 * 720, ..camera }),
+            ("screen share", Order { screen_share: true, ..camera }),
+            ("loudest speaker", Order { speaker_rank: Some(0), area: 10, ..camera }),
+            ("audio", Order { audio: true, ..camera }),
+            ("priority 1, small", Order { priority: 1, area: 10, ..camera }),
+            ("priority 1, screen", Order { priority: 1, screen_share: true, ..camera }),
+        ];
+        let mut sorted = orders;
+        sorted.sort_by_key(|(_, o)| o.key());
+        let names: Vec<&str> = sorted.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "audio",
+                "priority 1, screen",
+                "priority 1, small",
+                "screen share",
+                "loudest speaker",
+                "second speaker",
+                "large tile",
+                "small tile",
+                "nothing said",
+            ]
+        );
+        assert!(Order::is_audio(orders[6].1.key()));
+        assert!(!Order::is_audio(orders[4].1.key()));
+    }
+
+    #[test]
     fn a_paused_layer_is_still_probed_for() {
         let w = Want {
             best_known: 1500 * K,
@@ -287,20 +365,33 @@ mod tests {
             ("h's rate without its headroom: not h", &[Some(500 * K)], with_headroom(650 * K)),
             ("h with headroom: h and f", &[Some(575 * K)], with_headroom(2150 * K)),
         ];
+        let any = |e: &Option<u64>| (*e, usize::MAX);
         for (what, estimates, expect) in cases {
             assert_eq!(
-                publisher_need(&known, 3, estimates.iter().copied()),
+                publisher_need(&known, 3, estimates.iter().map(any)),
                 expect,
                 "{what}"
             );
         }
+        // Settings that cap the layer bound it too, measured or not.
+        assert_eq!(
+            publisher_need(&known, 3, [(Some(5000 * K), 0)]),
+            with_headroom(650 * K),
+            "asked for q at most"
+        );
+        assert_eq!(
+            publisher_need(&known, 3, [(None, 0), (Some(100 * K), 2)]),
+            with_headroom(650 * K),
+            "nothing measures it, but q at most"
+        );
+        assert_eq!(publisher_need(&known, 3, [(None, 2)]), None);
         // A layer never seen flowing: it must be let come to be known.
         for unseen in [[150 * K, 0, 1500 * K, 0], [150 * K, 500 * K, 0, 0]] {
-            assert_eq!(publisher_need(&unseen, 3, [Some(100 * K)]), None);
+            assert_eq!(publisher_need(&unseen, 3, [(Some(100 * K), 2)]), None);
         }
         // One layer: its own rate.
         assert_eq!(
-            publisher_need(&[800 * K, 0, 0, 0], 1, [Some(100 * K)]),
+            publisher_need(&[800 * K, 0, 0, 0], 1, [(Some(100 * K), 2)]),
             with_headroom(800 * K)
         );
     }

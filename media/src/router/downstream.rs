@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ringcast_cc::twcc::Feedback;
 use ringcast_cc::{ClusterId, Config, Estimator, ProbeCluster};
 use ringcast_types::route::Egress;
-use ringcast_types::{IdMap, TransportId};
+use ringcast_types::{IdMap, SubscriptionSettings, TrackSource, TransportId};
 
 use super::MediaRouter;
 use super::allocate::{self, Want};
@@ -26,6 +26,16 @@ pub const SETTLE_AFTER_DOWN: Duration = Duration::from_secs(3);
 /// What an audio subscription is assumed to cost when its rate is not measured yet (Opus at
 /// its usual WebRTC rate plus headers).
 const AUDIO_RATE: u64 = 50_000;
+
+/// The highest layer a subscription's settings allow of `t`: its layer cap, and the
+/// smallest layer that covers its rendered size.
+fn max_layer(t: &super::track::Track, settings: &SubscriptionSettings) -> usize {
+    let by_size = t
+        .layer_for_size(settings.width, settings.height)
+        .unwrap_or(usize::MAX);
+    let by_cap = settings.max_layer.map_or(usize::MAX, usize::from);
+    by_size.min(by_cap)
+}
 
 /// Packets one probe cluster may take from the history at most, and per timer step.
 const MAX_PROBE_PACKETS: u16 = 64;
@@ -182,26 +192,31 @@ impl MediaRouter {
     }
 
     /// Measures every layer's rate, then shares each measured subscriber's estimate among its
-    /// video subscriptions (audio first, then in track order) and caps the layer each may be
-    /// sent; tells each estimator what its subscriber would take, so probing stops there.
+    /// subscriptions in priority order (`order`) and caps the layer each may be sent, never
+    /// above what its settings allow; tells each estimator what its subscriber would take, so
+    /// probing stops there.
     pub(super) fn allocate_layers(&mut self, elapsed: Duration, now: Instant) {
         for t in self.tracks.values_mut() {
             t.measure_rates(elapsed);
         }
-        // (subscriber, track, subscription index, what it wants), grouped by subscriber.
+        // (subscriber, order, track, subscription index, what it wants), grouped by
+        // subscriber.
         let mut wants = std::mem::take(&mut self.alloc_scratch);
         wants.clear();
         for (slot, t) in self.tracks.iter() {
             let (rates, layers) = t.rates(now);
             let video = t.is_video();
+            let speaking = self.speaker_rank(t.config.publisher);
             for (i, s) in t.subs.iter().enumerate() {
-                let rates = if video {
-                    rates
+                let (rates, layers) = if video {
+                    (
+                        rates,
+                        layers.min(max_layer(t, &s.config.settings).saturating_add(1)),
+                    )
                 } else {
                     // Audio: one layer, taken off the budget first (as rate 0 of layer 0).
-                    [rates[0].max(AUDIO_RATE), 0, 0, 0]
+                    ([rates[0].max(AUDIO_RATE), 0, 0, 0], 1)
                 };
-                let layers = if video { layers } else { 1 };
                 let cap = s.cap.min(layers.saturating_sub(1));
                 let may_rise = s
                     .capped_down_at
@@ -218,11 +233,18 @@ impl MediaRouter {
                     may_rise,
                     best_known,
                 };
-                wants.push((s.config.subscriber, slot, i, video, want));
+                let order = allocate::Order {
+                    audio: !video,
+                    priority: s.config.settings.priority,
+                    screen_share: t.config.source == TrackSource::ScreenShare,
+                    speaker_rank: speaking,
+                    area: u64::from(s.config.settings.width) * u64::from(s.config.settings.height),
+                };
+                wants.push((s.config.subscriber, order.key(), slot, i, want));
             }
         }
-        // Stable: within a subscriber, audio first, then video in track order.
-        wants.sort_by_key(|w| (w.0, !w.3));
+        // Stable: within a subscriber, in priority order, then in track order.
+        wants.sort_by_key(|w| (w.0, w.1));
         let mut caps = std::mem::take(&mut self.caps_scratch);
         let mut want_scratch = std::mem::take(&mut self.want_scratch);
         for group in wants.chunk_by(|a, b| a.0 == b.0) {
@@ -236,9 +258,14 @@ impl MediaRouter {
                 e.set_desired_bitrate(allocate::wanted(&want_scratch).max(AUDIO_RATE));
             }
             let Some(budget) = d.estimate() else {
-                // Nothing measures this downlink: no cap.
-                for &(_, slot, i, _, _) in group {
-                    self.set_cap(slot, i, super::forward::ANY_LAYER, now);
+                // Nothing measures this downlink: capped by the settings alone.
+                for &(_, key, slot, i, w) in group {
+                    let cap = if allocate::Order::is_audio(key) {
+                        super::forward::ANY_LAYER
+                    } else {
+                        w.layers.saturating_sub(1)
+                    };
+                    self.set_cap(slot, i, cap, now);
                 }
                 continue;
             };
@@ -247,14 +274,31 @@ impl MediaRouter {
             d.shared = Some(budget);
             allocate::allocate(budget, &want_scratch, &mut caps);
             for (w, &cap) in group.iter().zip(caps.iter()) {
-                let cap = if w.3 { cap } else { super::forward::ANY_LAYER };
-                self.set_cap(w.1, w.2, cap, now);
+                let cap = if allocate::Order::is_audio(w.1) {
+                    super::forward::ANY_LAYER
+                } else {
+                    cap
+                };
+                self.set_cap(w.2, w.3, cap, now);
             }
         }
         self.caps_scratch = caps;
         self.want_scratch = want_scratch;
         self.alloc_scratch = wants;
         self.limit_publishers(now);
+    }
+
+    /// Where `publisher`'s audio is among the active speakers (0 the loudest), if it is.
+    fn speaker_rank(&self, publisher: TransportId) -> Option<u8> {
+        self.last_speakers
+            .iter()
+            .position(|&id| {
+                self.tracks
+                    .slot(id)
+                    .and_then(|s| self.tracks.at(s))
+                    .is_some_and(|t| t.config.publisher == publisher)
+            })
+            .map(|p| p.min(usize::from(u8::MAX)) as u8)
     }
 
     /// What each publisher transport may send (its REMB): for each of its video tracks, the
@@ -266,9 +310,11 @@ impl MediaRouter {
             let n = if t.is_video() {
                 let (_, layers) = t.rates(now);
                 let estimates = t.subs.iter().map(|s| {
-                    self.downstream
+                    let e = self
+                        .downstream
                         .get(&s.config.subscriber)
-                        .and_then(Downstream::estimate)
+                        .and_then(Downstream::estimate);
+                    (e, max_layer(t, &s.config.settings))
                 });
                 allocate::publisher_need(&t.known_rates(), layers, estimates)
             } else {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ringcast_cc::ClusterId;
 use ringcast_types::route::Egress;
-use ringcast_types::{TransportId, ext};
+use ringcast_types::{SubscriptionSettings, TransportId, ext};
 
 use super::TrackId;
 use super::downstream::Downstream;
@@ -66,6 +66,8 @@ pub struct SubscriptionConfig {
     /// The subscriber's id for transport-wide sequence numbers, where it negotiated
     /// transport-cc (one per transport: every subscription of it carries the same).
     pub transport_cc_ext: Option<u8>,
+    /// What the subscriber asked of it: layer, rendered size, priority.
+    pub settings: SubscriptionSettings,
 }
 
 pub(super) struct Subscription {

@@ -57,6 +57,7 @@ fn plis(out: &Recorder) -> usize {
 const PUB: TransportId = TransportId(1);
 const SUB_A: TransportId = TransportId(2);
 const SUB_B: TransportId = TransportId(3);
+const SUB_C: TransportId = TransportId(4);
 
 fn video_track(encodings: Vec<EncodingConfig>) -> TrackConfig {
     fixtures::vp8_track(TrackId(10), PUB, encodings)

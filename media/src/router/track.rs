@@ -8,14 +8,14 @@
 use std::time::{Duration, Instant};
 
 use ringcast_types::route::Egress;
-use ringcast_types::{CodecName, IdMap, TransportId};
+use ringcast_types::{CodecName, IdMap, TrackSource, TransportId};
 
 use super::allocate::MAX_LAYERS;
 use super::downstream::Downstream;
 use super::forward::{self, ANY_LAYER, Decision, Flow, Incoming};
 use super::subscription::{ForwardedExt, Subscription, SubscriptionConfig};
 use super::{ROUTER_SSRC, RouterStats, TrackId};
-use crate::keyframe::starts_keyframe;
+use crate::keyframe::{frame_size, starts_keyframe};
 use crate::retransmit::History;
 use crate::rtcp;
 use crate::rtp::RtpPacket;
@@ -67,6 +67,8 @@ pub struct TrackConfig {
     pub forwarded_exts: Vec<(u8, ForwardedExt)>,
     /// Lowest quality first.
     pub encodings: Vec<EncodingConfig>,
+    /// What it carries, as the publisher said (screen shares are shared bandwidth first).
+    pub source: TrackSource,
 }
 
 pub(super) struct Layer {
@@ -95,6 +97,8 @@ pub(super) struct Layer {
     /// The rate when the layer last flowed: what it costs to have it back once the publisher
     /// paused it (bandwidth, or nobody wanted it).
     known: u64,
+    /// Its picture size, from its latest keyframe (where the codec says it there).
+    size: Option<(u16, u16)>,
 }
 
 impl Layer {
@@ -116,6 +120,7 @@ impl Layer {
             bytes: 0,
             bitrate: 0,
             known: 0,
+            size: None,
         }
     }
 
@@ -290,6 +295,24 @@ impl Track {
         (rates, self.layers.len().min(MAX_LAYERS))
     }
 
+    /// The lowest layer whose known picture covers `width` × `height` (the top if none
+    /// does); `None` where no size was asked or no layer's size is known.
+    pub(super) fn layer_for_size(&self, width: u32, height: u32) -> Option<usize> {
+        if width == 0 && height == 0 || self.layers.iter().all(|l| l.size.is_none()) {
+            return None;
+        }
+        let covers = |l: &Layer| {
+            l.size
+                .is_some_and(|(w, h)| u32::from(w) >= width && u32::from(h) >= height)
+        };
+        Some(
+            self.layers
+                .iter()
+                .position(covers)
+                .unwrap_or(self.layers.len().saturating_sub(1)),
+        )
+    }
+
     /// Each layer's rate when it last flowed (0: never seen), lowest first.
     pub(super) fn known_rates(&self) -> [u64; MAX_LAYERS] {
         let mut rates = [0; MAX_LAYERS];
@@ -354,6 +377,9 @@ impl Track {
         l.history.insert(ext, packet, now);
         if keyframe && l.last_keyframe.is_none_or(|(k, _)| ext > k) {
             l.last_keyframe = Some((ext, now));
+            if let Some(size) = frame_size(self.config.codec, p.payload) {
+                l.size = Some(size);
+            }
         }
         if !repair {
             l.bytes += packet.len() as u64;

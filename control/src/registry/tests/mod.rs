@@ -22,6 +22,7 @@ use crate::sdp::{self, SdpError};
 mod publish;
 mod shard;
 mod shard_refusals;
+mod subscription_settings;
 
 struct Fixture {
     reg: Registry,
@@ -177,7 +178,7 @@ fn failed_calls_change_nothing() {
     ));
     assert!(matches!(
         f.reg
-            .update_subscriptions("r", "alice", &["TR_nothing".into()], true),
+            .update_subscriptions("r", "alice", &["TR_nothing".into()], true, None),
         Err(ControlError::TrackNotFound(_))
     ));
     assert_eq!(f.reg.list_participants("r").unwrap(), before);

@@ -1,6 +1,7 @@
 //! Publishing and subscribing as participants see it: answers, tracks, offers, mute, ICE restarts.
 
 use super::*;
+use crate::plane::TrackSource;
 
 #[test]
 fn join_publish_subscribe_flow() {
@@ -23,11 +24,19 @@ fn join_publish_subscribe_flow() {
             &rn("r"),
             &id("alice"),
             CHROMIUM_PUBLISH,
-            &HashMap::from([("1".into(), "camera".into())]),
+            &HashMap::from([(
+                "1".into(),
+                TrackLabel {
+                    name: "camera".into(),
+                    source: TrackSource::ScreenShare,
+                },
+            )]),
         )
         .unwrap();
     assert_eq!(res.tracks.len(), 2);
     assert_eq!(res.tracks[1].name, "camera");
+    assert_eq!(res.tracks[1].source, TrackSource::ScreenShare);
+    assert_eq!(res.tracks[0].source, TrackSource::Unknown, "not said");
     assert_eq!(res.tracks[1].rids, ["q", "h", "f"]);
     assert_eq!(res.tracks[1].mime_type, "video/VP8");
     assert!(sdp::parse(&res.answer).unwrap().ice_lite);
@@ -165,7 +174,7 @@ fn mute_and_unsubscribe_notify() {
     );
     let subs = f
         .reg
-        .update_subscriptions("r", "b", std::slice::from_ref(&video), false)
+        .update_subscriptions("r", "b", std::slice::from_ref(&video), false, None)
         .unwrap();
     assert_eq!(subs.len(), 1);
     assert!(
@@ -175,12 +184,12 @@ fn mute_and_unsubscribe_notify() {
     );
     let subs = f
         .reg
-        .update_subscriptions("r", "b", &[video], true)
+        .update_subscriptions("r", "b", &[video], true, None)
         .unwrap();
     assert_eq!(subs.len(), 2);
     assert!(matches!(
         f.reg
-            .update_subscriptions("r", "a", &[res.tracks[0].sid.to_string()], true),
+            .update_subscriptions("r", "a", &[res.tracks[0].sid.to_string()], true, None),
         Err(ControlError::InvalidArgument(_))
     ));
 }

@@ -103,7 +103,7 @@ fn the_shard_hears_of_tracks_and_subscriptions() {
     let video = res.tracks[1].sid.to_string();
     f.reg.mute_track("r", "alice", &video, true).unwrap();
     f.reg
-        .update_subscriptions("r", "bob", std::slice::from_ref(&video), false)
+        .update_subscriptions("r", "bob", std::slice::from_ref(&video), false, None)
         .unwrap();
     f.reg.leave(&rn("r"), &id("alice"), f.now).unwrap();
     let tail: Vec<ShardCommand> = f

@@ -8,6 +8,8 @@ use super::*;
 /// 480 kbit/s and 1.4 Mbit/s at 30 frames/s.
 const SHAPE: [(u16, usize); 3] = [(1, 620), (2, 1000), (5, 1200)];
 const SSRCS: [(u32, &str); 3] = [(0x10, "q"), (0x20, "h"), (0x30, "f")];
+/// Their picture sizes, as their keyframes say.
+const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
 
 /// The layer a subscriber's packet came from, by its size.
 fn layer_of(b: &[u8]) -> usize {
@@ -43,6 +45,14 @@ impl Publisher {
                     let mut p = vp8(ssrc, self.seq[l], self.frame * 3000, key, Some(("1", rid)));
                     // vp8() ends with a 5-byte payload: grow it to the layer's size.
                     p.resize(p.len() - 5 + len, 0x5A);
+                    if key {
+                        // The keyframe header with the layer's picture size.
+                        let at = p.len() - len + 2;
+                        let (w, h) = SIZES[l];
+                        p[at..at + 9].copy_from_slice(&[0, 0, 0x9D, 0x01, 0x2A, 0, 0, 0, 0]);
+                        p[at + 5..at + 7].copy_from_slice(&w.to_le_bytes());
+                        p[at + 7..at + 9].copy_from_slice(&h.to_le_bytes());
+                    }
                     r.rtp(PUB, &p, out, now);
                 }
             }
@@ -165,4 +175,67 @@ fn the_publisher_is_allowed_what_its_subscribers_take() {
     r.rtcp(SUB_A, &remb(300_000, 0xA), &mut out, t0);
     publisher.run(&mut r, &mut out, t0, 8000);
     assert_eq!(last_remb(&out), Some(PUBLISHER_MAX_BITRATE));
+}
+
+#[test]
+fn settings_cap_the_layer_measured_or_not() {
+    let (mut r, mut out, t0) = router_with(three_layers());
+    let settings = |max_layer, width, height| SubscriptionSettings {
+        max_layer,
+        width,
+        height,
+        priority: 0,
+    };
+    // A asks for q at most; B renders at 600x300, which h covers; C says nothing.
+    let mut a = sub(SUB_A, 0xA);
+    a.settings = settings(Some(0), 0, 0);
+    r.command(MediaCommand::Subscribe(a), &mut out, t0);
+    let mut b = sub(SUB_B, 0xB);
+    b.settings = settings(None, 600, 300);
+    r.command(MediaCommand::Subscribe(b), &mut out, t0);
+    r.command(MediaCommand::Subscribe(sub(SUB_C, 0xC)), &mut out, t0);
+    let mut publisher = Publisher {
+        seq: [0; 3],
+        frame: 0,
+    };
+    publisher.run(&mut r, &mut out, t0, 3000);
+    let mark = out.rtp.len();
+    publisher.run(&mut r, &mut out, t0, 1000);
+    for (who, to, layer) in [("A", SUB_A, 0), ("B", SUB_B, 1), ("C", SUB_C, 2)] {
+        let got = layers_sent(&out, to, mark);
+        assert!(
+            !got.is_empty() && got.iter().all(|&l| l == layer),
+            "{who}: {got:?}"
+        );
+    }
+    // B's tile grows past h: f. A lifts its cap, but its REMB carries only h.
+    r.command(
+        MediaCommand::Configure {
+            track: TrackId(10),
+            subscriber: SUB_B,
+            settings: settings(None, 1280, 720),
+        },
+        &mut out,
+        t0,
+    );
+    r.rtcp(SUB_A, &remb(1_000_000, 0xA), &mut out, t0);
+    r.command(
+        MediaCommand::Configure {
+            track: TrackId(10),
+            subscriber: SUB_A,
+            settings: SubscriptionSettings::default(),
+        },
+        &mut out,
+        t0,
+    );
+    publisher.run(&mut r, &mut out, t0, 2000);
+    let mark = out.rtp.len();
+    publisher.run(&mut r, &mut out, t0, 1000);
+    for (who, to, layer) in [("A", SUB_A, 1), ("B", SUB_B, 2)] {
+        let got = layers_sent(&out, to, mark);
+        assert!(
+            !got.is_empty() && got.iter().all(|&l| l == layer),
+            "{who}: {got:?}"
+        );
+    }
 }

@@ -86,6 +86,7 @@ fn active_speakers_follow_the_audio_level() {
             rid_ext: None,
             rrid_ext: None,
             transport_cc_ext: None,
+            source: Default::default(),
             forwarded_exts: vec![(1, ForwardedExt::AudioLevel)],
             encodings: vec![EncodingConfig {
                 rid: None,
