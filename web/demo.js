@@ -27,7 +27,7 @@ let leaveOnHide = null; // a keepalive Leave for when the tab closes
 const tiles = new Map(); // identity -> { el, video, name, local }
 
 // For tests and the console.
-window.demo = { session: () => session, tiles, speakers: [], errors: [] };
+window.demo = { session: () => session, tiles, speakers: [], errors: [], quality: {} };
 
 // ---------------------------------------------------------------------------
 // Status and errors
@@ -61,8 +61,9 @@ function addTile(identity, name, local = false) {
     const el = $('tile-template').content.firstElementChild.cloneNode(true);
     el.dataset.identity = identity;
     el.classList.add(local ? 'local' : 'remote');
-    tile = { el, video: el.querySelector('video'), local, name: '' };
+    tile = { el, video: el.querySelector('video'), local, name: '', videoSid: null, sentSize: '' };
     if (local) tile.video.muted = true; // no echo of ourselves
+    else resizes.observe(el);
     tiles.set(identity, tile);
     if (local) $('tiles').prepend(el); else $('tiles').append(el);
   }
@@ -76,9 +77,52 @@ function addTile(identity, name, local = false) {
 
 function part(tile, selector) { return tile.el.querySelector(selector); }
 
+// Ringcast sends no simulcast layer larger than a tile needs: each remote tile's size in
+// device pixels goes to UpdateSubscriptionSettings when it changes (at most every 250 ms).
+const resizes = new ResizeObserver((entries) => {
+  for (const e of entries) {
+    const tile = tiles.get(e.target.dataset.identity);
+    if (!tile) continue;
+    clearTimeout(tile.resizeTimer);
+    tile.resizeTimer = setTimeout(() => sendTileSize(tile), 250);
+  }
+});
+
+function sendTileSize(tile) {
+  if (!session || !tile.videoSid) return;
+  const dpr = window.devicePixelRatio || 1;
+  const width = Math.round(tile.el.clientWidth * dpr);
+  const height = Math.round(tile.el.clientHeight * dpr);
+  const key = `${tile.videoSid} ${width}x${height}`;
+  if (!width || !height || key === tile.sentSize) return;
+  tile.sentSize = key;
+  session.client.updateSubscriptionSettings([tile.videoSid], { width, height })
+    .then(() => session.step(`rendered size ${width}x${height} sent for ${tile.videoSid}`))
+    .catch((e) => {
+      tile.sentSize = ''; // e.g. not subscribed yet: tried again at the next change
+      session.step(`UpdateSubscriptionSettings failed: ${e.message}`);
+    });
+}
+
+/** "layer 2/3 → 3 · 1.4 Mbit/s": what the tile's video is sent, from Events. */
+function showQuality(q) {
+  window.demo.quality[q.trackSid] = q;
+  const tile = [...tiles.values()].find((t) => t.videoSid === q.trackSid);
+  if (!tile) return;
+  const parts = [];
+  if (q.layers > 1) {
+    const now = q.currentLayer < 0 ? '–' : String(q.currentLayer + 1);
+    parts.push(`layer ${now}/${q.layers}${q.targetLayer !== q.currentLayer ? ` → ${q.targetLayer + 1}` : ''}`);
+  }
+  if (q.estimateBps > 0) parts.push(`${(q.estimateBps / 1e6).toFixed(q.estimateBps < 1e6 ? 2 : 1)} Mbit/s`);
+  part(tile, '.quality').textContent = parts.join(' · ');
+}
+
 function removeTile(identity) {
   const tile = tiles.get(identity);
   if (!tile) return;
+  resizes.unobserve(tile.el);
+  clearTimeout(tile.resizeTimer);
   tile.video.srcObject = null;
   tile.el.remove();
   tiles.delete(identity);
@@ -122,6 +166,13 @@ function reconcile() {
     if (tile.local) continue;
     const list = byPublisher.get(identity) || [];
     setTileTracks(tile, list.map((r) => r.track));
+    const videoSid = list.find((r) => r.kind === 'TRACK_KIND_VIDEO')?.sid || null;
+    if (videoSid !== tile.videoSid) {
+      tile.videoSid = videoSid;
+      part(tile, '.quality').textContent = '';
+      if (session.quality[videoSid]) showQuality(session.quality[videoSid]);
+      sendTileSize(tile);
+    }
     setBadges(tile, {
       micOff: list.some((r) => r.kind === 'TRACK_KIND_AUDIO' && r.muted),
       camOff: list.some((r) => r.kind === 'TRACK_KIND_VIDEO' && r.muted),
@@ -269,6 +320,9 @@ function onEvent(ev) {
       break;
     case 'activeSpeakers':
       highlightSpeakers(body.speakers || []);
+      return;
+    case 'subscriptionQuality':
+      showQuality(body);
       return;
     case 'error':
       showError({ codeName: `error ${body.code}`, code: body.code, grpcMessage: body.message, method: 'Ringcast' });

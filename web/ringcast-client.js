@@ -376,11 +376,20 @@ export class RingcastClient {
   }
 
   /**
-   * Sends the publisher transport's offer. `trackNames` maps mids to names.
+   * Sends the publisher transport's offer. `trackNames` maps mids to names, `trackSources`
+   * mids to 'TRACK_SOURCE_CAMERA', 'TRACK_SOURCE_SCREEN_SHARE', ...
    * Resolves to { sdpAnswer, tracks, rejected }.
    */
-  publish(sdpOffer, trackNames = {}, callOptions) {
-    return this.call('Publish', { sdpOffer, trackNames: trackNames || {} }, callOptions);
+  publish(sdpOffer, trackNames = {}, callOptions, trackSources = {}) {
+    return this.call('Publish', { sdpOffer, trackNames: trackNames || {}, trackSources: trackSources || {} }, callOptions);
+  }
+
+  /**
+   * What this participant asks of its subscriptions to `trackSids`:
+   * { maxQuality: 'VIDEO_QUALITY_LOW' | ..., width, height, priority }.
+   */
+  updateSubscriptionSettings(trackSids, settings, callOptions) {
+    return this.call('UpdateSubscriptionSettings', { trackSids, settings }, callOptions);
   }
 
   /** Ringcast's subscriber offer. Resolves to { sdpOffer, offerVersion, midToTrackSid }. */
@@ -440,8 +449,9 @@ export class RingcastRoomService {
   mutePublishedTrack(room, identity, trackSid, muted, callOptions) {
     return this.call('MutePublishedTrack', { room, identity, trackSid, muted }, callOptions);
   }
-  updateSubscriptions(room, identity, trackSids, subscribe, callOptions) {
-    return this.call('UpdateSubscriptions', { room, identity, trackSids, subscribe }, callOptions);
+  /** `settings` ({ maxQuality, width, height, priority }) apply with subscribe: true. */
+  updateSubscriptions(room, identity, trackSids, subscribe, callOptions, settings) {
+    return this.call('UpdateSubscriptions', { room, identity, trackSids, subscribe, settings }, callOptions);
   }
   /**
    * { room, identity, name, canPublish, canSubscribe, admin, ttlSecs }

@@ -83,6 +83,7 @@ export class RingcastSession extends EventTarget {
     // Subscriber negotiation
     this.negotiations = []; // { version, reason, offerSdp, answerSdp, midToTrackSid, rejected, error, ms }
     this.midToTrackSid = {}; // from the latest answered offer
+    this.quality = {}; // trackSid -> the latest SubscriptionQualityChanged
     this.answeredVersion = null;
     this.highestAnnounced = 0; // highest SubscriberOfferReady version seen
     this.busy = false;
@@ -183,15 +184,17 @@ export class RingcastSession extends EventTarget {
       }));
     await pc.setLocalDescription(await pc.createOffer());
     const trackNames = {}; // by mid, which setLocalDescription has just assigned
+    const trackSources = {};
     for (const t of sending) {
       const kind = t.sender.track.kind;
       trackNames[t.mid] = names[kind] || (kind === 'audio' ? 'microphone' : 'camera');
+      trackSources[t.mid] = kind === 'audio' ? 'TRACK_SOURCE_MICROPHONE' : 'TRACK_SOURCE_CAMERA';
     }
     // Ringcast is ICE-lite and learns our address from our checks; candidates
     // in the offer are still welcome.
     await waitGathering(pc, gatherTimeoutMs);
     this.publishOffer = pc.localDescription.sdp;
-    const published = await this.client.publish(pc.localDescription.sdp, trackNames);
+    const published = await this.client.publish(pc.localDescription.sdp, trackNames, undefined, trackSources);
     this.step(`publish answered: ${published.tracks.map((t) => `${t.sid} ${t.kind} ${t.mimeType}`).join(', ')}; ` +
       `${published.rejected.length} rejected`);
     this.published = published.tracks;
@@ -278,6 +281,9 @@ export class RingcastSession extends EventTarget {
             break;
           case 'activeSpeakers':
             break; // frequent: not logged
+          case 'subscriptionQuality':
+            this.quality[body.trackSid] = body; // frequent: not logged
+            break;
           default:
             this.step(`event ${ev.event} ${JSON.stringify(body)}`);
         }

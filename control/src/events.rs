@@ -46,6 +46,8 @@ enum Subject {
     SubscriberOffer,
     Transport(TransportRole),
     ActiveSpeakers,
+    /// Only a subscription's latest quality matters.
+    Quality(TrackSid),
 }
 
 impl Subject {
@@ -59,12 +61,13 @@ impl Subject {
             ParticipantEvent::SubscriberOfferReady { .. } => Subject::SubscriberOffer,
             ParticipantEvent::TransportState { role, .. } => Subject::Transport(*role),
             ParticipantEvent::ActiveSpeakers(_) => Subject::ActiveSpeakers,
+            ParticipantEvent::SubscriptionQuality { track, .. } => Subject::Quality(track.clone()),
         }
     }
 }
 
 /// The subjects a room has many of, and so the only ones the cap drops (the others are four
-/// at most).
+/// at most): the roster, and what each subscription is sent.
 fn is_roster(ev: &ParticipantEvent) -> bool {
     matches!(
         ev,
@@ -73,6 +76,7 @@ fn is_roster(ev: &ParticipantEvent) -> bool {
             | ParticipantEvent::TrackPublished(_)
             | ParticipantEvent::TrackUnpublished { .. }
             | ParticipantEvent::TrackMuted { .. }
+            | ParticipantEvent::SubscriptionQuality { .. }
     )
 }
 

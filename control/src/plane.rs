@@ -143,6 +143,20 @@ pub enum ShardEvent {
         shard: ShardId,
         speakers: Vec<(TrackId, f32)>,
     },
+    /// Video subscriptions whose layers (or their subscriber's estimate) changed.
+    SubscriptionQuality(Vec<(TransportId, TrackId, Quality)>),
+}
+
+/// What a video subscription is sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quality {
+    /// The layer sent now (0 the lowest); `None` while nothing is sent.
+    pub current: Option<u8>,
+    /// The layer it is moving to, or stays on.
+    pub target: u8,
+    pub layers: u8,
+    /// The subscriber's downlink estimate, bits/s, where something measures it.
+    pub estimate_bps: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -150,6 +150,13 @@ async function runCase(t, backend) {
     note(`${LIMITED} held: ${describe(held)}; ${fmt(fps)} frames/s decoded, freezes ${b.freezeCount}, ` +
       `packetsLost ${b.packetsLost}; relay: ${relay.describe()}`);
     assert.ok(heightOf(held, limited) < topOf(held), `${LIMITED} went back up under the limit: ${describe(held)}`);
+    // Events told each subscriber its layers and estimate (SubscriptionQualityChanged).
+    const quality = (p) => p.page.evaluate(() => Object.values(window.ringcast.quality).find((q) => q.layers > 1));
+    const [qLimited, qClean] = [await quality(limited), await quality(clean)];
+    note(`Events: ${LIMITED} ${JSON.stringify(qLimited)}, ${CLEAN} ${JSON.stringify(qClean)}`);
+    assert.ok(qLimited && qLimited.targetLayer < qLimited.layers - 1 && qLimited.estimateBps > 0 &&
+      qLimited.estimateBps < 1_000_000, `${LIMITED}: the layer and estimate its Events report`);
+    assert.ok(qClean && qClean.targetLayer === qClean.layers - 1, `${CLEAN}: the layer its Events report`);
     assert.ok(fps >= 5, `${LIMITED} decodes ${fmt(fps)} frames/s under the limit\n${await diagnostics()}`);
 
     // The limit lifted: back to the top.
@@ -157,6 +164,9 @@ async function runCase(t, backend) {
     const recovered = await waitFor(`${LIMITED} back on the top layer once the limit was lifted`, RECOVER_TIMEOUT_MS,
       (snap) => topOf(snap) > 0 && heightOf(snap, limited) === topOf(snap));
     note(`recovered ${recovered.ms} ms after the limit was lifted: ${describe(recovered.snap)}`);
+    const qRecovered = await quality(limited);
+    note(`Events: ${LIMITED} ${JSON.stringify(qRecovered)}`);
+    assert.equal(qRecovered?.targetLayer, qRecovered?.layers - 1, `${LIMITED}: the top layer in its Events`);
 
     const samples = await fetchMetrics(server.httpUrl);
     const fbIn = sumMetric(samples, 'ringcast_twcc_feedback_received_total');

@@ -277,6 +277,24 @@ test(`two tabs of the demo page see and hear each other (media backend ${BACKEND
       }
     }
 
+    // Each tile shows what its video is sent (SubscriptionQualityChanged: one layer here, and
+    // the subscriber's downlink estimate), and the page told Ringcast the tile's size.
+    for (const [tab, other] of pairs) {
+      const shown = await tab.page.waitForFunction((publisher) => {
+        const s = window.demo.session();
+        const tile = window.demo.tiles.get(publisher);
+        const q = tile && window.demo.quality[tile.videoSid];
+        const sized = s.log.find((l) => l.includes(`rendered size`) && l.includes(tile.videoSid));
+        const text = tile && tile.el.querySelector('.quality').textContent;
+        return q && sized && /Mbit\/s/.test(text) ? { q, sized, text } : null;
+      }, other.identity, { timeout: 10_000 }).then((h) => h.jsonValue())
+        .catch(() => failWith(`${tab.name}: no subscription quality shown on ${other.name}'s tile, or no size sent`));
+      note(`${tab.name}'s tile for ${other.name}: "${shown.text}" (${JSON.stringify(shown.q)}); ${shown.sized.trim()}`);
+      assert.equal(shown.q.layers, 1, 'no simulcast in the demo');
+      assert.equal(shown.q.currentLayer, 0);
+      assert.ok(shown.q.estimateBps > 0, 'Chromium sends transport-cc feedback: an estimate');
+    }
+
     // Bob leaves: alice's tile for him goes, and bob's tab is back at the join form.
     const tLeave = Date.now();
     await bob.page.locator('#leave').click({ timeout: 5000 });

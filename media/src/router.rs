@@ -51,12 +51,14 @@ mod allocate;
 mod downstream;
 mod feedback;
 mod forward;
+mod quality;
 mod stats;
 mod subscription;
 mod track;
 mod twcc;
 
 pub use downstream::RATE_INTERVAL;
+pub use quality::{QUALITY_INTERVAL, QUALITY_MIN_GAP, QualitySink, SubscriptionQuality};
 pub use twcc::TWCC_INTERVAL;
 
 /// Commands from the control plane.
@@ -95,6 +97,9 @@ pub struct MediaRouter {
     /// Set by packets and commands that make timer work due before the next full poll.
     wake: Option<Instant>,
     speaker_sink: Option<SpeakerSink>,
+    quality_sink: Option<QualitySink>,
+    next_quality: Option<Instant>,
+    quality_scratch: Vec<SubscriptionQuality>,
     last_speakers: Vec<TrackId>,
     /// Reused by every level sample.
     speakers_scratch: Vec<(TrackId, f32)>,
@@ -290,6 +295,7 @@ impl MediaRouter {
         let mut next = [
             self.next_report,
             self.next_levels,
+            self.next_quality.filter(|_| self.quality_sink.is_some()),
             self.next_transport_feedback(),
             self.layer_rates_at.map(|t| t + RATE_INTERVAL),
             self.next_downstream_timer(),
@@ -332,6 +338,10 @@ impl MediaRouter {
         }
         self.send_probes(out, now);
         self.select_layers(out, now);
+        if self.next_quality.is_none_or(|t| now >= t) {
+            self.report_quality(now);
+            self.next_quality = Some(now + QUALITY_INTERVAL);
+        }
         let due: Vec<Slot> = self
             .tracks
             .iter()
@@ -521,6 +531,7 @@ impl Router for MediaRouter {
 
     fn publish_metrics(&mut self, shard: u16) {
         self.metrics.publish(&self.stats, shard);
+        self.metrics.publish_layers(self.layer_counts(), shard);
     }
 
     fn handle_timeout(&mut self, io: &mut dyn Egress, now: Instant) {

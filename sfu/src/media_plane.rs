@@ -11,14 +11,14 @@ use ringcast_control::ids::ShardId;
 use ringcast_control::plane::{
     MediaPlane, PlaneError, ShardCommand, ShardEvent, ShardInfo, TransportSpec, TransportState,
 };
-use ringcast_control::plane::{SubscriptionSpec, TrackSpec};
+use ringcast_control::plane::{Quality, SubscriptionSpec, TrackSpec};
 use ringcast_datapath::{
     Command, Datapath, DatapathConfig, Event, RemoteConfig, SendError, TransportConfig,
 };
 
 use ringcast_media::router::{
     EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig, SubscriptionConfig,
-    TrackConfig,
+    SubscriptionQuality, TrackConfig,
 };
 use ringcast_types::TrackId;
 use tokio::sync::mpsc;
@@ -75,16 +75,37 @@ impl DatapathPlane {
                 metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
             }
         });
-        // Each shard's router reports its active speakers straight to the control plane (a
-        // few times a second at most, so a channel send is fine).
+        // Each shard's router reports its active speakers and what its video subscriptions
+        // are sent straight to the control plane (a few times a second at most, a batch each
+        // time, so a channel send is fine).
         let router = |shard: u16| {
             let events = speakers.clone();
+            let quality = speakers.clone();
             MediaRouter::with_speaker_sink(Box::new(move |list: &[(TrackId, f32)]| {
                 let ev = ShardEvent::ActiveSpeakers {
                     shard: ShardId(shard),
                     speakers: list.to_vec(),
                 };
                 if events.try_send(ev).is_err() {
+                    metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
+                }
+            }))
+            .with_quality_sink(Box::new(move |batch: &[SubscriptionQuality]| {
+                let ev = ShardEvent::SubscriptionQuality(
+                    batch
+                        .iter()
+                        .map(|q| {
+                            let quality = Quality {
+                                current: q.current,
+                                target: q.target,
+                                layers: q.layers,
+                                estimate_bps: q.estimate_bps,
+                            };
+                            (q.subscriber, q.track, quality)
+                        })
+                        .collect(),
+                );
+                if quality.try_send(ev).is_err() {
                     metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
                 }
             }))

@@ -57,6 +57,11 @@ pub enum ParticipantEvent {
     },
     /// Who speaks in the room now, loudest first (empty: nobody).
     ActiveSpeakers(Vec<Speaker>),
+    /// What one of the participant's video subscriptions is sent now.
+    SubscriptionQuality {
+        track: TrackSid,
+        quality: crate::plane::Quality,
+    },
 }
 
 /// A published track as others see it.

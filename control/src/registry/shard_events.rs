@@ -4,7 +4,8 @@
 use super::Registry;
 use crate::events::{ParticipantEvent, Speaker};
 use crate::ids::ShardId;
-use crate::plane::{ShardEvent, TrackId, TransportRole, TransportState};
+use crate::ids::TransportId;
+use crate::plane::{Quality, ShardEvent, TrackId, TransportRole, TransportState};
 
 impl Registry {
     /// Applies a shard's report.
@@ -40,6 +41,36 @@ impl Registry {
             ShardEvent::ActiveSpeakers { shard, speakers } => {
                 self.active_speakers(shard, &speakers);
             }
+            ShardEvent::SubscriptionQuality(reports) => {
+                for (subscriber, track, quality) in reports {
+                    self.subscription_quality(subscriber, track, quality);
+                }
+            }
+        }
+    }
+
+    /// Tells a subscriber what one of its video subscriptions is sent now (a report about a
+    /// transport or a track that is gone by now is dropped).
+    fn subscription_quality(&mut self, subscriber: TransportId, num: TrackId, quality: Quality) {
+        let Some((room, identity, TransportRole::Subscriber)) = self.transports.get(&subscriber)
+        else {
+            return;
+        };
+        let (room, identity) = (room.clone(), identity.clone());
+        let Ok(r) = self.room(&room) else { return };
+        let Some(track) = r
+            .participants
+            .values()
+            .find_map(|p| p.tracks.iter().find(|t| t.num == num))
+            .map(|t| t.sid.clone())
+        else {
+            return;
+        };
+        let Ok(p) = r.participant(&identity) else {
+            return;
+        };
+        if p.subscriptions.contains(&track) {
+            p.notify(ParticipantEvent::SubscriptionQuality { track, quality });
         }
     }
 

@@ -178,6 +178,15 @@ pub(super) fn pb_event(e: ParticipantEvent) -> pb::Event {
                     .collect(),
             })
         }
+        ParticipantEvent::SubscriptionQuality { track, quality } => {
+            E::SubscriptionQuality(pb::SubscriptionQualityChanged {
+                track_sid: track.to_string(),
+                current_layer: quality.current.map_or(-1, i32::from),
+                target_layer: u32::from(quality.target),
+                layers: u32::from(quality.layers),
+                estimate_bps: quality.estimate_bps.unwrap_or(0),
+            })
+        }
         ParticipantEvent::SubscriberOfferReady { version } => {
             E::SubscriberOfferReady(pb::SubscriberOfferReady {
                 offer_version: version,

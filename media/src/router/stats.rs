@@ -85,6 +85,21 @@ impl Metrics {
         }
     }
 
+    /// Video subscriptions by the layer they are sent now and the one they aim at (see
+    /// `MediaRouter::layer_counts`).
+    pub(super) fn publish_layers(&mut self, counts: [[u64; 4]; 2], shard: u16) {
+        const LAYER: [&str; 4] = ["0", "1", "2", "none"];
+        for (of, counts) in ["current", "target"].into_iter().zip(counts) {
+            for (layer, n) in LAYER.into_iter().zip(counts) {
+                if of == "target" && layer == "none" {
+                    continue;
+                }
+                metrics::gauge!("ringcast_video_subscriptions", "shard" => shard.to_string(), "layer" => layer, "of" => of)
+                    .set(n as f64);
+            }
+        }
+    }
+
     /// The REMB a publisher was sent, kept for the next publication (bounded).
     pub(super) fn sample_publisher_limit(&mut self, bps: u64) {
         if self.publisher_limits.len() < MAX_REPORT_SAMPLES {

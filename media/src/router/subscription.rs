@@ -79,6 +79,8 @@ pub(super) struct Subscription {
     /// when it last came down.
     pub(super) cap: usize,
     pub(super) capped_down_at: Option<Instant>,
+    /// What its subscriber was last told of it.
+    pub(super) reported: Option<super::quality::Reported>,
     last_out: Option<Instant>,
     pub(super) budget: Budget,
     /// `packets` when the budget last followed the send rate.
@@ -110,6 +112,7 @@ impl Subscription {
             config,
             cap: ANY_LAYER,
             capped_down_at: None,
+            reported: None,
             rewriter: SequenceRewriter::default(),
             last_out: None,
             budget: Budget::default(),

@@ -1,6 +1,7 @@
 //! What the shard is told (tracks, subscriptions) and what it reports (transport states, speakers).
 
 use super::*;
+use crate::plane::Quality;
 
 #[test]
 fn shard_events_reach_the_participant() {
@@ -200,4 +201,66 @@ fn a_subscriber_that_declines_rtx_gets_plain_retransmissions() {
         })
         .unwrap();
     assert_eq!((video.rtx_ssrc, video.rtx_payload_type), (None, None));
+}
+
+#[test]
+fn subscribers_hear_what_their_subscriptions_are_sent() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "alice");
+    f.join("r", "bob");
+    let res = f.publish("r", "alice", CHROMIUM_PUBLISH);
+    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
+    f.reg
+        .subscribe_answer(
+            &rn("r"),
+            &id("bob"),
+            offer.version,
+            CHROMIUM_SUBSCRIBE_ANSWER,
+        )
+        .unwrap();
+    let alice_pub = f
+        .plane
+        .transports()
+        .into_iter()
+        .find(|(_, t)| t.role == TransportRole::Publisher)
+        .unwrap()
+        .1
+        .id;
+    let video = res.tracks[1].clone();
+    let (bob_sub, video_num) = f
+        .plane
+        .media_commands()
+        .into_iter()
+        .find_map(|(_, c)| match c {
+            ShardCommand::Subscribe(s) if s.rtx_ssrc.is_some() => Some((s.subscriber, s.track)),
+            _ => None,
+        })
+        .unwrap();
+    let mut bob = f.events("r", "bob");
+    let mut alice = f.events("r", "alice");
+    drain(&mut bob);
+    drain(&mut alice);
+    let q = Quality {
+        current: Some(0),
+        target: 1,
+        layers: 3,
+        estimate_bps: Some(450_000),
+    };
+    f.reg
+        .handle_shard_event(ShardEvent::SubscriptionQuality(vec![
+            (bob_sub, video_num, q),
+            // Not a subscriber transport, an unknown one, a track that is gone: dropped.
+            (alice_pub, video_num, q),
+            (TransportId(999), video_num, q),
+            (bob_sub, TrackId(999), q),
+        ]));
+    assert_eq!(
+        drain(&mut bob),
+        [ParticipantEvent::SubscriptionQuality {
+            track: video.sid.clone(),
+            quality: q
+        }]
+    );
+    assert!(drain(&mut alice).is_empty());
 }

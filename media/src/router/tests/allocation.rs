@@ -239,3 +239,52 @@ fn settings_cap_the_layer_measured_or_not() {
         );
     }
 }
+
+#[test]
+fn subscribers_are_told_their_layers_and_estimate() {
+    use std::sync::{Arc, Mutex};
+    let (r, mut out, t0) = router_with(three_layers());
+    let seen: Arc<Mutex<Vec<SubscriptionQuality>>> = Arc::default();
+    let sink = seen.clone();
+    let mut r = r.with_quality_sink(Box::new(move |b: &[SubscriptionQuality]| {
+        sink.lock().unwrap().extend_from_slice(b)
+    }));
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, t0);
+    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t0);
+    r.rtcp(SUB_A, &remb(400_000, 0xA), &mut out, t0);
+    let mut publisher = Publisher {
+        seq: [0; 3],
+        frame: 0,
+    };
+    publisher.run(&mut r, &mut out, t0, 4000);
+    let last = |who| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|q| q.subscriber == who)
+            .copied()
+            .unwrap()
+    };
+    let a = last(SUB_A);
+    assert_eq!(
+        (a.track, a.current, a.target, a.layers, a.estimate_bps),
+        (TrackId(10), Some(0), 0, 3, Some(400_000)),
+        "{a:?}"
+    );
+    let b = last(SUB_B);
+    assert_eq!((b.current, b.target, b.estimate_bps), (Some(2), 2, None));
+    // Nothing more while nothing changes; a wider link is told (up to h, then on h).
+    let before = seen.lock().unwrap().len();
+    publisher.run(&mut r, &mut out, t0, 3000);
+    assert_eq!(seen.lock().unwrap().len(), before, "nothing changed");
+    r.rtcp(SUB_A, &remb(1_000_000, 0xA), &mut out, t0);
+    publisher.run(&mut r, &mut out, t0, 3000);
+    let a = last(SUB_A);
+    assert_eq!(
+        (a.current, a.target, a.estimate_bps),
+        (Some(1), 1, Some(1_000_000))
+    );
+    let counts = r.layer_counts();
+    assert_eq!(counts[0][..3], [0, 1, 1], "one on h, one on f now");
+}
