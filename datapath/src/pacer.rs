@@ -6,7 +6,10 @@
 //! paces (browsers) is passed through untouched. Held datagrams keep their encrypted send
 //! slots. Only media to connected transports is paced, so the state is bounded by transports.
 //!
-//! Congestion control will replace the rate with each subscriber's bandwidth estimate.
+//! Where the media router has a bandwidth estimate for a transport (`set_target`), the rate is
+//! `PACING_FACTOR` times that estimate instead, with a burst allowance of 20 ms at that rate
+//! (at least `TARGET_BURST_BYTES`): a keyframe burst to a weak link leaves at what the link
+//! plausibly carries, not as one 64 KiB wall that overruns its queue.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -27,6 +30,11 @@ pub const MIN_RATE_BPS: f64 = 2_000_000.0;
 /// 500 subscribers went from 7 to 16 ms on loopback for no gain there.
 pub const BURST_BYTES: f64 = 64.0 * 1024.0;
 const BURST_TIME: f64 = 0.020;
+/// Where a bandwidth estimate drives the rate: the least burst that leaves at once (a few
+/// packets, so an estimate far too low still lets a frame's first packets out together), and
+/// the least pacing rate.
+pub const TARGET_BURST_BYTES: f64 = 8.0 * 1024.0;
+pub const MIN_TARGET_PACE_BPS: f64 = 250_000.0;
 /// A transport with this many datagrams waiting sends the next ones unpaced: pacing never
 /// drops and never holds more than this.
 pub const MAX_HELD: usize = 512;
@@ -42,6 +50,8 @@ struct Flow {
     tokens: f64,
     last: Instant,
     held: VecDeque<Queued>,
+    /// The bandwidth estimate the router set (bits/s).
+    target_bps: Option<f64>,
 }
 
 impl Flow {
@@ -53,15 +63,24 @@ impl Flow {
             tokens: BURST_BYTES,
             last: now,
             held: VecDeque::new(),
+            target_bps: None,
         }
     }
 
     fn pace_bps(&self) -> f64 {
-        (self.rate_bps * PACING_FACTOR).max(MIN_RATE_BPS)
+        match self.target_bps {
+            Some(t) => (t * PACING_FACTOR).max(MIN_TARGET_PACE_BPS),
+            None => (self.rate_bps * PACING_FACTOR).max(MIN_RATE_BPS),
+        }
     }
 
     fn burst(&self) -> f64 {
-        (self.pace_bps() / 8.0 * BURST_TIME).max(BURST_BYTES)
+        let least = if self.target_bps.is_some() {
+            TARGET_BURST_BYTES
+        } else {
+            BURST_BYTES
+        };
+        (self.pace_bps() / 8.0 * BURST_TIME).max(least)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -168,6 +187,15 @@ impl Pacer {
             .min()
     }
 
+    /// The router's bandwidth estimate for transport `id` (`None`: nothing measures it, and the
+    /// recent rate drives the pace again).
+    pub fn set_target(&mut self, id: TransportId, bps: Option<u64>, now: Instant) {
+        let f = self.flows.entry(id).or_insert_with(|| Flow::new(now));
+        f.refill(now);
+        f.target_bps = bps.map(|b| b as f64);
+        f.tokens = f.tokens.min(f.burst());
+    }
+
     /// A transport is gone: its held datagrams, whose slots the caller releases.
     pub fn remove(&mut self, id: TransportId) -> Option<VecDeque<Queued>> {
         self.waiting.retain(|w| *w != id);
@@ -243,6 +271,47 @@ mod tests {
         );
         let slots: Vec<u32> = out.iter().map(|x| x.slot).collect();
         assert_eq!(slots, (first as u32..n).collect::<Vec<_>>(), "in order");
+    }
+
+    /// Drains `p`, returning when the last held datagram left.
+    fn drain(p: &mut Pacer, mut t: Instant) -> Instant {
+        let mut out = Vec::new();
+        while p.held() > 0 {
+            t = p.next_release().unwrap();
+            p.release(&mut out, t);
+        }
+        t
+    }
+
+    #[test]
+    fn an_estimate_paces_a_burst_to_what_the_link_carries() {
+        let t0 = Instant::now();
+        let mut p = Pacer::default();
+        // A 400 kbit/s downlink: 1 Mbit/s pacing, an 8 KiB allowance (20 ms at 1 Mbit/s is
+        // less). A 30 KB burst (several keyframes) leaves 6 packets at once.
+        p.set_target(TransportId(1), Some(400_000), t0);
+        let mut queue: Vec<Queued> = (0..25).map(|i| q(i, 1, 1200)).collect();
+        p.admit(&mut queue, t0);
+        assert_eq!(queue.len(), (TARGET_BURST_BYTES / 1200.0) as usize);
+        let spread = drain(&mut p, t0).duration_since(t0);
+        let left = TARGET_BURST_BYTES - queue.len() as f64 * 1200.0;
+        let want = Duration::from_secs_f64(
+            ((25 - queue.len()) as f64 * 1200.0 - left) * 8.0 / (400_000.0 * PACING_FACTOR),
+        );
+        assert!(
+            spread.abs_diff(want) < Duration::from_millis(2),
+            "{spread:?} vs {want:?}"
+        );
+        // An estimate far too low still lets the least pace through.
+        p.set_target(TransportId(1), Some(1_000), t0);
+        assert_eq!(p.flows[&TransportId(1)].pace_bps(), MIN_TARGET_PACE_BPS);
+        // A wide one: 20 ms at its pace leave at once.
+        p.set_target(TransportId(1), Some(20_000_000), t0);
+        let f = &p.flows[&TransportId(1)];
+        assert_eq!(f.burst(), 20_000_000.0 * PACING_FACTOR / 8.0 * BURST_TIME);
+        // No estimate any more: the recent rate and the 64 KiB allowance again.
+        p.set_target(TransportId(1), None, t0);
+        assert_eq!(p.flows[&TransportId(1)].burst(), BURST_BYTES);
     }
 
     #[test]

@@ -144,20 +144,22 @@ impl<R: Router> ShardCore<R> {
             Command::Upsert(c) => self.upsert(c, now),
             Command::Remove(id) => self.remove(id),
             Command::Router(c) => {
-                let (router, mut io) = self.route_io();
+                let (router, mut io) = self.route_io(now);
                 router.handle_command(c, &mut io, now);
             }
         }
     }
 
     /// The router and what it may use, borrowed apart.
-    fn route_io(&mut self) -> (&mut R, RouteIo<'_>) {
+    fn route_io(&mut self, now: Instant) -> (&mut R, RouteIo<'_>) {
         (
             &mut self.router,
             RouteIo {
                 transports: &mut self.transports,
                 outbox: &mut self.outbox,
                 stats: &mut self.stats,
+                pacer: &mut self.pacer,
+                now,
             },
         )
     }
@@ -464,7 +466,7 @@ impl<R: Router> ShardCore<R> {
                         // cannot decrypt what the router sends now (a keyframe replay), and
                         // browsers drop SRTP that arrives before their handshake completes.
                         self.flush_dtls(id);
-                        let (router, mut io) = self.route_io();
+                        let (router, mut io) = self.route_io(now);
                         router.transport_connected(id, &mut io, now);
                     }
                     _ => {
@@ -537,7 +539,7 @@ impl<R: Router> ShardCore<R> {
                     d.settle();
                     self.stats.dtls_settled += u64::from(d.is_settled());
                 }
-                let (router, mut io) = self.route_io();
+                let (router, mut io) = self.route_io(now);
                 if rtcp {
                     io.stats.rtcp_in += 1;
                     router.handle_rtcp(id, &buf[..len], &mut io, now);
@@ -571,7 +573,7 @@ impl<R: Router> ShardCore<R> {
             self.on_dtls_event(id, ev, now);
             self.flush_dtls(id);
         }
-        let (router, mut io) = self.route_io();
+        let (router, mut io) = self.route_io(now);
         router.handle_timeout(&mut io, now);
     }
 

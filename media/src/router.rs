@@ -330,7 +330,7 @@ impl MediaRouter {
         match self.layer_rates_at {
             None => self.layer_rates_at = Some(now),
             Some(at) if now >= at + RATE_INTERVAL || self.reallocate => {
-                self.allocate_layers(now - at, now);
+                self.allocate_layers(now - at, out, now);
                 self.layer_rates_at = Some(now);
                 self.reallocate = false;
             }

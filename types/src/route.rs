@@ -43,6 +43,10 @@ pub trait Egress {
 
     /// As `send_rtp`, for a compound RTCP packet.
     fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
+
+    /// What `to`'s downlink is estimated to carry (bits/s; `None`: nothing measures it):
+    /// what is sent there is paced to it. Egress that does not pace ignores it.
+    fn set_pacing_rate(&mut self, _to: TransportId, _bps: Option<u64>) {}
 }
 
 /// Media routing on one shard. All calls come from the shard's thread, one at a time.

@@ -9,6 +9,7 @@ use crate::IdMap;
 use crate::dtls::Dtls;
 use crate::ice::IceLite;
 use crate::outbox::Outbox;
+use crate::pacer::Pacer;
 use crate::srtp;
 use crate::stats::{DropReason, ShardStats};
 use ringcast_types::TransportId;
@@ -56,6 +57,8 @@ pub struct RouteIo<'a> {
     pub(super) transports: &'a mut IdMap<TransportId, Transport>,
     pub(super) outbox: &'a mut Outbox,
     pub(super) stats: &'a mut ShardStats,
+    pub(super) pacer: &'a mut Pacer,
+    pub(super) now: Instant,
 }
 
 impl RouteIo<'_> {
@@ -175,5 +178,11 @@ impl Egress for RouteIo<'_> {
 
     fn send_rtcp(&mut self, to: TransportId, write: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
         RouteIo::send_rtcp(self, to, write)
+    }
+
+    fn set_pacing_rate(&mut self, to: TransportId, bps: Option<u64>) {
+        if self.transports.contains_key(&to) {
+            self.pacer.set_target(to, bps, self.now);
+        }
     }
 }

@@ -68,6 +68,17 @@ pub(super) struct Downstream {
     probing: Option<Probing>,
     /// The estimate the last share-out used.
     shared: Option<u64>,
+    /// The pacing rate the shard was last told.
+    paced: Option<u64>,
+}
+
+/// Whether the pacing rate the shard was told, `told`, is stale for `estimate`.
+fn pacing_moved(told: Option<u64>, estimate: Option<u64>) -> bool {
+    match (told, estimate) {
+        (Some(a), Some(b)) => a.abs_diff(b) > a / 20,
+        (None, None) => false,
+        _ => true,
+    }
 }
 
 /// A probe cluster under way.
@@ -93,6 +104,7 @@ impl Downstream {
             estimator: ext.map(|_| estimator(SEND_HISTORY)),
             probing: None,
             shared: None,
+            paced: None,
         }
     }
 
@@ -195,7 +207,12 @@ impl MediaRouter {
     /// subscriptions in priority order (`order`) and caps the layer each may be sent, never
     /// above what its settings allow; tells each estimator what its subscriber would take, so
     /// probing stops there.
-    pub(super) fn allocate_layers(&mut self, elapsed: Duration, now: Instant) {
+    pub(super) fn allocate_layers(
+        &mut self,
+        elapsed: Duration,
+        out: &mut dyn Egress,
+        now: Instant,
+    ) {
         for t in self.tracks.values_mut() {
             t.measure_rates(elapsed);
         }
@@ -256,6 +273,13 @@ impl MediaRouter {
             want_scratch.extend(group.iter().map(|w| w.4));
             if let Some(e) = d.estimator.as_mut() {
                 e.set_desired_bitrate(allocate::wanted(&want_scratch).max(AUDIO_RATE));
+            }
+            // What is sent there is paced to the estimate (told the shard when it moves by a
+            // twentieth, or comes or goes).
+            let estimate = d.estimate();
+            if pacing_moved(d.paced, estimate) {
+                d.paced = estimate;
+                out.set_pacing_rate(subscriber, estimate);
             }
             let Some(budget) = d.estimate() else {
                 // Nothing measures this downlink: capped by the settings alone.

@@ -24,6 +24,8 @@ struct Recorder {
     rtcp: Vec<(TransportId, Vec<u8>)>,
     /// Transports without keys yet: sends to them fail.
     not_connected: Vec<TransportId>,
+    /// Pacing rates set, in order.
+    pacing: Vec<(TransportId, Option<u64>)>,
 }
 
 impl Egress for Recorder {
@@ -42,6 +44,10 @@ impl Egress for Recorder {
         let n = write(&mut buf);
         self.rtcp.push((to, buf[..n].to_vec()));
         n > 0
+    }
+
+    fn set_pacing_rate(&mut self, to: TransportId, bps: Option<u64>) {
+        self.pacing.push((to, bps));
     }
 }
 

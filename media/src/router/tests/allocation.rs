@@ -117,6 +117,15 @@ fn each_subscriber_gets_the_layer_its_estimate_carries() {
     );
     // B was never moved.
     assert!(layers_sent(&out, SUB_B, 0).iter().skip(30).all(|&l| l == 2));
+    // A's sends were paced to each estimate in turn; B, measured by nothing, never.
+    let paced: Vec<Option<u64>> = out
+        .pacing
+        .iter()
+        .filter(|(t, _)| *t == SUB_A)
+        .map(|p| p.1)
+        .collect();
+    assert_eq!(paced, [Some(400_000), Some(1_000_000), Some(200_000)]);
+    assert!(out.pacing.iter().all(|(t, _)| *t == SUB_A));
     // One contiguous stream for A through the switches.
     let seqs: Vec<u16> = out
         .rtp
