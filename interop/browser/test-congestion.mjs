@@ -126,6 +126,7 @@ async function runCase(t, backend) {
       let snap;
       for (;;) {
         snap = await pubsubSnapshot(pages);
+        if (process.env.RINGCAST_TEST_VERBOSE) note(`${what}: ${Date.now() - t0} ms: ${describe(snap)}`);
         if (ok(snap)) return { snap, ms: Date.now() - t0 };
         if (Date.now() - t0 > timeoutMs) {
           assert.fail(`${what} within ${timeoutMs} ms: ${describe(snap)}\n${await diagnostics()}`);
@@ -172,8 +173,10 @@ async function runCase(t, backend) {
     const fbIn = sumMetric(samples, 'ringcast_twcc_feedback_received_total');
     const probes = sumMetric(samples, 'ringcast_probe_packets_total');
     const switches = sumMetric(samples, 'ringcast_layer_switches_total');
+    const remb = samples.filter((x) => x.name === 'ringcast_publisher_remb_bps' && x.labels.quantile)
+      .map((x) => `p${Number(x.labels.quantile) * 100} ${fmt(x.value / 1000, 0)}k`).join(' ');
     note(`metrics: ${fbIn} transport-wide feedback messages from subscribers, ${probes} probe packets, ` +
-      `${switches} layer switches`);
+      `${switches} layer switches; REMB to the publisher ${remb || '-'}`);
     assert.ok(fbIn > 0, 'no transport-wide feedback from the subscribers');
 
     await leaveAndStop(pages, browser, server, note);

@@ -130,9 +130,10 @@ pub fn wanted(wants: &[Want]) -> u64 {
 /// subscriber whose link recovers moves up at once rather than after the publisher's encoder
 /// ramps back up): the known rates (`known`, lowest first, 0 for a layer never seen flowing)
 /// of every layer up to there, with headroom. Each subscriber is given as its estimate and
-/// the highest layer its settings allow. `None` is no bound: no subscriber, one that nothing
-/// measures and whose settings allow the top, or a layer never seen (it must flow to be
-/// known).
+/// the highest layer its settings allow. `None` is no bound: a subscriber takes the top layer
+/// (bounding that at the rate it was last seen at would hold an encoder that is still ramping
+/// up there), no subscriber, one that nothing measures and whose settings allow the top, or a
+/// layer never seen (it must flow to be known).
 pub fn publisher_need(
     known: &[u64; MAX_LAYERS],
     layers: usize,
@@ -156,7 +157,11 @@ pub fn publisher_need(
         };
         top = top.max(Some(fits));
     }
-    let upto = (top? + 1).min(known.len() - 1);
+    let top = top?;
+    if top == highest {
+        return None;
+    }
+    let upto = top + 1;
     let sum: u64 = known[..=upto].iter().sum();
     Some(sum + sum * UP_HEADROOM_PERCENT / 100)
 }
@@ -355,15 +360,16 @@ mod tests {
         let known = [150 * K, 500 * K, 1500 * K, 0];
         let with_headroom = |sum: u64| Some(sum + sum * UP_HEADROOM_PERCENT / 100);
         #[rustfmt::skip]
-        let cases: [Case; 8] = [
+        let cases: [Case; 9] = [
             ("nobody subscribes: no bound", &[], None),
             ("a subscriber nothing measures: no bound", &[Some(300 * K), None], None),
             ("all weak: q, and h kept encoding", &[Some(300 * K), Some(200 * K)], with_headroom(650 * K)),
             ("one takes h: all three", &[Some(300 * K), Some(600 * K)], with_headroom(2150 * K)),
-            ("one takes f: all three", &[Some(5000 * K)], with_headroom(2150 * K)),
+            ("one takes f: no bound", &[Some(300 * K), Some(5000 * K)], None),
             ("below q: still q and h", &[Some(10 * K)], with_headroom(650 * K)),
             ("h's rate without its headroom: not h", &[Some(500 * K)], with_headroom(650 * K)),
             ("h with headroom: h and f", &[Some(575 * K)], with_headroom(2150 * K)),
+            ("f with headroom: no bound", &[Some(1725 * K)], None),
         ];
         let any = |e: &Option<u64>| (*e, usize::MAX);
         for (what, estimates, expect) in cases {
@@ -389,10 +395,10 @@ mod tests {
         for unseen in [[150 * K, 0, 1500 * K, 0], [150 * K, 500 * K, 0, 0]] {
             assert_eq!(publisher_need(&unseen, 3, [(Some(100 * K), 2)]), None);
         }
-        // One layer: its own rate.
+        // One layer: it is the top, never bounded.
         assert_eq!(
             publisher_need(&[800 * K, 0, 0, 0], 1, [(Some(100 * K), 2)]),
-            with_headroom(800 * K)
+            None
         );
     }
 
