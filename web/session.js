@@ -84,6 +84,7 @@ export class RingcastSession extends EventTarget {
     this.negotiations = []; // { version, reason, offerSdp, answerSdp, midToTrackSid, rejected, error, ms }
     this.midToTrackSid = {}; // from the latest answered offer
     this.quality = {}; // trackSid -> the latest SubscriptionQualityChanged
+    this.layersWanted = {}; // trackSid -> the latest TrackLayersWanted layers applied
     this.answeredVersion = null;
     this.highestAnnounced = 0; // highest SubscriberOfferReady version seen
     this.busy = false;
@@ -244,6 +245,29 @@ export class RingcastSession extends EventTarget {
     pc.addEventListener('signalingstatechange', () => this.step(`${role} signalingState=${pc.signalingState}`));
   }
 
+  /**
+   * Dynacast: stops encoding the layers of a published track that no subscriber needs, and
+   * resumes them when one does (RTCRtpSender.setParameters, encodings matched by rid, or the
+   * only one without simulcast).
+   */
+  async applyLayersWanted({ trackSid, layers }) {
+    const info = (this.published || []).find((t) => t.sid === trackSid);
+    const t = info && this.pub && this.pub.getTransceivers().find((x) => x.mid === info.mid);
+    if (!t) return;
+    const params = t.sender.getParameters();
+    let changed = false;
+    for (const [i, e] of (params.encodings || []).entries()) {
+      const want = layers.find((l) => (l.rid || '') === (e.rid || '')) || (params.encodings.length === 1 ? layers[0] : null);
+      if (want && e.active !== want.active) {
+        e.active = want.active;
+        changed = true;
+      }
+      if (!want) this.step(`trackLayersWanted: encoding ${i} (${e.rid || 'no rid'}) not named`);
+    }
+    if (changed) await t.sender.setParameters(params);
+    this.layersWanted[trackSid] = layers;
+  }
+
   async consumeEvents() {
     let error = null;
     try {
@@ -283,6 +307,10 @@ export class RingcastSession extends EventTarget {
             break; // frequent: not logged
           case 'subscriptionQuality':
             this.quality[body.trackSid] = body; // frequent: not logged
+            break;
+          case 'trackLayersWanted':
+            this.step(`event trackLayersWanted ${body.trackSid} ${body.layers.map((l) => `${l.rid || '-'}:${l.active ? 'on' : 'off'}`).join(' ')}`);
+            this.applyLayersWanted(body).catch((e) => this.step(`setParameters failed: ${e.name}: ${e.message}`));
             break;
           default:
             this.step(`event ${ev.event} ${JSON.stringify(body)}`);
@@ -424,7 +452,7 @@ export class RingcastSession extends EventTarget {
           targetBitrate: s.targetBitrate, qualityLimitationReason: s.qualityLimitationReason,
           qualityLimitationDurations: s.qualityLimitationDurations,
           nackCount: s.nackCount, pliCount: s.pliCount, firCount: s.firCount,
-          retransmittedPacketsSent: s.retransmittedPacketsSent,
+          retransmittedPacketsSent: s.retransmittedPacketsSent, active: s.active,
         });
       });
       out.pub = {

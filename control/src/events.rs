@@ -48,6 +48,8 @@ enum Subject {
     ActiveSpeakers,
     /// Only a subscription's latest quality matters.
     Quality(TrackSid),
+    /// Only the latest layers wanted of a published track matter.
+    Layers(TrackSid),
 }
 
 impl Subject {
@@ -62,6 +64,7 @@ impl Subject {
             ParticipantEvent::TransportState { role, .. } => Subject::Transport(*role),
             ParticipantEvent::ActiveSpeakers(_) => Subject::ActiveSpeakers,
             ParticipantEvent::SubscriptionQuality { track, .. } => Subject::Quality(track.clone()),
+            ParticipantEvent::LayersWanted { track, .. } => Subject::Layers(track.clone()),
         }
     }
 }
@@ -77,6 +80,7 @@ fn is_roster(ev: &ParticipantEvent) -> bool {
             | ParticipantEvent::TrackUnpublished { .. }
             | ParticipantEvent::TrackMuted { .. }
             | ParticipantEvent::SubscriptionQuality { .. }
+            | ParticipantEvent::LayersWanted { .. }
     )
 }
 

@@ -145,6 +145,8 @@ pub enum ShardEvent {
     },
     /// Video subscriptions whose layers (or their subscriber's estimate) changed.
     SubscriptionQuality(Vec<(TransportId, TrackId, Quality)>),
+    /// Which layers of a video track (lowest first) its subscribers need now.
+    LayersWanted { track: TrackId, active: Vec<bool> },
 }
 
 /// What a video subscription is sent now.

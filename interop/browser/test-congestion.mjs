@@ -21,7 +21,12 @@
 //     'clean' decodes the top one (getStats() frameHeight), and reports the
 //     limited page's decode rate and freezes meanwhile;
 //   - lifts the bottleneck and waits (30 s) until 'limited' decodes the top
-//     layer too;
+//     layer too; each step also checks what the subscribers' Events say
+//     (SubscriptionQualityChanged: layers and estimate);
+//   - both subscribers ask for VIDEO_QUALITY_LOW (UpdateSubscriptionSettings)
+//     and decode the low layer; nobody needs h and f then, so the publisher is
+//     told (TrackLayersWanted) and stops encoding them (setParameters, in
+//     web/session.js), until 'clean' lifts its cap and decodes the top again;
 //   - /metrics: transport-wide feedback from the subscribers, estimate samples,
 //     probes; leaves, closes the browser and stops the server (SIGTERM, exit 0).
 // Every failure message carries each page's step log, states, stats, SDPs, the
@@ -53,8 +58,10 @@ const CONNECT_TIMEOUT_MS = 20_000;
 const MEDIA_TIMEOUT_MS = 20_000;
 const ADAPT_TIMEOUT_MS = 30_000;
 const RECOVER_TIMEOUT_MS = 30_000;
+// Dynacast pauses a layer 3 s after nobody needs it.
+const PAUSE_TIMEOUT_MS = 10_000;
 const STEP_MS = 1_000;
-const CASE_TIMEOUT_MS = 60_000 + MEDIA_TIMEOUT_MS + ADAPT_TIMEOUT_MS + RECOVER_TIMEOUT_MS;
+const CASE_TIMEOUT_MS = 60_000 + MEDIA_TIMEOUT_MS + 2 * ADAPT_TIMEOUT_MS + 2 * RECOVER_TIMEOUT_MS + PAUSE_TIMEOUT_MS;
 const VIDEO_CONSTRAINTS = { width: 960, height: 540, frameRate: 20 };
 const ENCODINGS = [
   { rid: 'q', scaleResolutionDownBy: 4 }, { rid: 'h', scaleResolutionDownBy: 2 }, { rid: 'f' },
@@ -121,11 +128,13 @@ async function runCase(t, backend) {
     const describe = (snap) => `publisher layers ${snap[0].outbound.filter((s) => s.kind === 'video')
       .map((s) => `${s.rid} ${s.frameHeight ?? '-'}p ${fmt((s.targetBitrate || 0) / 1000, 0)}kbps`).join(', ')}; ` +
       `${LIMITED} ${heightOf(snap, limited)}p, ${CLEAN} ${heightOf(snap, clean)}p`;
-    const waitFor = async (what, timeoutMs, ok) => {
+    // `extra` adds to each snapshot before `ok` judges it.
+    const waitFor = async (what, timeoutMs, ok, extra = null) => {
       const t0 = Date.now();
       let snap;
       for (;;) {
         snap = await pubsubSnapshot(pages);
+        if (extra) await extra(snap);
         if (process.env.RINGCAST_TEST_VERBOSE) note(`${what}: ${Date.now() - t0} ms: ${describe(snap)}`);
         if (ok(snap)) return { snap, ms: Date.now() - t0 };
         if (Date.now() - t0 > timeoutMs) {
@@ -168,6 +177,36 @@ async function runCase(t, backend) {
     const qRecovered = await quality(limited);
     note(`Events: ${LIMITED} ${JSON.stringify(qRecovered)}`);
     assert.equal(qRecovered?.targetLayer, qRecovered?.layers - 1, `${LIMITED}: the top layer in its Events`);
+
+    // Settings: both subscribers ask for the low layer at most (UpdateSubscriptionSettings),
+    // and get it; nobody needs h and f then, so the publisher is told to stop encoding them
+    // (TrackLayersWanted, applied with setParameters), and to resume f when one needs it.
+    const video = inboundFrom(recovered.snap[1], PUBLISHER, 'video')[0].trackSid;
+    const settle = (p, maxQuality) => p.page.evaluate(([sid, q]) =>
+      window.ringcast.client.updateSubscriptionSettings([sid], { maxQuality: q }), [video, maxQuality]);
+    await Promise.all([settle(limited, 'VIDEO_QUALITY_LOW'), settle(clean, 'VIDEO_QUALITY_LOW')]);
+    const lowest = Math.min(...recovered.snap[0].outbound.filter((s) => s.kind === 'video').map((s) => s.frameHeight || 1e9));
+    const capped = await waitFor('both subscribers on the low layer they asked for', ADAPT_TIMEOUT_MS,
+      (snap) => heightOf(snap, limited) === lowest && heightOf(snap, clean) === lowest);
+    note(`both on ${lowest}p ${capped.ms} ms after asking for VIDEO_QUALITY_LOW`);
+    const encoded = (snap, rid) => snap[0].outbound.find((s) => s.kind === 'video' && s.rid === rid)?.framesEncoded || 0;
+    const paused = await waitFor('the publisher told to stop h and f, and stopping them', PAUSE_TIMEOUT_MS, (snap) => {
+      const wanted = snap.layersWanted;
+      return wanted && wanted.filter((l) => !l.active).map((l) => l.rid).sort().join() === 'f,h' &&
+        snap[0].outbound.filter((s) => s.kind === 'video' && (s.rid === 'h' || s.rid === 'f')).every((s) => s.active === false);
+    }, async (snap) => { snap.layersWanted = await pub.page.evaluate((sid) => window.ringcast.layersWanted[sid], video); });
+    const before = paused.snap;
+    await sleep(2 * STEP_MS);
+    const after = await pubsubSnapshot(pages);
+    note(`paused ${paused.ms} ms after both settled: frames encoded h ${encoded(before, 'h')} -> ${encoded(after, 'h')}, ` +
+      `f ${encoded(before, 'f')} -> ${encoded(after, 'f')}, q ${encoded(before, 'q')} -> ${encoded(after, 'q')}`);
+    assert.ok(encoded(after, 'f') === encoded(before, 'f') && encoded(after, 'h') === encoded(before, 'h'),
+      'h and f are still encoded');
+    assert.ok(encoded(after, 'q') > encoded(before, 'q'), 'q stopped too');
+    await settle(clean, 'VIDEO_QUALITY_UNSPECIFIED');
+    const resumed = await waitFor(`${CLEAN} on the top layer again once it lifted its cap`, RECOVER_TIMEOUT_MS,
+      (snap) => heightOf(snap, clean) === topOf(recovered.snap) && heightOf(snap, limited) === lowest);
+    note(`resumed: ${CLEAN} decodes ${heightOf(resumed.snap, clean)}p ${resumed.ms} ms after lifting its cap`);
 
     const samples = await fetchMetrics(server.httpUrl);
     const fbIn = sumMetric(samples, 'ringcast_twcc_feedback_received_total');

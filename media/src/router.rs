@@ -49,6 +49,7 @@ pub use track::{
 
 mod allocate;
 mod downstream;
+mod dynacast;
 mod feedback;
 mod forward;
 mod quality;
@@ -58,6 +59,7 @@ mod track;
 mod twcc;
 
 pub use downstream::RATE_INTERVAL;
+pub use dynacast::{LayersSink, PAUSE_AFTER};
 pub use quality::{QUALITY_INTERVAL, QUALITY_MIN_GAP, QualitySink, SubscriptionQuality};
 pub use twcc::TWCC_INTERVAL;
 
@@ -98,6 +100,7 @@ pub struct MediaRouter {
     wake: Option<Instant>,
     speaker_sink: Option<SpeakerSink>,
     quality_sink: Option<QualitySink>,
+    layers_sink: Option<LayersSink>,
     next_quality: Option<Instant>,
     quality_scratch: Vec<SubscriptionQuality>,
     last_speakers: Vec<TrackId>,
@@ -191,6 +194,9 @@ impl MediaRouter {
                 if t.subscribe(c, &mut self.stats, d, out, now) {
                     self.request_keyframe(slot, out, now);
                 }
+                // A paused layer it needs resumes at once (its share-out waits for the next
+                // round, with rates measured).
+                self.follow_wanted_layers(now);
             }
             MediaCommand::Configure {
                 track,
@@ -209,6 +215,7 @@ impl MediaRouter {
                     // Shared out again at once: a smaller tile or a lower cap takes effect now.
                     self.reallocate = true;
                     self.wake = Some(self.wake.map_or(now, |w| w.min(now)));
+                    self.follow_wanted_layers(now);
                 }
             }
             MediaCommand::Unsubscribe { track, subscriber } => {
@@ -327,11 +334,18 @@ impl MediaRouter {
         }
         self.request_missing(out, now);
         self.send_transport_feedback(out, now);
+        // Rates are measured over whole intervals only (a share-out between two, for a fallen
+        // estimate or a new subscription, uses the last measurement: a few milliseconds that
+        // hold a keyframe would measure a layer at many times its rate).
         match self.layer_rates_at {
             None => self.layer_rates_at = Some(now),
-            Some(at) if now >= at + RATE_INTERVAL || self.reallocate => {
-                self.allocate_layers(now - at, out, now);
+            Some(at) if now >= at + RATE_INTERVAL => {
+                self.allocate_layers(Some(now - at), out, now);
                 self.layer_rates_at = Some(now);
+                self.reallocate = false;
+            }
+            Some(_) if self.reallocate => {
+                self.allocate_layers(None, out, now);
                 self.reallocate = false;
             }
             Some(_) => {}

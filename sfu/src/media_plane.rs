@@ -81,6 +81,7 @@ impl DatapathPlane {
         let router = |shard: u16| {
             let events = speakers.clone();
             let quality = speakers.clone();
+            let layers = speakers.clone();
             MediaRouter::with_speaker_sink(Box::new(move |list: &[(TrackId, f32)]| {
                 let ev = ShardEvent::ActiveSpeakers {
                     shard: ShardId(shard),
@@ -106,6 +107,15 @@ impl DatapathPlane {
                         .collect(),
                 );
                 if quality.try_send(ev).is_err() {
+                    metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
+                }
+            }))
+            .with_layers_sink(Box::new(move |track: TrackId, active: &[bool]| {
+                let ev = ShardEvent::LayersWanted {
+                    track,
+                    active: active.to_vec(),
+                };
+                if layers.try_send(ev).is_err() {
                     metrics::counter!("ringcast_shard_events_dropped_total").increment(1);
                 }
             }))

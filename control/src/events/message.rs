@@ -62,6 +62,12 @@ pub enum ParticipantEvent {
         track: TrackSid,
         quality: crate::plane::Quality,
     },
+    /// To a publisher: which layers (by rid, lowest first; no rid without simulcast) of one
+    /// of its video tracks its subscribers need now.
+    LayersWanted {
+        track: TrackSid,
+        layers: Vec<(Option<String>, bool)>,
+    },
 }
 
 /// A published track as others see it.

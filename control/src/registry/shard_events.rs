@@ -46,6 +46,33 @@ impl Registry {
                     self.subscription_quality(subscriber, track, quality);
                 }
             }
+            ShardEvent::LayersWanted { track, active } => self.layers_wanted(track, &active),
+        }
+    }
+
+    /// Tells a publisher which layers of one of its tracks are needed (by rid, from what it
+    /// published; a report about a track that is gone, or of another shape, is dropped).
+    fn layers_wanted(&mut self, num: TrackId, active: &[bool]) {
+        for r in self.rooms.values() {
+            for p in r.participants.values() {
+                let Some(t) = p.tracks.iter().find(|t| t.num == num) else {
+                    continue;
+                };
+                let rids: Vec<Option<String>> = if t.media.encodings.is_empty() {
+                    vec![None]
+                } else {
+                    t.media.encodings.iter().map(|e| e.rid.clone()).collect()
+                };
+                if rids.len() != active.len() {
+                    tracing::debug!(track = %t.sid, "layers wanted for another shape of the track");
+                    return;
+                }
+                p.notify(ParticipantEvent::LayersWanted {
+                    track: t.sid.clone(),
+                    layers: rids.into_iter().zip(active.iter().copied()).collect(),
+                });
+                return;
+            }
         }
     }
 

@@ -187,6 +187,18 @@ pub(super) fn pb_event(e: ParticipantEvent) -> pb::Event {
                 estimate_bps: quality.estimate_bps.unwrap_or(0),
             })
         }
+        ParticipantEvent::LayersWanted { track, layers } => {
+            E::TrackLayersWanted(pb::TrackLayersWanted {
+                track_sid: track.to_string(),
+                layers: layers
+                    .into_iter()
+                    .map(|(rid, active)| pb::LayerWanted {
+                        rid: rid.unwrap_or_default(),
+                        active,
+                    })
+                    .collect(),
+            })
+        }
         ParticipantEvent::SubscriberOfferReady { version } => {
             E::SubscriberOfferReady(pb::SubscriberOfferReady {
                 offer_version: version,

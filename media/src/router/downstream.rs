@@ -29,7 +29,7 @@ const AUDIO_RATE: u64 = 50_000;
 
 /// The highest layer a subscription's settings allow of `t`: its layer cap, and the
 /// smallest layer that covers its rendered size.
-fn max_layer(t: &super::track::Track, settings: &SubscriptionSettings) -> usize {
+pub(super) fn max_layer(t: &super::track::Track, settings: &SubscriptionSettings) -> usize {
     let by_size = t
         .layer_for_size(settings.width, settings.height)
         .unwrap_or(usize::MAX);
@@ -203,18 +203,20 @@ impl MediaRouter {
         self.downstream.get(&subscriber)?.estimate()
     }
 
-    /// Measures every layer's rate, then shares each measured subscriber's estimate among its
+    /// Measures every layer's rate (given the time since the last measurement), then shares each measured subscriber's estimate among its
     /// subscriptions in priority order (`order`) and caps the layer each may be sent, never
     /// above what its settings allow; tells each estimator what its subscriber would take, so
     /// probing stops there.
     pub(super) fn allocate_layers(
         &mut self,
-        elapsed: Duration,
+        elapsed: Option<Duration>,
         out: &mut dyn Egress,
         now: Instant,
     ) {
-        for t in self.tracks.values_mut() {
-            t.measure_rates(elapsed);
+        if let Some(elapsed) = elapsed {
+            for t in self.tracks.values_mut() {
+                t.measure_rates(elapsed);
+            }
         }
         // (subscriber, order, track, subscription index, what it wants), grouped by
         // subscriber.
@@ -310,6 +312,7 @@ impl MediaRouter {
         self.want_scratch = want_scratch;
         self.alloc_scratch = wants;
         self.limit_publishers(now);
+        self.follow_wanted_layers(now);
     }
 
     /// Where `publisher`'s audio is among the active speakers (0 the loudest), if it is.

@@ -184,6 +184,8 @@ pub(super) struct Track {
     pub(super) layers: Vec<Layer>,
     pub(super) subs: Vec<Subscription>,
     pub(super) muted: bool,
+    /// Which of its layers the publisher was told to send.
+    pub(super) dynacast: super::dynacast::Dynacast,
     /// The publisher's id of the audio-level extension (audio tracks that have it).
     pub(super) audio_level_ext: Option<u8>,
     pub(super) meter: LevelMeter,
@@ -213,6 +215,7 @@ impl Track {
             layers,
             subs: Vec::new(),
             muted: false,
+            dynacast: Default::default(),
             audio_level_ext,
             meter: LevelMeter::default(),
             last_pli: None,

@@ -264,3 +264,48 @@ fn subscribers_hear_what_their_subscriptions_are_sent() {
     );
     assert!(drain(&mut alice).is_empty());
 }
+
+#[test]
+fn publishers_hear_which_layers_are_needed() {
+    let mut f = fixture(1);
+    f.room("r");
+    f.join("r", "alice");
+    f.join("r", "bob");
+    let res = f.publish("r", "alice", CHROMIUM_PUBLISH);
+    let video = res.tracks[1].clone();
+    let num = f
+        .plane
+        .media_commands()
+        .into_iter()
+        .find_map(|(_, c)| match c {
+            ShardCommand::PublishTrack(t) if t.media.kind == MediaKind::Video => Some(t.track),
+            _ => None,
+        })
+        .unwrap();
+    let mut alice = f.events("r", "alice");
+    let mut bob = f.events("r", "bob");
+    drain(&mut alice);
+    drain(&mut bob);
+    f.reg.handle_shard_event(ShardEvent::LayersWanted {
+        track: num,
+        active: vec![true, false, false],
+    });
+    // Another shape, or a track that is gone: dropped.
+    f.reg.handle_shard_event(ShardEvent::LayersWanted {
+        track: num,
+        active: vec![true],
+    });
+    f.reg.handle_shard_event(ShardEvent::LayersWanted {
+        track: TrackId(999),
+        active: vec![true],
+    });
+    let rid = |r: &str| Some(r.to_owned());
+    assert_eq!(
+        drain(&mut alice),
+        [ParticipantEvent::LayersWanted {
+            track: video.sid,
+            layers: vec![(rid("q"), true), (rid("h"), false), (rid("f"), false)],
+        }]
+    );
+    assert!(drain(&mut bob).is_empty());
+}

@@ -297,3 +297,49 @@ fn subscribers_are_told_their_layers_and_estimate() {
     let counts = r.layer_counts();
     assert_eq!(counts[0][..3], [0, 1, 1], "one on h, one on f now");
 }
+
+#[test]
+fn layers_nobody_needs_are_paused_and_resumed_when_needed() {
+    use std::sync::{Arc, Mutex};
+    let (r, mut out, t0) = router_with(three_layers());
+    type Told = Vec<(TrackId, Vec<bool>)>;
+    let told: Arc<Mutex<Told>> = Arc::default();
+    let sink = told.clone();
+    let mut r = r.with_layers_sink(Box::new(move |t: TrackId, l: &[bool]| {
+        sink.lock().unwrap().push((t, l.to_vec()))
+    }));
+    let mut publisher = Publisher {
+        seq: [0; 3],
+        frame: 0,
+    };
+    let last = || told.lock().unwrap().last().cloned();
+    // Nobody subscribes: all paused, once that held for PAUSE_AFTER.
+    publisher.run(&mut r, &mut out, t0, 2000);
+    assert_eq!(last(), None, "not yet");
+    publisher.run(&mut r, &mut out, t0, 2000);
+    assert_eq!(last(), Some((TrackId(10), vec![false; 3])));
+    // A subscriber that renders small (q covers it): q resumes at once.
+    let mut a = sub(SUB_A, 0xA);
+    a.settings = SubscriptionSettings {
+        width: 300,
+        height: 160,
+        ..SubscriptionSettings::default()
+    };
+    let t = t0 + Duration::from_millis(4000);
+    r.command(MediaCommand::Subscribe(a), &mut out, t);
+    r.timeout(&mut out, t);
+    assert_eq!(last(), Some((TrackId(10), vec![true, false, false])));
+    // Its tile grows past h: all of them, at once.
+    r.command(
+        MediaCommand::Configure {
+            track: TrackId(10),
+            subscriber: SUB_A,
+            settings: SubscriptionSettings::default(),
+        },
+        &mut out,
+        t,
+    );
+    r.timeout(&mut out, t);
+    assert_eq!(last(), Some((TrackId(10), vec![true; 3])));
+    assert_eq!(told.lock().unwrap().len(), 3, "each change told once");
+}
