@@ -23,3 +23,4 @@ pub mod sequence;
 pub mod speakers;
 pub mod table;
 pub mod upstream;
+pub mod vp8;

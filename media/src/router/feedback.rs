@@ -233,9 +233,22 @@ impl MediaRouter {
             ),
             None => (s.rewrite(out_seq, ts, p.marker), None),
         };
+        let mut desc = [0u8; crate::vp8::MAX_LEN];
+        let n = s.descriptor(&p, &mut desc);
         let map = ext_map(&t.config.forwarded_exts, &s.config.exts);
         let d = self.downstream.get_mut(&subscriber);
-        let len = send_rewritten(out, subscriber, &p, &rw, &map, osn, d, probe, now)?;
+        let len = send_rewritten(
+            out,
+            subscriber,
+            &p,
+            &rw,
+            &map,
+            osn,
+            &desc[..n],
+            d,
+            probe,
+            now,
+        )?;
         if osn.is_some() {
             s.rtx_seq = s.rtx_seq.wrapping_add(1);
         }

@@ -17,6 +17,7 @@ use crate::retransmit::{Budget, Resent};
 use crate::rtcp;
 use crate::rtp::{Rewrite, RtpPacket, write_rewritten_head};
 use crate::sequence::SequenceRewriter;
+use crate::vp8::{self, PictureRewriter};
 
 /// Until RTCP tells us better.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
@@ -73,6 +74,8 @@ pub struct SubscriptionConfig {
 pub(super) struct Subscription {
     pub(super) config: SubscriptionConfig,
     pub(super) rewriter: SequenceRewriter,
+    /// VP8's picture ids and TL0PICIDX, continuous across switches as the sequence is.
+    pub(super) pictures: Option<PictureRewriter>,
     /// The simulcast layer forwarded now, the one wanted, the keyframe gate.
     pub(super) forwarding: Forwarding,
     /// The highest layer its subscriber's bandwidth estimate allows (see `allocate`), and
@@ -100,8 +103,9 @@ pub(super) struct Subscription {
 }
 
 impl Subscription {
-    pub(super) fn new(config: SubscriptionConfig, layer: usize, video: bool) -> Self {
+    pub(super) fn new(config: SubscriptionConfig, layer: usize, video: bool, vp8: bool) -> Self {
         Subscription {
+            pictures: vp8.then(PictureRewriter::default),
             forwarding: Forwarding {
                 layer,
                 target: layer,
@@ -131,13 +135,36 @@ impl Subscription {
     pub(super) fn open(&mut self, layer: usize) {
         self.forwarding.layer = layer;
         self.forwarding.waiting_keyframe = false;
-        self.rewriter.rebase();
+        self.rebase();
     }
 
     /// The keyframe that opened the stream was not sent: the gate shuts again.
     pub(super) fn shut_gate(&mut self) {
         self.forwarding.waiting_keyframe = true;
+        self.rebase();
+    }
+
+    /// The next packet continues the output after a gap (a switch, a mute, a replay).
+    pub(super) fn rebase(&mut self) {
         self.rewriter.rebase();
+        if let Some(p) = self.pictures.as_mut() {
+            p.rebase();
+        }
+    }
+
+    /// The rewritten VP8 payload descriptor of `p` for this subscriber, written into `buf`:
+    /// its length (0: nothing to rewrite, the payload goes as it is).
+    pub(super) fn descriptor(&mut self, p: &RtpPacket<'_>, buf: &mut [u8; vp8::MAX_LEN]) -> usize {
+        let Some(r) = self.pictures.as_mut() else {
+            return 0;
+        };
+        match vp8::Descriptor::parse(p.payload) {
+            Some(d) if d.picture_id.is_some() || d.tl0_pic_idx.is_some() => {
+                let (pid, tl0) = r.rewrite(&d);
+                vp8::write_rewritten(p.payload, &d, pid, tl0, buf)
+            }
+            _ => 0,
+        }
     }
 
     /// A receiver report block about this subscription: RTT (RFC 3550 §6.4.1) from the
@@ -187,6 +214,8 @@ impl Subscription {
             .rewriter
             .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)?;
         let rw = self.rewrite(seq, ts, p.marker);
+        let mut desc = [0u8; vp8::MAX_LEN];
+        let n = self.descriptor(p, &mut desc);
         let map = ext_map(forwarded_exts, &self.config.exts);
         let sent = send_rewritten(
             out,
@@ -195,6 +224,7 @@ impl Subscription {
             &rw,
             &map,
             None,
+            &desc[..n],
             downstream,
             None,
             now,
@@ -221,10 +251,11 @@ impl Subscription {
 }
 
 /// Sends subscriber `to` its copy of `p`: the head rewritten by `rw` (extensions by `map`, an
-/// RTX packet's original sequence number `osn`, and the transport's next transport-wide
-/// sequence number where `downstream` stamps them) is written into the send slot and the
-/// payload sealed from where it lies; the packet is then recorded as sent (in probe cluster
-/// `probe`). The packet's length, if it was sent.
+/// RTX packet's original sequence number `osn`, the transport's next transport-wide sequence
+/// number where `downstream` stamps them, and `descriptor`, a rewritten payload descriptor
+/// that replaces as many bytes at the start of the payload) is written into the send slot
+/// and the rest of the payload sealed from where it lies; the packet is then recorded as
+/// sent (in probe cluster `probe`). The packet's length, if it was sent.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn send_rewritten(
     out: &mut dyn Egress,
@@ -233,25 +264,33 @@ pub(super) fn send_rewritten(
     rw: &Rewrite,
     map: impl Fn(u8) -> Option<u8>,
     osn: Option<u16>,
+    descriptor: &[u8],
     downstream: Option<&mut Downstream>,
     probe: Option<ClusterId>,
     now: Instant,
 ) -> Option<usize> {
     let twcc = downstream.as_ref().and_then(|d| d.next_element());
     let added = twcc.as_ref().map(|(id, seq)| (*id, &seq[..]));
+    let rest = p.payload.get(descriptor.len()..)?;
     let mut head = 0;
     let sent = out.send_rtp_payload(
         to,
         &mut |buf| {
-            head = write_rewritten_head(p, rw, &map, added, osn, buf).unwrap_or(0);
+            head = match write_rewritten_head(p, rw, &map, added, osn, buf) {
+                Ok(n) if buf.len() >= n + descriptor.len() => {
+                    buf[n..n + descriptor.len()].copy_from_slice(descriptor);
+                    n + descriptor.len()
+                }
+                _ => 0,
+            };
             head
         },
-        p.payload,
+        rest,
     );
     if !sent {
         return None;
     }
-    let len = head + p.payload.len();
+    let len = head + rest.len();
     if let Some(d) = downstream {
         d.sent(len, now, probe);
     }

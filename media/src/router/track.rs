@@ -233,7 +233,7 @@ impl Track {
         // Resume contiguously, from a keyframe.
         let video = self.is_video();
         for s in &mut self.subs {
-            s.rewriter.rebase();
+            s.rebase();
             s.forwarding.waiting_keyframe = video;
         }
         self.muted = false;
@@ -255,7 +255,8 @@ impl Track {
             .retain(|s| s.config.subscriber != config.subscriber);
         let video = self.is_video();
         let layer = self.initial_layer(now);
-        self.subs.push(Subscription::new(config, layer, video));
+        let vp8 = self.config.codec == CodecName::Vp8;
+        self.subs.push(Subscription::new(config, layer, video, vp8));
         let i = self.subs.len() - 1;
         video
             && !self.start_from_history(i, stats, downstream, out, now)
@@ -540,7 +541,7 @@ impl Track {
         } = self;
         let (s, l) = (&mut subs[i], &layers[target]);
         let clock = u64::from(config.clock_rate);
-        s.rewriter.rebase();
+        s.rebase();
         for ext in key..=high {
             let Ok(stored) = l.history.get(ext, now) else {
                 continue;
@@ -551,7 +552,7 @@ impl Track {
             let d = downstream.as_deref_mut();
             let sent = s.forward(&p, &config.forwarded_exts, clock, d, out, now) == Some(true);
             if ext == key && !sent {
-                s.rewriter.rebase();
+                s.rebase();
                 return false;
             }
             if sent {

@@ -10,6 +10,9 @@ const SHAPE: [(u16, usize); 3] = [(1, 620), (2, 1000), (5, 1200)];
 const SSRCS: [(u32, &str); 3] = [(0x10, "q"), (0x20, "h"), (0x30, "f")];
 /// Their picture sizes, as their keyframes say.
 const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+/// Where each layer's picture ids and TL0PICIDX start: each layer numbers its own.
+const PICTURE_IDS: [u16; 3] = [1000, 20000, 32700];
+const TL0S: [u8; 3] = [0, 100, 250];
 
 /// The layer a subscriber's packet came from, by its size.
 fn layer_of(b: &[u8]) -> usize {
@@ -45,13 +48,26 @@ impl Publisher {
                     let mut p = vp8(ssrc, self.seq[l], self.frame * 3000, key, Some(("1", rid)));
                     // vp8() ends with a 5-byte payload: grow it to the layer's size.
                     p.resize(p.len() - 5 + len, 0x5A);
+                    // The descriptor as Chromium writes it (X, a 15-bit picture id numbered
+                    // per layer, TL0PICIDX), then the frame tag, and for a keyframe the start
+                    // code and the layer's picture size.
+                    let at = p.len() - len;
+                    let pid = (PICTURE_IDS[l] + self.frame as u16) & 0x7FFF;
+                    let tl0 = (self.frame as u8).wrapping_add(TL0S[l]);
+                    let start = if k == 0 { 0x10 } else { 0 };
+                    p[at..at + 5].copy_from_slice(&[
+                        0x80 | start,
+                        0xC0,
+                        0x80 | (pid >> 8) as u8,
+                        pid as u8,
+                        tl0,
+                    ]);
+                    p[at + 5] = if key { 0 } else { 1 };
                     if key {
-                        // The keyframe header with the layer's picture size.
-                        let at = p.len() - len + 2;
                         let (w, h) = SIZES[l];
-                        p[at..at + 9].copy_from_slice(&[0, 0, 0x9D, 0x01, 0x2A, 0, 0, 0, 0]);
-                        p[at + 5..at + 7].copy_from_slice(&w.to_le_bytes());
-                        p[at + 7..at + 9].copy_from_slice(&h.to_le_bytes());
+                        p[at + 6..at + 15].copy_from_slice(&[0, 0, 0x9D, 0x01, 0x2A, 0, 0, 0, 0]);
+                        p[at + 11..at + 13].copy_from_slice(&w.to_le_bytes());
+                        p[at + 13..at + 15].copy_from_slice(&h.to_le_bytes());
                     }
                     r.rtp(PUB, &p, out, now);
                 }
@@ -126,14 +142,34 @@ fn each_subscriber_gets_the_layer_its_estimate_carries() {
         .collect();
     assert_eq!(paced, [Some(400_000), Some(1_000_000), Some(200_000)]);
     assert!(out.pacing.iter().all(|(t, _)| *t == SUB_A));
-    // One contiguous stream for A through the switches.
-    let seqs: Vec<u16> = out
+    // One contiguous stream for A through the switches: sequence numbers, and picture ids
+    // and TL0PICIDX (the same within a picture, one more at the next).
+    let sent: Vec<(u16, crate::vp8::Descriptor)> = out
         .rtp
         .iter()
         .filter(|(t, _)| *t == SUB_A)
-        .map(|(_, b)| RtpPacket::parse(b).unwrap().sequence)
+        .map(|(_, b)| {
+            let p = RtpPacket::parse(b).unwrap();
+            (
+                p.sequence,
+                crate::vp8::Descriptor::parse(p.payload).unwrap(),
+            )
+        })
         .collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+    assert!(sent.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1)));
+    let pictures: Vec<(u16, u8)> = sent
+        .iter()
+        .map(|(_, d)| (d.picture_id.unwrap().0, d.tl0_pic_idx.unwrap()))
+        .collect();
+    for w in pictures.windows(2) {
+        let next = ((w[0].0 + 1) & 0x7FFF, w[0].1.wrapping_add(1));
+        assert!(w[1] == w[0] || w[1] == next, "{:?} then {:?}", w[0], w[1]);
+    }
+    let layers = layers_sent(&out, SUB_A, 0);
+    assert!(
+        layers.windows(2).filter(|w| w[0] != w[1]).count() >= 2,
+        "switched: {layers:?}"
+    );
 }
 
 /// The REMB the publisher was sent last.
