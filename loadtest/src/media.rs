@@ -491,6 +491,11 @@ pub struct Stream {
     pub video: bool,
     /// The abs-send-time extension's id on this stream, if negotiated.
     pub abs_send_time_ext: Option<u8>,
+    /// The SSRC of the RTX stream that repairs this one, if negotiated.
+    pub rtx_ssrc: Option<u32>,
+    /// RTX packets received: bandwidth probes and repairs alike (those that brought a missing
+    /// packet are also in `received` and `recovered`, as a plain retransmission would be).
+    pub rtx_received: u64,
     clock_rate: u32,
     base: Option<u64>,
     highest: u64,
@@ -526,6 +531,8 @@ impl Stream {
             ssrc,
             video,
             abs_send_time_ext: None,
+            rtx_ssrc: None,
+            rtx_received: 0,
             clock_rate: clock_rate.max(1),
             base: None,
             highest: 0,
@@ -625,6 +632,38 @@ impl Stream {
             duplicate: false,
             gap,
         }
+    }
+
+    /// Whether packets are missing (an RTX packet may then carry one of them).
+    pub fn has_missing(&self) -> bool {
+        !self.missing.is_empty()
+    }
+
+    /// An RTX packet of this stream arrived at `now`. Only counted, unless it carries `osn`,
+    /// the original sequence number, of a packet still missing (its RFC 4588 payload read,
+    /// `keyframe` and `len` the original's): then it is that packet, repaired. Probes copy
+    /// packets already received, and nothing an RTX packet says is a gap, a duplicate or a
+    /// jump of the media stream. Returns whether it repaired a packet.
+    pub fn on_rtx(
+        &mut self,
+        osn: Option<u16>,
+        ts: u32,
+        len: usize,
+        keyframe: bool,
+        now: Instant,
+        epoch: Instant,
+    ) -> bool {
+        self.rtx_received += 1;
+        let Some(osn) = osn else { return false };
+        if self.base.is_none() {
+            return false;
+        }
+        let ext = ringcast_media::sequence::extend(self.highest, osn);
+        if !self.missing.iter().any(|m| m.ext == ext) {
+            return false;
+        }
+        let arrival = self.on_packet(osn, ts, len, keyframe, now, epoch);
+        !arrival.duplicate
     }
 
     fn account(&mut self, ts: u32, len: usize, keyframe: bool, now: Instant, epoch: Instant) {
@@ -898,6 +937,38 @@ mod tests {
         let b = s.report_block(t0);
         assert_eq!(b.cumulative_lost, 1);
         assert_eq!(b.fraction_lost, (256 / 7) as u8);
+    }
+
+    #[test]
+    fn rtx_is_counted_apart_and_repairs_only_what_is_missing() {
+        let t0 = Instant::now();
+        let mut s = Stream::new(1, true, 90_000);
+        s.rtx_ssrc = Some(2);
+        let rtx = |s: &mut Stream, osn: Option<u16>| s.on_rtx(osn, 0, 100, false, t0, t0);
+        assert!(!rtx(&mut s, Some(5)), "before the stream's first packet");
+        for seq in [10u16, 11, 13] {
+            s.on_packet(seq, u32::from(seq) * 3000, 100, seq == 10, t0, t0);
+        }
+        // Probes: copies of packets that arrived, an RTX without a payload, a number far off.
+        assert!(!rtx(&mut s, Some(11)));
+        assert!(!rtx(&mut s, Some(13)));
+        assert!(!rtx(&mut s, None));
+        assert!(!rtx(&mut s, Some(40_000)));
+        assert!(!rtx(&mut s, Some(14)), "ahead of the stream: not a gap");
+        assert_eq!((s.expected(), s.received, s.lost()), (4, 3, 1));
+        assert_eq!((s.duplicates, s.recovered), (0, 0));
+        assert!(s.has_missing());
+        // The repair of 12, then a probe copy of it.
+        assert!(rtx(&mut s, Some(12)));
+        assert!(!rtx(&mut s, Some(12)));
+        assert_eq!((s.expected(), s.received, s.lost()), (4, 4, 0));
+        assert_eq!((s.duplicates, s.recovered), (0, 1));
+        assert!(!s.has_missing());
+        assert_eq!(s.rtx_received, 8);
+        // The media stream goes on from where it was.
+        let a = s.on_packet(14, 14 * 3000, 100, false, t0, t0);
+        assert!(!a.duplicate && !a.gap);
+        assert_eq!((s.expected(), s.lost()), (5, 0));
     }
 
     #[test]
