@@ -116,6 +116,8 @@ pub struct StreamReport {
     /// Received in the measured window.
     pub window_packets: u64,
     pub window_bytes: u64,
+    /// RTX packets received (probes and repairs), apart from the stream's own packets.
+    pub rtx_received: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +144,8 @@ pub struct TransportReport {
     pub srtp_failures: u64,
     /// Transport-wide feedback messages sent (subscribers with `transport_cc`).
     pub feedback_sent: u64,
+    /// RTP packets of an SSRC no answered offer named, dropped.
+    pub unknown_ssrc: u64,
 }
 
 pub struct EngineReport {
@@ -193,6 +197,8 @@ struct Transport {
     srtp_failures: u64,
     /// Received RTP packets, for the decryption sample.
     rtp_seen: u64,
+    /// RTP packets of an SSRC no answered offer named (subscribers).
+    unknown_ssrc: u64,
 }
 
 /// The kernel side of the engine: ring, receive buffers, send slots.
@@ -436,6 +442,7 @@ impl Engine {
                     sent: 0,
                     srtp_failures: 0,
                     rtp_seen: 0,
+                    unknown_ssrc: 0,
                 });
                 self.io.arm(fd, t.id)?;
                 self.heap.push(Reverse((now, t.id)));
@@ -451,11 +458,16 @@ impl Engine {
                     } = &mut t.state
                 {
                     for o in &tracks {
-                        if !streams.iter().any(|s| s.ssrc == o.ssrc) {
-                            let mut s = Stream::new(o.ssrc, o.video, o.clock_rate);
-                            s.abs_send_time_ext = o.abs_send_time;
-                            streams.push(s);
-                        }
+                        let i = match streams.iter().position(|s| s.ssrc == o.ssrc) {
+                            Some(i) => i,
+                            None => {
+                                let mut s = Stream::new(o.ssrc, o.video, o.clock_rate);
+                                s.abs_send_time_ext = o.abs_send_time;
+                                streams.push(s);
+                                streams.len() - 1
+                            }
+                        };
+                        streams[i].rtx_ssrc = o.rtx.map(|(ssrc, _)| ssrc);
                     }
                     // One id per URI on the BUNDLEd transport; the recorder is made once.
                     if *transport_cc
@@ -604,6 +616,17 @@ impl Engine {
             if let (Some(f), Some(p)) = (feedback.as_mut(), &p) {
                 f.on_packet(p, now);
             }
+            // RTX is counted from its header too, unless it may carry a packet still missing
+            // (its original sequence number is in the encrypted payload).
+            if header_only
+                && let Some(p) = &p
+                && let Some(s) = streams.iter_mut().find(|s| s.rtx_ssrc == Some(p.ssrc))
+                && !s.has_missing()
+            {
+                self.header_only += 1;
+                s.on_rtx(None, 0, 0, false, now, self.epoch);
+                return;
+            }
             if header_only
                 && let Some(p) = p
                 && let Some(s) = streams.iter_mut().find(|s| s.ssrc == p.ssrc)
@@ -649,8 +672,25 @@ impl Engine {
                     return;
                 };
                 if let State::Subscriber { streams, .. } = &mut t.state {
+                    if let Some(s) = streams.iter_mut().find(|s| s.rtx_ssrc == Some(p.ssrc)) {
+                        // RFC 4588: the original sequence number, then the original payload.
+                        // Not a media packet: no latency sample, and loss only if it repairs.
+                        let (osn, payload) = match p.payload {
+                            [hi, lo, rest @ ..] => (Some(u16::from_be_bytes([*hi, *lo])), rest),
+                            _ => (None, &[][..]),
+                        };
+                        let key = s.video && media::vp8_starts_keyframe(payload);
+                        if s.on_rtx(osn, p.timestamp, payload.len(), key, now, self.epoch)
+                            && key
+                            && t.first_frame.is_none()
+                        {
+                            t.first_frame = Some(now);
+                        }
+                        return;
+                    }
                     // A stream no answered offer named yet is not measured.
                     let Some(s) = streams.iter_mut().find(|s| s.ssrc == p.ssrc) else {
+                        t.unknown_ssrc += 1;
                         return;
                     };
                     let key = s.video && media::vp8_starts_keyframe(p.payload);
@@ -993,6 +1033,7 @@ impl Engine {
                 plis_received: 0,
                 srtp_failures: t.srtp_failures,
                 feedback_sent: 0,
+                unknown_ssrc: t.unknown_ssrc,
             };
             match &t.state {
                 State::Publisher { nacks, plis, .. } => {
@@ -1030,6 +1071,7 @@ impl Engine {
                             bytes: s.bytes,
                             window_packets: s.received - p0,
                             window_bytes: s.bytes - b0,
+                            rtx_received: s.rtx_received,
                         });
                     }
                 }

@@ -61,6 +61,11 @@ pub struct Receive {
     pub nacks_sent: u64,
     /// Transport-wide congestion control feedback messages sent (with `transport_cc`).
     pub transport_cc_feedback_sent: u64,
+    /// RTX packets received (bandwidth probes and repairs): not in `received`, the loss or the
+    /// latency, except that a repair of a missing packet counts as that packet, in `recovered`.
+    pub rtx_received: u64,
+    /// RTP packets of SSRCs no answered offer named, dropped.
+    pub unknown_ssrc_dropped: u64,
     pub jitter_ms_p50: f64,
     pub jitter_ms_max: f64,
     pub window_s: f64,
@@ -185,6 +190,8 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
         replayed: e.packets_replayed,
         nacks_sent: 0,
         transport_cc_feedback_sent: 0,
+        rtx_received: 0,
+        unknown_ssrc_dropped: 0,
         jitter_ms_p50: 0.0,
         jitter_ms_max: 0.0,
         window_s: e.window.as_secs_f64(),
@@ -221,6 +228,7 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
         r.tracks_offered += t.tracks_offered;
         r.missing_tracks += t.missing_tracks;
         r.transport_cc_feedback_sent += t.feedback_sent;
+        r.unknown_ssrc_dropped += t.unknown_ssrc;
         if let Some(ff) = t.first_frame {
             first_frames.push(ff);
         }
@@ -236,6 +244,7 @@ pub fn build(s: &Scenario, e: &EngineReport, f: RunFacts) -> Report {
             r.duplicates += st.duplicates;
             r.recovered += st.recovered;
             r.nacks_sent += st.nacked;
+            r.rtx_received += st.rtx_received;
             jitters.push(st.jitter_ms);
             window_packets += st.window_packets;
             window_bytes += st.window_bytes;
@@ -386,6 +395,11 @@ impl Report {
             o,
             "tracks        {} offered, {} never arrived; jitter p50 {:.2} ms, max {:.2} ms",
             r.tracks_offered, r.missing_tracks, r.jitter_ms_p50, r.jitter_ms_max
+        );
+        let _ = writeln!(
+            o,
+            "rtx           {} RTX packets received (probes and repairs), {} packets of unknown SSRCs dropped",
+            r.rtx_received, r.unknown_ssrc_dropped
         );
         if s.transport_cc {
             let _ = writeln!(

@@ -7,7 +7,8 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 
 use ringcast_control::codec::ext::TRANSPORT_CC;
-use ringcast_control::sdp::{self, Direction, SessionDescription};
+use ringcast_control::codec::{MediaKind, accept_codecs};
+use ringcast_control::sdp::{self, Direction, MediaDescription, SessionDescription};
 use ringcast_datapath::dtls::Fingerprint;
 
 use crate::media::ExtIds;
@@ -179,6 +180,22 @@ pub struct OfferedTrack {
     pub abs_send_time: Option<u8>,
     /// The transport-wide sequence number's id (one per BUNDLEd transport).
     pub transport_cc: Option<u8>,
+    /// The RTX stream repairing (and probing) this one, if the offer has RTX for the codec we
+    /// answer: its SSRC (the second of the `FID` group) and payload type.
+    pub rtx: Option<(u32, u8)>,
+}
+
+/// The payload type a subscriber answers an m-section with (its first codec), and the RTX
+/// payload type whose `apt` names it, if the offer has one (as Ringcast's negotiation reads it).
+fn answered_codec(m: &MediaDescription) -> (u8, Option<u8>) {
+    let pt = m.payload_types().next().unwrap_or(0);
+    let rtx = MediaKind::from_sdp(&m.kind).and_then(|kind| {
+        accept_codecs(kind, m)
+            .into_iter()
+            .find(|c| c.pt == pt)
+            .and_then(|c| c.rtx_pt)
+    });
+    (pt, rtx)
 }
 
 /// The sending m-sections of a subscriber offer.
@@ -188,13 +205,15 @@ pub fn offered_tracks(desc: &SessionDescription) -> Vec<OfferedTrack> {
         .filter(|m| m.port != 0 && desc.direction(m) == Direction::SendOnly)
         .filter_map(|m| {
             let mid = m.mid.clone()?;
-            let ssrc = m
-                .ssrc_groups
-                .iter()
-                .find(|g| g.semantics == "FID")
+            let fid = m.ssrc_groups.iter().find(|g| g.semantics == "FID");
+            let ssrc = fid
                 .and_then(|g| g.ssrcs.first().copied())
                 .or_else(|| m.ssrcs.first().map(|s| s.ssrc))?;
-            let pt = m.payload_types().next()?;
+            m.payload_types().next()?;
+            let (pt, rtx_pt) = answered_codec(m);
+            let rtx = rtx_pt
+                .zip(fid.and_then(|g| g.ssrcs.get(1).copied()))
+                .map(|(pt, ssrc)| (ssrc, pt));
             let clock_rate = m.rtpmap(pt).map_or(90_000, |r| r.clock_rate);
             let exts = ext_ids(desc, &mid);
             Some(OfferedTrack {
@@ -204,16 +223,18 @@ pub fn offered_tracks(desc: &SessionDescription) -> Vec<OfferedTrack> {
                 clock_rate,
                 abs_send_time: exts.abs_send_time,
                 transport_cc: exts.transport_cc,
+                rtx,
                 mid,
             })
         })
         .collect()
 }
 
-/// A subscriber's answer: every m-section accepted recvonly with its first codec (no RTX),
-/// every offered extension kept but transport-wide sequence numbers, which are kept only
-/// with `transport_cc` (the subscriber then sends their feedback); inactive or rejected
-/// m-sections mirrored.
+/// A subscriber's answer: every m-section accepted recvonly with its first codec and the RTX
+/// offered for it (`apt` that codec: repairs and bandwidth probes then come on the RTX SSRC of
+/// the offer's `FID` group, as to a browser), every offered extension kept but transport-wide
+/// sequence numbers, which are kept only with `transport_cc` (the subscriber then sends their
+/// feedback); inactive or rejected m-sections mirrored.
 pub fn subscribe_answer(
     offer: &SessionDescription,
     local: &Local,
@@ -232,7 +253,7 @@ pub fn subscribe_answer(
     );
     for m in &offer.media {
         let mid = m.mid.as_deref().unwrap_or_default();
-        let pt = m.payload_types().next().unwrap_or(0);
+        let (pt, rtx) = answered_codec(m);
         if m.port == 0 {
             let _ = write!(
                 s,
@@ -241,9 +262,13 @@ pub fn subscribe_answer(
             );
             continue;
         }
+        let formats = match rtx {
+            Some(rtx) => format!("{pt} {rtx}"),
+            None => pt.to_string(),
+        };
         let _ = write!(
             s,
-            "m={} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=ice-options:trickle\r\n{}a=setup:active\r\na=mid:{mid}\r\n",
+            "m={} 9 UDP/TLS/RTP/SAVPF {formats}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=ice-options:trickle\r\n{}a=setup:active\r\na=mid:{mid}\r\n",
             m.kind,
             local.ufrag,
             local.pwd,
@@ -288,6 +313,13 @@ pub fn subscribe_answer(
             if !pairs.is_empty() {
                 let _ = write!(s, "a=fmtp:{pt} {}\r\n", pairs.join(";"));
             }
+        }
+        if let (Some(rtx), Some(r)) = (rtx, m.rtpmap(pt)) {
+            let _ = write!(
+                s,
+                "a=rtpmap:{rtx} rtx/{}\r\na=fmtp:{rtx} apt={pt}\r\n",
+                r.clock_rate
+            );
         }
     }
     s
@@ -364,6 +396,70 @@ mod tests {
         a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
         a=sendonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 transport-cc\r\n\
         a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=ssrc:2002 cname:ringcast\r\n";
+
+    /// `RINGCAST_OFFER` with its video m-section's formats replaced by `formats`, these
+    /// `codecs` lines added, and the FID group of media SSRC 2002 and RTX SSRC 2003.
+    fn offer_with_rtx(formats: &str, codecs: &str) -> SessionDescription {
+        let text = RINGCAST_OFFER
+            .replace(
+                "m=video 9 UDP/TLS/RTP/SAVPF 96",
+                &format!("m=video 9 UDP/TLS/RTP/SAVPF {formats}"),
+            )
+            .replace(
+                "a=ssrc:2002 cname:ringcast\r\n",
+                &format!(
+                    "{codecs}a=ssrc-group:FID 2002 2003\r\na=ssrc:2002 cname:ringcast\r\n\
+                     a=ssrc:2003 cname:ringcast\r\n"
+                ),
+            );
+        sdp::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn rtx_is_answered_for_the_accepted_codec() {
+        // As Ringcast offers video to a subscriber: VP8 96 and its RTX 97.
+        let offer = offer_with_rtx("96 97", "a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n");
+        let tracks = offered_tracks(&offer);
+        let video = tracks.iter().find(|t| t.video).unwrap();
+        assert_eq!((video.ssrc, video.payload_type), (2002, 96));
+        assert_eq!(video.rtx, Some((2003, 97)), "the FID group's second SSRC");
+        let audio = tracks.iter().find(|t| !t.video).unwrap();
+        assert_eq!(audio.rtx, None, "no RTX offered for Opus");
+        for transport_cc in [false, true] {
+            let text = subscribe_answer(&offer, &local(), 9, transport_cc);
+            let answer = sdp::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let m = &answer.media[1];
+            assert_eq!(m.payload_types().collect::<Vec<_>>(), [96, 97], "{text}");
+            assert_eq!(m.rtpmap(97).map(|r| r.encoding.as_str()), Some("rtx"));
+            assert_eq!(m.fmtp(97).and_then(|f| f.get("apt")), Some("96"));
+            // As Ringcast reads the answer: VP8 with its RTX, so repairs and probes use it.
+            let codecs = accept_codecs(MediaKind::Video, m);
+            assert_eq!(
+                codecs.iter().map(|c| (c.pt, c.rtx_pt)).collect::<Vec<_>>(),
+                [(96, Some(97))]
+            );
+            assert_eq!(answer.media[0].payload_types().collect::<Vec<_>>(), [111]);
+        }
+    }
+
+    #[test]
+    fn rtx_of_another_codec_is_not_answered() {
+        // RTX 97 repairs H264 98, not the VP8 the answer keeps: the answer has no RTX, and the
+        // track none either, its FID group notwithstanding.
+        let offer = offer_with_rtx(
+            "96 98 97",
+            "a=rtpmap:98 H264/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=98\r\n",
+        );
+        let video = offered_tracks(&offer)
+            .into_iter()
+            .find(|t| t.video)
+            .unwrap();
+        assert_eq!(video.rtx, None);
+        let text = subscribe_answer(&offer, &local(), 9, false);
+        let answer = sdp::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(answer.media[1].payload_types().collect::<Vec<_>>(), [96]);
+        assert!(answer.media[1].rtpmap(97).is_none(), "{text}");
+    }
 
     #[test]
     fn transport_wide_sequence_numbers_are_answered_only_when_asked_for() {
