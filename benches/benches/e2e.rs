@@ -5,9 +5,15 @@
 //! sustains with loss < 0.5 % and p99 one-way latency < 50 ms, measures the reference
 //! forwarder in the same run, and writes `benches/RESULTS.md` and `benches/e2e.png`.
 //!
+//! A fourth scenario, simulcast (1 publisher of three VP8 layers, N subscribers), runs each N
+//! twice, side by side: without and with congestion control (`--transport-cc`), and compares
+//! the server's CPU per subscriber, the estimates the server reached and the layer received.
+//!
 //! Run it with `./scripts/bench-e2e.sh` (builds the release binaries first). Environment:
-//! E2E_BACKENDS (`io-uring,recvmmsg`), E2E_SCENARIOS (`livestream,audio,meeting`), E2E_SECS
-//! (10, per point), E2E_MAX (largest subscriber count tried, 4000), RINGCAST_BIN, LOADTEST_BIN.
+//! E2E_BACKENDS (`io-uring,recvmmsg`), E2E_SCENARIOS (`livestream,audio,meeting,simulcast`),
+//! E2E_SECS (10, per point), E2E_MAX (largest subscriber count tried, 4000), RINGCAST_BIN,
+//! LOADTEST_BIN. A run of some scenarios or backends replaces their sections of RESULTS.md and
+//! keeps the others.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark setup: a panic is a failure report
 
@@ -27,7 +33,13 @@ enum Scenario {
     Livestream,
     Audio,
     Meeting,
+    Simulcast,
 }
+
+/// The simulcast publisher's top layer (kbit/s); the loadtest sends a quarter and a sixteenth
+/// of it on the lower two. Above the estimator's 1 Mbit/s start, so that reaching it takes
+/// probes: the layer a subscriber receives says whether its estimate ramped up.
+const SIMULCAST_KBPS: u32 = 2500;
 
 impl Scenario {
     fn name(self) -> &'static str {
@@ -35,7 +47,19 @@ impl Scenario {
             Scenario::Livestream => "livestream",
             Scenario::Audio => "audio",
             Scenario::Meeting => "meeting",
+            Scenario::Simulcast => "simulcast",
         }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [
+            Scenario::Livestream,
+            Scenario::Audio,
+            Scenario::Meeting,
+            Scenario::Simulcast,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 
     fn describe(self) -> &'static str {
@@ -46,6 +70,9 @@ impl Scenario {
             Scenario::Audio => "10 publishers (Opus-sized audio, 50 packets/s), N subscribers",
             Scenario::Meeting => {
                 "N participants each publishing 500 kbit/s VP8 and subscribing to all others"
+            }
+            Scenario::Simulcast => {
+                "1 publisher (VP8 simulcast: 156, 625 and 2500 kbit/s, 30 fps, paced), N subscribers, without and with congestion control"
             }
         }
     }
@@ -58,6 +85,7 @@ impl Scenario {
             }
             Scenario::Audio => vec![50, 100, 200, 400, 600, 800, 1000, 1500, 2000, 3000, 4000],
             Scenario::Meeting => vec![4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96],
+            Scenario::Simulcast => vec![50, 100, 200, 400, 600, 800, 1000],
         };
         v.into_iter().filter(|n| *n <= max).collect()
     }
@@ -89,6 +117,16 @@ impl Scenario {
                 s("--video-kbps"),
                 s("500"),
             ],
+            Scenario::Simulcast => vec![
+                s("--publishers"),
+                s("1"),
+                s("--subscribers"),
+                n.to_string(),
+                s("--video-only"),
+                s("--simulcast"),
+                s("--video-kbps"),
+                SIMULCAST_KBPS.to_string(),
+            ],
         }
     }
 }
@@ -108,6 +146,15 @@ struct Point {
     generator_bound: bool,
     first_frame_p95_ms: f64,
     pass: bool,
+    /// Video received per subscriber, kbit/s (the layer it was sent).
+    kbps_per_subscriber: f64,
+    /// The server's metrics when the run ended: its subscribers' estimates (the summary's
+    /// median and minimum, bit/s) and the bandwidth probes it sent; the RTX the subscribers
+    /// received.
+    estimate_p50_bps: f64,
+    estimate_min_bps: f64,
+    probes: f64,
+    rtx_received: f64,
 }
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
@@ -142,7 +189,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(backend: &str) -> (Server, u16) {
+fn start_server(backend: &str) -> (Server, u16, u16) {
     let (grpc, http) = (free_port(), free_port());
     let child = Command::new("taskset")
         .arg("-c")
@@ -171,15 +218,48 @@ fn start_server(backend: &str) -> (Server, u16) {
         assert!(Instant::now() < deadline, "ringcast did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Server(child), grpc)
+    (Server(child), grpc, http)
+}
+
+/// The server's Prometheus text from `/metrics` (empty if it does not answer).
+fn scrape(http: u16) -> String {
+    use std::io::{Read, Write as _};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", http)) else {
+        return String::new();
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    let _ = c.read_to_string(&mut body);
+    body
+}
+
+/// The sum over shards of a metric's samples whose labels contain `labels` (`""`: any); the
+/// benchmark runs one shard, so a summary's quantile is that shard's.
+fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (n, rest) = key.split_once('{').unwrap_or((key, ""));
+            (n == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 fn f(v: &Value, path: &[&str]) -> f64 {
     path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(0.0)
 }
 
-fn run_point(backend: &str, scenario: Scenario, n: u32, secs: u64) -> Option<Point> {
-    let (server, grpc) = start_server(backend);
+/// One point: `extra` loadtest flags (`--transport-cc`) on top of the scenario's.
+fn run_point(
+    backend: &str,
+    scenario: Scenario,
+    n: u32,
+    secs: u64,
+    extra: &[&str],
+) -> Option<Point> {
+    let (server, grpc, http) = start_server(backend);
     let json = std::env::temp_dir().join(format!("ringcast-e2e-{}-{n}.json", std::process::id()));
     let _ = std::fs::remove_file(&json);
     let status = Command::new("taskset")
@@ -187,6 +267,7 @@ fn run_point(backend: &str, scenario: Scenario, n: u32, secs: u64) -> Option<Poi
         .arg("1")
         .arg(bin("LOADTEST_BIN", "loadtest"))
         .args(scenario.loadtest_args(n))
+        .args(extra)
         .args([
             "--grpc-addr",
             &format!("http://127.0.0.1:{grpc}"),
@@ -209,6 +290,7 @@ fn run_point(backend: &str, scenario: Scenario, n: u32, secs: u64) -> Option<Poi
         .stdout(Stdio::null())
         .status()
         .expect("run loadtest (build it: cargo build --release --bin loadtest)");
+    let metrics = scrape(http);
     drop(server);
     let text = std::fs::read_to_string(&json).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
@@ -235,6 +317,20 @@ fn run_point(backend: &str, scenario: Scenario, n: u32, secs: u64) -> Option<Poi
         generator_bound: v["generator"]["bottleneck"].as_bool().unwrap_or(false),
         first_frame_p95_ms: f(&v, &["first_frame_ms", "p95"]),
         pass,
+        kbps_per_subscriber: f(&v, &["receive", "mbit_per_s"]) * 1000.0
+            / f(&v, &["receive", "subscriber_transports"]).max(1.0),
+        estimate_p50_bps: metric(
+            &metrics,
+            "ringcast_subscriber_estimate_bps",
+            "quantile=\"0.5\"",
+        ),
+        estimate_min_bps: metric(
+            &metrics,
+            "ringcast_subscriber_estimate_bps",
+            "quantile=\"0\"",
+        ),
+        probes: metric(&metrics, "ringcast_probe_packets_total", ""),
+        rtx_received: f(&v, &["receive", "rtx_received"]),
     })
 }
 
@@ -242,6 +338,9 @@ struct Sweep {
     backend: String,
     scenario: Scenario,
     points: Vec<Point>,
+    /// The same points with congestion control (`--transport-cc`), measured right after each
+    /// (simulcast only).
+    with_cc: Vec<Point>,
 }
 
 impl Sweep {
@@ -281,12 +380,94 @@ fn per_cpu_second(p: &Point) -> f64 {
     p.egress_pps / (p.server_cpu / 100.0).max(0.01)
 }
 
+/// How this run was started: the E2E_* variables set, then the script.
+fn command(secs: u64) -> String {
+    let mut c = String::new();
+    for k in ["E2E_SCENARIOS", "E2E_BACKENDS", "E2E_MAX"] {
+        if let Ok(v) = std::env::var(k) {
+            let _ = write!(c, "{k}={v} ");
+        }
+    }
+    format!("{c}E2E_SECS={secs} ./scripts/bench-e2e.sh")
+}
+
+/// The server's CPU per subscriber, in µs per second.
+fn cpu_us_per_subscriber(p: &Point) -> f64 {
+    p.server_cpu / 100.0 * 1e6 / f64::from(p.n.max(1))
+}
+
+/// The simulcast layer nearest (in ratio) to what a subscriber received.
+fn layer(kbps: f64) -> &'static str {
+    let top = f64::from(SIMULCAST_KBPS);
+    [("q", top / 16.0), ("h", top / 4.0), ("f", top)]
+        .into_iter()
+        .min_by(|a, b| {
+            let d = |r: f64| (kbps.max(1.0) / r).ln().abs();
+            d(a.1).total_cmp(&d(b.1))
+        })
+        .map_or("?", |l| l.0)
+}
+
+fn result(p: &Point) -> String {
+    if p.pass {
+        "pass".to_owned()
+    } else if p.failures > 0 {
+        format!("fail ({} failed)", p.failures)
+    } else {
+        "fail".to_owned()
+    }
+}
+
+/// The simulcast section's table: each N without and with congestion control.
+fn simulcast_table(o: &mut String, s: &Sweep) {
+    let _ = writeln!(
+        o,
+        "| N | egress pkt/s without / with | server CPU without | server CPU with | CPU per subscriber without, µs/s | CPU per subscriber with, µs/s | per subscriber with / without | per egress packet with / without | estimate with, p50 (min) Mbit/s | received per subscriber without / with, kbit/s (layer) | probes sent / RTX received, with | p99 ms without / with | loss % without / with | result without / with |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (a, b) in s.points.iter().zip(&s.with_cc) {
+        let (ua, ub) = (cpu_us_per_subscriber(a), cpu_us_per_subscriber(b));
+        let per_packet = |p: &Point| p.server_cpu / p.egress_pps.max(1.0);
+        let _ = writeln!(
+            o,
+            "| {} | {:.0} / {:.0} | {:.0} % | {:.0} % | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} ({:.1}) | {:.0} ({}) / {:.0} ({}) | {:.0} / {:.0} | {:.1} / {:.1} | {:.3} / {:.3} | {} / {} |",
+            a.n,
+            a.egress_pps,
+            b.egress_pps,
+            a.server_cpu,
+            b.server_cpu,
+            ua,
+            ub,
+            ub / ua.max(0.001),
+            per_packet(b) / per_packet(a).max(1e-9),
+            b.estimate_p50_bps / 1e6,
+            b.estimate_min_bps / 1e6,
+            a.kbps_per_subscriber,
+            layer(a.kbps_per_subscriber),
+            b.kbps_per_subscriber,
+            layer(b.kbps_per_subscriber),
+            b.probes,
+            b.rtx_received,
+            a.p99_ms,
+            b.p99_ms,
+            a.loss_pct,
+            b.loss_pct,
+            result(a),
+            result(b)
+        );
+    }
+}
+
 fn report(sweeps: &[Sweep], reference: f64, drained: f64, secs: u64) -> String {
     let mut o = String::new();
+    let (commit, date, command) = (commit(), chrono_free_date(), command(secs));
     let _ = writeln!(o, "# End-to-end benchmark results\n");
     let _ = writeln!(o, "- machine: {}", machine());
-    let _ = writeln!(o, "- commit: `{}`, {}", commit(), chrono_free_date());
-    let _ = writeln!(o, "- command: `./scripts/bench-e2e.sh` (E2E_SECS={secs})");
+    let _ = writeln!(o, "- commit: `{commit}`, {date}");
+    let _ = writeln!(o, "- command: `{command}`");
     let _ = writeln!(
         o,
         "- one `ringcast` shard pinned to core 0, `loadtest` pinned to core 1; a point passes with loss < {MAX_LOSS_PCT} %, p99 one-way latency < {MAX_P99_MS} ms, every client connected and every track delivered"
@@ -305,7 +486,7 @@ fn report(sweeps: &[Sweep], reference: f64, drained: f64, secs: u64) -> String {
         "| scenario | backend | subscribers | egress pkt/s | Mbit/s | server CPU | p99 ms | loss % | vs reference | vs read reference | egress per CPU-second | vs read reference |"
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for s in sweeps {
+    for s in sweeps.iter().filter(|s| s.scenario != Scenario::Simulcast) {
         match s.best() {
             Some(p) => {
                 let _ = writeln!(
@@ -345,6 +526,18 @@ fn report(sweeps: &[Sweep], reference: f64, drained: f64, secs: u64) -> String {
         );
         let _ = writeln!(
             o,
+            "- measured: commit `{commit}`, {date}, `{command}`; reference forwarder in that run {reference:.0} / {drained:.0} (read) egress packets/s\n"
+        );
+        if s.scenario == Scenario::Simulcast {
+            let _ = writeln!(
+                o,
+                "Each N runs twice, one after the other on fresh servers: without congestion control (subscribers decline transport-cc; the publisher's best layer is forwarded), then with it (`--transport-cc`: feedback every 100 ms, a bandwidth estimate per subscriber choosing its layer, probes as RTX). CPU per subscriber is the server's CPU over the window divided by N; \"per egress packet\" divides out the extra packets of a higher layer, leaving what congestion control itself costs. Estimates are the server's `ringcast_subscriber_estimate_bps` summary (one sample per subscriber per second, over the run) when the loadtest ended; the layer is the one nearest to what each subscriber received on average.\n"
+            );
+            simulcast_table(&mut o, s);
+            continue;
+        }
+        let _ = writeln!(
+            o,
             "| N | egress pkt/s | Mbit/s | server CPU | server RSS MiB | p50 ms | p99 ms | loss % | first frame p95 ms | generator CPU | result |"
         );
         let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
@@ -363,17 +556,134 @@ fn report(sweeps: &[Sweep], reference: f64, drained: f64, secs: u64) -> String {
                 p.first_frame_p95_ms,
                 p.generator_cpu,
                 if p.generator_bound { " (bound)" } else { "" },
-                if p.pass {
-                    "pass".to_owned()
-                } else if p.failures > 0 {
-                    format!("fail ({} failed)", p.failures)
-                } else {
-                    "fail".to_owned()
-                }
+                result(p)
             );
         }
     }
     o
+}
+
+/// RESULTS.md in parts: the text before the first section, the highest-passing table's
+/// lines (rows keyed by "scenario on backend", other lines by ""), and each sweep's section
+/// keyed the same way.
+struct Results {
+    preamble: String,
+    highest: Vec<(String, String)>,
+    sections: Vec<(String, String)>,
+}
+
+const HIGHEST: &str = "## Highest passing point";
+
+impl Results {
+    fn parse(md: &str) -> Self {
+        let mut r = Results {
+            preamble: String::new(),
+            highest: Vec::new(),
+            sections: Vec::new(),
+        };
+        let mut in_highest = false;
+        for line in md.lines() {
+            if let Some(title) = line.strip_prefix("## ") {
+                in_highest = line == HIGHEST;
+                if !in_highest {
+                    let key = title.split(':').next().unwrap_or(title).trim().to_owned();
+                    r.sections.push((key, String::new()));
+                }
+            }
+            let row_key = || {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                match cells.as_slice() {
+                    ["", scenario, backend, ..] if Scenario::from_name(scenario).is_some() => {
+                        format!("{scenario} on {backend}")
+                    }
+                    _ => String::new(),
+                }
+            };
+            let text = if in_highest {
+                r.highest.push((row_key(), String::new()));
+                r.highest.last_mut().map(|h| &mut h.1)
+            } else {
+                match r.sections.last_mut() {
+                    Some(s) => Some(&mut s.1),
+                    None => Some(&mut r.preamble),
+                }
+            };
+            if let Some(t) = text {
+                t.push_str(line);
+                t.push('\n');
+            }
+        }
+        r
+    }
+
+    /// Where a key goes: scenarios in their order, then backends.
+    fn order(key: &str) -> (usize, usize, String) {
+        let (scenario, backend) = key.split_once(" on ").unwrap_or((key, ""));
+        let s = ["livestream", "audio", "meeting", "simulcast"]
+            .iter()
+            .position(|n| *n == scenario)
+            .unwrap_or(usize::MAX);
+        let b = ["io-uring", "recvmmsg"]
+            .iter()
+            .position(|n| *n == backend)
+            .unwrap_or(usize::MAX);
+        (s, b, key.to_owned())
+    }
+
+    /// `fresh` (this run's report) laid over `self` (the file as it was): the sections and
+    /// rows this run measured replace their old selves, the others stay as they were, and the
+    /// old preamble stays unless this run measured every section the file had.
+    fn merge(mut self, fresh: Results) -> String {
+        let measured: Vec<&String> = fresh.sections.iter().map(|s| &s.0).collect();
+        if self.sections.iter().all(|(k, _)| measured.contains(&k)) {
+            self = Results {
+                preamble: fresh.preamble,
+                highest: fresh.highest,
+                sections: Vec::new(),
+            };
+        } else {
+            // The old table's frame (title, header, separator) with its rows not measured now,
+            // then this run's rows, in order.
+            let frame: Vec<String> = self
+                .highest
+                .iter()
+                .filter(|(k, _)| k.is_empty())
+                .map(|(_, l)| l.clone())
+                .collect();
+            let mut rows: Vec<(String, String)> = self
+                .highest
+                .into_iter()
+                .filter(|(k, _)| !k.is_empty() && !measured.contains(&k))
+                .chain(fresh.highest.into_iter().filter(|(k, _)| !k.is_empty()))
+                .collect();
+            rows.sort_by_key(|(k, _)| Self::order(k));
+            // Rows go after the separator line; what follows it (the blank line) stays last.
+            let split = frame
+                .iter()
+                .position(|l| l.starts_with("|---"))
+                .map_or(frame.len(), |i| i + 1);
+            self.highest = frame[..split]
+                .iter()
+                .map(|l| (String::new(), l.clone()))
+                .chain(rows)
+                .chain(frame[split..].iter().map(|l| (String::new(), l.clone())))
+                .collect();
+            self.sections.retain(|(k, _)| !measured.contains(&k));
+        }
+        self.sections.extend(fresh.sections);
+        self.sections.sort_by_key(|(k, _)| Self::order(k));
+        let mut o = self.preamble;
+        for (_, l) in &self.highest {
+            o.push_str(l);
+        }
+        for (_, text) in &self.sections {
+            if !o.ends_with("\n\n") {
+                o.push('\n');
+            }
+            o.push_str(text);
+        }
+        o
+    }
 }
 
 /// Today's date from the system clock (days since the epoch to a civil date).
@@ -479,12 +789,7 @@ fn main() {
         .collect();
     let scenarios: Vec<Scenario> = env("E2E_SCENARIOS", "livestream,audio,meeting".to_owned())
         .split(',')
-        .filter_map(|s| match s {
-            "livestream" => Some(Scenario::Livestream),
-            "audio" => Some(Scenario::Audio),
-            "meeting" => Some(Scenario::Meeting),
-            _ => None,
-        })
+        .filter_map(Scenario::from_name)
         .collect();
     println!("reference forwarder, 3 s, sinks unread then read ...");
     let reference = ringcast_benches::reference::run(3, 10, 1200);
@@ -497,25 +802,54 @@ fn main() {
                 backend: b.clone(),
                 scenario: *sc,
                 points: Vec::new(),
+                with_cc: Vec::new(),
             };
-            for n in sc.points(max) {
-                let Some(p) = run_point(b, *sc, n, secs) else {
-                    println!("{} {b} N={n}: no report", sc.name());
-                    break;
-                };
-                println!(
-                    "{} {b} N={n}: {:.0} pkt/s, server {:.0} %, p99 {:.1} ms, loss {:.3} %, generator {:.0} %{} -> {}",
-                    sc.name(),
-                    p.egress_pps,
-                    p.server_cpu,
-                    p.p99_ms,
-                    p.loss_pct,
-                    p.generator_cpu,
-                    if p.generator_bound { " (bound)" } else { "" },
-                    if p.pass { "pass" } else { "fail" }
-                );
-                let pass = p.pass;
-                sweep.points.push(p);
+            // Simulcast runs each N without, then with, congestion control.
+            let variants: &[&[&str]] = if *sc == Scenario::Simulcast {
+                &[&[], &["--transport-cc"]]
+            } else {
+                &[&[]]
+            };
+            'sweep: for n in sc.points(max) {
+                let mut pass = true;
+                for extra in variants {
+                    let Some(p) = run_point(b, *sc, n, secs, extra) else {
+                        println!("{} {b} N={n} {extra:?}: no report", sc.name());
+                        sweep.points.truncate(sweep.with_cc.len());
+                        break 'sweep;
+                    };
+                    println!(
+                        "{} {b} N={n}{}: {:.0} pkt/s, server {:.0} %, p99 {:.1} ms, loss {:.3} %, generator {:.0} %{}{} -> {}",
+                        sc.name(),
+                        if extra.is_empty() { "" } else { " with cc" },
+                        p.egress_pps,
+                        p.server_cpu,
+                        p.p99_ms,
+                        p.loss_pct,
+                        p.generator_cpu,
+                        if p.generator_bound { " (bound)" } else { "" },
+                        if *sc == Scenario::Simulcast {
+                            format!(
+                                ", {:.0} kbit/s per subscriber, estimate p50 {:.2} Mbit/s, {:.0} probes",
+                                p.kbps_per_subscriber,
+                                p.estimate_p50_bps / 1e6,
+                                p.probes
+                            )
+                        } else {
+                            String::new()
+                        },
+                        if p.pass { "pass" } else { "fail" }
+                    );
+                    // With congestion control a point may fail on latency alone (layer moves):
+                    // that is what the comparison is for, so only the point without it ends
+                    // the sweep.
+                    pass &= p.pass || !extra.is_empty();
+                    if extra.is_empty() {
+                        sweep.points.push(p);
+                    } else {
+                        sweep.with_cc.push(p);
+                    }
+                }
                 if !pass {
                     break;
                 }
@@ -524,7 +858,10 @@ fn main() {
         }
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let md = report(&sweeps, reference, drained, secs);
+    let fresh = report(&sweeps, reference, drained, secs);
+    // A run of some scenarios or backends keeps the other sections of the file.
+    let old = std::fs::read_to_string(dir.join("RESULTS.md")).unwrap_or_default();
+    let md = Results::parse(&old).merge(Results::parse(&fresh));
     std::fs::write(dir.join("RESULTS.md"), &md).unwrap();
     match plot(&sweeps, &dir.join("e2e.png")) {
         Ok(()) => println!("wrote benches/RESULTS.md and benches/e2e.png"),
