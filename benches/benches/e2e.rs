@@ -154,6 +154,7 @@ struct Point {
     estimate_p50_bps: f64,
     estimate_min_bps: f64,
     probes: f64,
+    layer_switches: f64,
     rtx_received: f64,
 }
 
@@ -244,7 +245,7 @@ fn metric(text: &str, name: &str, labels: &str) -> f64 {
             let (n, rest) = key.split_once('{').unwrap_or((key, ""));
             (n == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
         })
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 fn f(v: &Value, path: &[&str]) -> f64 {
@@ -330,6 +331,7 @@ fn run_point(
             "quantile=\"0\"",
         ),
         probes: metric(&metrics, "ringcast_probe_packets_total", ""),
+        layer_switches: metric(&metrics, "ringcast_layer_switches_total", ""),
         rtx_received: f(&v, &["receive", "rtx_received"]),
     })
 }
@@ -396,16 +398,23 @@ fn cpu_us_per_subscriber(p: &Point) -> f64 {
     p.server_cpu / 100.0 * 1e6 / f64::from(p.n.max(1))
 }
 
-/// The simulcast layer nearest (in ratio) to what a subscriber received.
+/// The simulcast layer a subscriber received on average: one within 20 % of its rate, else
+/// the two it was between (its subscription moved).
 fn layer(kbps: f64) -> &'static str {
     let top = f64::from(SIMULCAST_KBPS);
-    [("q", top / 16.0), ("h", top / 4.0), ("f", top)]
-        .into_iter()
-        .min_by(|a, b| {
-            let d = |r: f64| (kbps.max(1.0) / r).ln().abs();
-            d(a.1).total_cmp(&d(b.1))
-        })
-        .map_or("?", |l| l.0)
+    let layers = [("q", top / 16.0), ("h", top / 4.0), ("f", top)];
+    if let Some((name, _)) = layers
+        .iter()
+        .find(|(_, rate)| (kbps / rate - 1.0).abs() <= 0.2)
+    {
+        return name;
+    }
+    match kbps {
+        k if k < top / 16.0 => "below q",
+        k if k < top / 4.0 => "q-h",
+        k if k < top => "h-f",
+        _ => "above f",
+    }
 }
 
 fn result(p: &Point) -> String {
@@ -422,18 +431,18 @@ fn result(p: &Point) -> String {
 fn simulcast_table(o: &mut String, s: &Sweep) {
     let _ = writeln!(
         o,
-        "| N | egress pkt/s without / with | server CPU without | server CPU with | CPU per subscriber without, µs/s | CPU per subscriber with, µs/s | per subscriber with / without | per egress packet with / without | estimate with, p50 (min) Mbit/s | received per subscriber without / with, kbit/s (layer) | probes sent / RTX received, with | p99 ms without / with | loss % without / with | result without / with |"
+        "| N | egress pkt/s without / with | server CPU without | server CPU with | CPU per subscriber without, µs/s | CPU per subscriber with, µs/s | per subscriber with / without | per egress packet with / without | estimate with, p50 (min) Mbit/s | received per subscriber without / with, kbit/s (layer) | layer moves per subscriber without / with | probes sent / RTX received, with | p99 ms without / with | loss % without / with | result without / with |"
     );
     let _ = writeln!(
         o,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for (a, b) in s.points.iter().zip(&s.with_cc) {
         let (ua, ub) = (cpu_us_per_subscriber(a), cpu_us_per_subscriber(b));
         let per_packet = |p: &Point| p.server_cpu / p.egress_pps.max(1.0);
         let _ = writeln!(
             o,
-            "| {} | {:.0} / {:.0} | {:.0} % | {:.0} % | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} ({:.1}) | {:.0} ({}) / {:.0} ({}) | {:.0} / {:.0} | {:.1} / {:.1} | {:.3} / {:.3} | {} / {} |",
+            "| {} | {:.0} / {:.0} | {:.0} % | {:.0} % | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} ({:.1}) | {:.0} ({}) / {:.0} ({}) | {:.1} / {:.1} | {:.0} / {:.0} | {:.1} / {:.1} | {:.3} / {:.3} | {} / {} |",
             a.n,
             a.egress_pps,
             b.egress_pps,
@@ -449,6 +458,8 @@ fn simulcast_table(o: &mut String, s: &Sweep) {
             layer(a.kbps_per_subscriber),
             b.kbps_per_subscriber,
             layer(b.kbps_per_subscriber),
+            a.layer_switches / f64::from(a.n.max(1)),
+            b.layer_switches / f64::from(b.n.max(1)),
             b.probes,
             b.rtx_received,
             a.p99_ms,
@@ -531,7 +542,7 @@ fn report(sweeps: &[Sweep], reference: f64, drained: f64, secs: u64) -> String {
         if s.scenario == Scenario::Simulcast {
             let _ = writeln!(
                 o,
-                "Each N runs twice, one after the other on fresh servers: without congestion control (subscribers decline transport-cc; the publisher's best layer is forwarded), then with it (`--transport-cc`: feedback every 100 ms, a bandwidth estimate per subscriber choosing its layer, probes as RTX). CPU per subscriber is the server's CPU over the window divided by N; \"per egress packet\" divides out the extra packets of a higher layer, leaving what congestion control itself costs. Estimates are the server's `ringcast_subscriber_estimate_bps` summary (one sample per subscriber per second, over the run) when the loadtest ended; the layer is the one nearest to what each subscriber received on average.\n"
+                "Each N runs twice, one after the other on fresh servers: without congestion control (subscribers decline transport-cc; the publisher's best layer is forwarded), then with it (`--transport-cc`: feedback every 100 ms, a bandwidth estimate per subscriber choosing its layer, probes as RTX). CPU per subscriber is the server's CPU over the window divided by N; \"per egress packet\" divides out the extra packets of a higher layer, leaving what congestion control itself costs. Estimates are the server's `ringcast_subscriber_estimate_bps` summary (one sample per subscriber per second, over the run) when the loadtest ended; the layer is the one within 20 % of what a subscriber received on average, else the two it moved between; layer moves are the server's `ringcast_layer_switches_total` over the run, per subscriber.\n"
             );
             simulcast_table(&mut o, s);
             continue;
