@@ -5,9 +5,18 @@
 //
 //   cd interop/browser && npm ci && node --test test-firefox.mjs
 //
-// Per media backend (io-uring by default) and per Firefox bundlePolicy
-// (balanced, its default; max-bundle: the video m-line of its publish offer is
-// bundle-only on port 0), one test case each, it:
+// Per media backend (io-uring by default) and per Firefox bundlePolicy, one test
+// case each:
+//   - balanced (Firefox's default), subscriber transport-cc ON: Firefox answers
+//     Ringcast's subscriber offer with the transport-wide-cc extension, so its
+//     transport-cc feedback drives Ringcast's estimate of its downlink;
+//   - max-bundle (the video m-line of its publish offer is bundle-only on port
+//     0), subscriber transport-cc OFF: the page is opened with
+//     ?noTransportCc=1, which strips the transport-wide-cc a=extmap lines and
+//     the a=rtcp-fb:* transport-cc lines from every subscriber offer before
+//     setRemoteDescription, so Firefox answers without them and Ringcast falls
+//     back to Firefox's REMB (goog-remb) for that subscriber.
+// Each case:
 //   - starts the ringcast binary on ephemeral ports with one shard, serves
 //     pubsub-page.html, and launches Debian's /usr/bin/firefox-esr (headless,
 //     a fresh profile with the prefs of shared/PEERS.md: harness.mjs
@@ -22,6 +31,11 @@
 //     grow (framesDecoded, packetsReceived), that frame sizes are reported,
 //     and that little was lost (harness.mjs streamProblems); with simulcast,
 //     that Firefox encodes at least two layers and Chromium decodes the best one;
+//   - checks Firefox's subscriber answers: with transport-cc on, the latest has
+//     the transport-wide-cc extension; with it off, none has it (nor
+//     rtcp-fb transport-cc) although Ringcast's offer had it, and the
+//     SubscriptionQualityChanged events Firefox gets carry a positive
+//     estimate (from its REMB: nothing else measures its downlink);
 //   - checks /metrics: ringcast_rtp_forwarded_total > 0, no srtp_auth_failed;
 //   - leaves, closes both browsers and stops the server (SIGTERM, exit 0).
 // Every failure message carries both pages' step logs, states, stats, the
@@ -58,11 +72,19 @@ const SIMULCAST = process.env.RINGCAST_FIREFOX_SIMULCAST !== '0';
 // 'max-bundle', whose publish offer has the video m-line on port 0 with a=bundle-only.
 const BUNDLE_POLICIES = (process.env.RINGCAST_FIREFOX_BUNDLE_POLICY || 'balanced,max-bundle').split(',')
   .map((s) => s.trim()).filter(Boolean);
+// Whether Firefox's subscriber keeps transport-cc, per case: off with max-bundle (its page strips
+// transport-cc from Ringcast's subscriber offers, ?noTransportCc=1), on otherwise.
+const transportCcFor = (bundlePolicy) => bundlePolicy !== 'max-bundle';
+const TRANSPORT_WIDE_CC = 'http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01';
+const hasTransportWideCc = (sdp) => (sdp || '').split('\r\n')
+  .some((l) => l.startsWith('a=extmap:') && l.split(' ')[1] === TRANSPORT_WIDE_CC);
+const hasTransportCcFeedback = (sdp) => /^a=rtcp-fb:\S+ transport-cc\r?$/m.test(sdp || '');
 
 const GATHER_TIMEOUT_MS = 10_000;
 const CONNECT_TIMEOUT_MS = 15_000;
 const MEDIA_TIMEOUT_MS = 15_000;
 const GROWTH_INTERVAL_MS = 2_000;
+const ESTIMATE_TIMEOUT_MS = 10_000; // until Firefox's quality events carry an estimate
 const CASE_TIMEOUT_MS = 90_000;
 const VIDEO_CONSTRAINTS = { width: 640, height: 360, frameRate: 20 };
 const ENCODINGS = [
@@ -71,7 +93,8 @@ const ENCODINGS = [
 
 async function runCase(t, backend, bundlePolicy) {
   const began = Date.now();
-  const note = (s) => t.diagnostic(`[${bundlePolicy}, ${backend}] ${s}`);
+  const transportCc = transportCcFor(bundlePolicy);
+  const note = (s) => t.diagnostic(`[${bundlePolicy}, transport-cc ${transportCc ? 'on' : 'off'}, ${backend}] ${s}`);
   let server;
   let web;
   const browsers = [];
@@ -86,7 +109,7 @@ async function runCase(t, backend, bundlePolicy) {
     for (const r of launched) if (r.status === 'fulfilled') browsers.push(r.value);
     for (const r of launched) if (r.status === 'rejected') throw r.reason;
     const [firefox, chromium] = browsers;
-    pages.push(await openPubsubPage(firefox, web.url, 'firefox'),
+    pages.push(await openPubsubPage(firefox, web.url, 'firefox', transportCc ? '' : '?noTransportCc=1'),
       await openPubsubPage(chromium, web.url, 'chromium'));
     const [ff, cr] = pages;
     const diagnostics = (opts) => pubsubDiagnostics(pages, server, { publisherSdps: true, ...opts });
@@ -176,6 +199,49 @@ async function runCase(t, backend, bundlePolicy) {
     }
     if (problems.length) assert.fail(`media problems:\n  ${problems.join('\n  ')}\n${await diagnostics()}`);
 
+    // Firefox's subscriber answers: transport-cc as the case wants it.
+    const negotiated = (await ff.page.evaluate(() => window.pubsubSdps(1000))).filter((x) => x.answer);
+    const latest = negotiated[negotiated.length - 1];
+    assert.ok(latest, `Firefox answered no subscriber offer\n${await diagnostics()}`);
+    assert.ok(hasTransportWideCc(latest.offer), `Ringcast's subscriber offer v${latest.version} to Firefox has no ` +
+      `transport-wide-cc extension\n${latest.offer}`);
+    if (transportCc) {
+      assert.ok(hasTransportWideCc(latest.answer) && hasTransportCcFeedback(latest.answer),
+        `transport-cc on: Firefox's latest subscriber answer (v${latest.version}) lacks the transport-wide-cc ` +
+        `extension or rtcp-fb transport-cc\n${await diagnostics()}`);
+    } else {
+      for (const x of negotiated) {
+        assert.ok(!hasTransportWideCc(x.answer) && !hasTransportCcFeedback(x.answer),
+          `transport-cc off: Firefox's subscriber answer v${x.version} still has transport-cc\n${x.answer}\n` +
+          `${await diagnostics()}`);
+      }
+      assert.match(latest.answer, /^a=rtcp-fb:\S+ goog-remb\r?$/m,
+        `transport-cc off: Firefox's subscriber answer v${latest.version} has no goog-remb either\n${latest.answer}`);
+    }
+    note(`Firefox's subscriber answer v${latest.version} (latest of ${negotiated.length} answered): transport-wide-cc ` +
+      `${hasTransportWideCc(latest.answer) ? 'yes' : 'no'}, rtcp-fb transport-cc ` +
+      `${hasTransportCcFeedback(latest.answer) ? 'yes' : 'no'}, goog-remb ` +
+      `${/^a=rtcp-fb:\S+ goog-remb\r?$/m.test(latest.answer) ? 'yes' : 'no'}`);
+
+    // The estimate Ringcast reports to Firefox for its video subscription (SubscriptionQualityChanged):
+    // with transport-cc off it can only come from Firefox's REMB.
+    const videoQuality = () => ff.page.evaluate(() => {
+      const sid = Object.entries(window.ringcast.tracks).find(([, i]) => i.kind === 'TRACK_KIND_VIDEO' &&
+        i.publisher !== window.ringcast.identity)?.[0];
+      return (sid && window.ringcast.quality[sid]) || null;
+    });
+    let q = await videoQuality();
+    const estimateDeadline = Date.now() + ESTIMATE_TIMEOUT_MS;
+    while (!(q && q.estimateBps > 0) && Date.now() < estimateDeadline) {
+      await sleep(250);
+      q = await videoQuality();
+    }
+    note(`Firefox's video subscription: ${q ? `layer ${q.currentLayer}/${q.targetLayer} of ${q.layers}, ` +
+      `estimate ${fmt(q.estimateBps / 1000, 0)} kbps` : 'no subscriptionQuality event'}`);
+    assert.ok(q && q.estimateBps > 0, `transport-cc ${transportCc ? 'on' : 'off'}: no subscriptionQuality ` +
+      `event with an estimate for Firefox's video subscription within ${ESTIMATE_TIMEOUT_MS} ms ` +
+      `(latest: ${JSON.stringify(q)})\n${await diagnostics()}`);
+
     await checkForwardingMetrics(server, backend, note, diagnostics);
     await leaveAndStop(pages, browsers, server, note);
     note(`case took ${Date.now() - began} ms`);
@@ -187,7 +253,9 @@ async function runCase(t, backend, bundlePolicy) {
 
 for (const backend of BACKENDS) {
   for (const bundlePolicy of BUNDLE_POLICIES) {
-    test(`a Firefox ESR page (${SIMULCAST ? 'simulcast, ' : ''}bundlePolicy ${bundlePolicy}) and a Chromium page ` +
+    const cc = transportCcFor(bundlePolicy) ? 'on' : 'off (REMB)';
+    test(`a Firefox ESR page (${SIMULCAST ? 'simulcast, ' : ''}bundlePolicy ${bundlePolicy}, subscriber transport-cc ` +
+      `${cc}) and a Chromium page ` +
       `publish and subscribe to each other (media backend ${backend})`, { timeout: CASE_TIMEOUT_MS },
     (t) => runCase(t, backend, bundlePolicy));
   }
