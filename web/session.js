@@ -170,10 +170,11 @@ export class RingcastSession extends EventTarget {
    * Publishes `stream`'s first audio and first video track on sendonly
    * transceivers and waits until the publisher transport is connected.
    * `videoEncodings`, if given, are the video transceiver's sendEncodings
-   * (e.g. three rids for simulcast).
+   * (e.g. three rids for simulcast); `videoCodec` (e.g. 'video/H264') is put first in its
+   * codec preferences.
    * Resolves to the PublishResponse { sdpAnswer, tracks, rejected }.
    */
-  async publish(stream, { gatherTimeoutMs = 10_000, connectTimeoutMs = 20_000, names = {}, videoEncodings = null } = {}) {
+  async publish(stream, { gatherTimeoutMs = 10_000, connectTimeoutMs = 20_000, names = {}, videoEncodings = null, videoCodec = null } = {}) {
     this.stream = stream;
     const pc = new RTCPeerConnection(this.rtcConfig);
     this.pub = pc;
@@ -183,6 +184,14 @@ export class RingcastSession extends EventTarget {
         direction: 'sendonly', streams: [stream],
         ...(track.kind === 'video' && videoEncodings ? { sendEncodings: videoEncodings } : {}),
       }));
+    if (videoCodec) {
+      // That codec first (e.g. 'video/H264'), then the others (and RTX) as the browser orders them.
+      const t = sending.find((x) => x.sender.track.kind === 'video');
+      const codecs = RTCRtpSender.getCapabilities('video').codecs;
+      const first = codecs.filter((c) => c.mimeType.toLowerCase() === videoCodec.toLowerCase());
+      if (!first.length) throw new Error(`this browser cannot send ${videoCodec}`);
+      if (t) t.setCodecPreferences([...first, ...codecs.filter((c) => !first.includes(c))]);
+    }
     await pc.setLocalDescription(await pc.createOffer());
     const trackNames = {}; // by mid, which setLocalDescription has just assigned
     const trackSources = {};

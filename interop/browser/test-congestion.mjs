@@ -37,6 +37,8 @@
 //   RINGCAST_MEDIA_BACKEND  backends, comma-separated (default io-uring)
 //   RINGCAST_TEST_LOG_LEVEL server --log-level (default info)
 //   RINGCAST_CC_LIMIT_BPS   the limited subscriber's downlink (default 400000)
+//   RINGCAST_CC_CODECS      the publisher's video codecs, one case each, comma-separated
+//                           (default VP8,H264: simulcast of either)
 //   CHROMIUM_PATH           browser (default /usr/bin/chromium)
 //   RINGCAST_TEST_KEEP_LOGS keep the server logs of passing cases too
 
@@ -52,6 +54,7 @@ import {
 const BACKENDS = backendsFromEnv('io-uring');
 const LOG_LEVEL = process.env.RINGCAST_TEST_LOG_LEVEL || 'info';
 const LIMIT_BPS = Number(process.env.RINGCAST_CC_LIMIT_BPS || 400_000);
+const CODECS = (process.env.RINGCAST_CC_CODECS || 'VP8,H264').split(',').map((c) => c.trim()).filter(Boolean);
 
 const GATHER_TIMEOUT_MS = 10_000;
 const CONNECT_TIMEOUT_MS = 20_000;
@@ -71,9 +74,9 @@ const PUBLISHER = 'publisher';
 const LIMITED = 'limited';
 const CLEAN = 'clean';
 
-async function runCase(t, backend) {
+async function runCase(t, backend, codec) {
   const began = Date.now();
-  const note = (s) => t.diagnostic(`[${backend}] ${s}`);
+  const note = (s) => t.diagnostic(`[${backend} ${codec}] ${s}`);
   let server;
   let relay;
   let web;
@@ -100,9 +103,11 @@ async function runCase(t, backend) {
 
     const [published] = await startPubsubPages([pub], server.grpcUrl, () => ({
       token: mintToken(PUBLISHER, { room, publish: true, subscribe: true }), video: VIDEO_CONSTRAINTS,
-      videoEncodings: ENCODINGS,
+      videoEncodings: ENCODINGS, videoCodec: `video/${codec}`,
     }), timeouts);
     assert.deepEqual(published.rejected, [], `${PUBLISHER}: Publish rejected m-lines`);
+    assert.equal(published.tracks.find((x) => x.kind === 'TRACK_KIND_VIDEO')?.mimeType.toLowerCase(),
+      `video/${codec}`.toLowerCase(), `${PUBLISHER}: the video codec negotiated`);
     const { answer } = await pub.page.evaluate(() => window.pubsubPublisherSdps());
     const media = candidates(answer).find((c) => c.address === '127.0.0.1');
     assert.ok(media, `no 127.0.0.1 candidate in Ringcast's publisher answer:\n${answer}`);
@@ -229,6 +234,9 @@ async function runCase(t, backend) {
 }
 
 for (const backend of BACKENDS) {
-  test(`a subscriber behind ${LIMIT_BPS / 1000} kbit/s gets a lower simulcast layer, the other the top, and it ` +
-    `recovers when the limit lifts (media backend ${backend})`, { timeout: CASE_TIMEOUT_MS }, (t) => runCase(t, backend));
+  for (const codec of CODECS) {
+    test(`${codec} simulcast: a subscriber behind ${LIMIT_BPS / 1000} kbit/s gets a lower layer, the other the top, ` +
+      `it recovers when the limit lifts, and layers nobody asks for pause (media backend ${backend})`,
+    { timeout: CASE_TIMEOUT_MS }, (t) => runCase(t, backend, codec));
+  }
 }
