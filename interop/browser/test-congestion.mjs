@@ -128,6 +128,8 @@ async function runCase(t, backend, codec) {
     }
 
     // Each step: the layer (frame height) each subscriber decodes, and the publisher's layers.
+    // The same layer: H.264 decodes a 135-line layer as 134 lines (its 2-line chroma grid).
+    const near = (a, b) => a > 0 && Math.abs(a - b) <= 2;
     const heightOf = (snap, p) => inboundFrom(snap[pages.indexOf(p)], PUBLISHER, 'video')[0]?.frameHeight || 0;
     const topOf = (snap) => Math.max(0, ...snap[0].outbound.filter((s) => s.kind === 'video').map((s) => s.frameHeight || 0));
     const describe = (snap) => `publisher layers ${snap[0].outbound.filter((s) => s.kind === 'video')
@@ -152,8 +154,8 @@ async function runCase(t, backend, codec) {
     // Under the limit: the limited subscriber on a lower layer, the clean one on the top.
     const adapted = await waitFor(`${LIMITED} below the top layer and ${CLEAN} on it`, ADAPT_TIMEOUT_MS, (snap) => {
       const top = topOf(snap);
-      return top >= VIDEO_CONSTRAINTS.height && heightOf(snap, clean) === top && heightOf(snap, limited) > 0 &&
-        heightOf(snap, limited) < top;
+      return top >= VIDEO_CONSTRAINTS.height && near(heightOf(snap, clean), top) && heightOf(snap, limited) > 0 &&
+        !near(heightOf(snap, limited), top);
     });
     note(`adapted ${adapted.ms} ms after media: ${describe(adapted.snap)}`);
     // It keeps decoding there (a few seconds, no frozen picture).
@@ -164,7 +166,7 @@ async function runCase(t, backend, codec) {
     const fps = (b.framesDecoded - a.framesDecoded) / ((held[1].at - adapted.snap[1].at) / 1000);
     note(`${LIMITED} held: ${describe(held)}; ${fmt(fps)} frames/s decoded, freezes ${b.freezeCount}, ` +
       `packetsLost ${b.packetsLost}; relay: ${relay.describe()}`);
-    assert.ok(heightOf(held, limited) < topOf(held), `${LIMITED} went back up under the limit: ${describe(held)}`);
+    assert.ok(!near(heightOf(held, limited), topOf(held)), `${LIMITED} went back up under the limit: ${describe(held)}`);
     // Events told each subscriber its layers and estimate (SubscriptionQualityChanged).
     const quality = (p) => p.page.evaluate(() => Object.values(window.ringcast.quality).find((q) => q.layers > 1));
     const [qLimited, qClean] = [await quality(limited), await quality(clean)];
@@ -177,7 +179,7 @@ async function runCase(t, backend, codec) {
     // The limit lifted: back to the top.
     relay.setRate(null);
     const recovered = await waitFor(`${LIMITED} back on the top layer once the limit was lifted`, RECOVER_TIMEOUT_MS,
-      (snap) => topOf(snap) > 0 && heightOf(snap, limited) === topOf(snap));
+      (snap) => topOf(snap) > 0 && near(heightOf(snap, limited), topOf(snap)));
     note(`recovered ${recovered.ms} ms after the limit was lifted: ${describe(recovered.snap)}`);
     const qRecovered = await quality(limited);
     note(`Events: ${LIMITED} ${JSON.stringify(qRecovered)}`);
@@ -192,7 +194,7 @@ async function runCase(t, backend, codec) {
     await Promise.all([settle(limited, 'VIDEO_QUALITY_LOW'), settle(clean, 'VIDEO_QUALITY_LOW')]);
     const lowest = Math.min(...recovered.snap[0].outbound.filter((s) => s.kind === 'video').map((s) => s.frameHeight || 1e9));
     const capped = await waitFor('both subscribers on the low layer they asked for', ADAPT_TIMEOUT_MS,
-      (snap) => heightOf(snap, limited) === lowest && heightOf(snap, clean) === lowest);
+      (snap) => near(heightOf(snap, limited), lowest) && near(heightOf(snap, clean), lowest));
     note(`both on ${lowest}p ${capped.ms} ms after asking for VIDEO_QUALITY_LOW`);
     const encoded = (snap, rid) => snap[0].outbound.find((s) => s.kind === 'video' && s.rid === rid)?.framesEncoded || 0;
     const paused = await waitFor('the publisher told to stop h and f, and stopping them', PAUSE_TIMEOUT_MS, (snap) => {
@@ -210,7 +212,7 @@ async function runCase(t, backend, codec) {
     assert.ok(encoded(after, 'q') > encoded(before, 'q'), 'q stopped too');
     await settle(clean, 'VIDEO_QUALITY_UNSPECIFIED');
     const resumed = await waitFor(`${CLEAN} on the top layer again once it lifted its cap`, RECOVER_TIMEOUT_MS,
-      (snap) => heightOf(snap, clean) === topOf(recovered.snap) && heightOf(snap, limited) === lowest);
+      (snap) => near(heightOf(snap, clean), topOf(recovered.snap)) && near(heightOf(snap, limited), lowest));
     note(`resumed: ${CLEAN} decodes ${heightOf(resumed.snap, clean)}p ${resumed.ms} ms after lifting its cap`);
 
     const samples = await fetchMetrics(server.httpUrl);
