@@ -7,7 +7,7 @@
 // Facts about Chromium and Firefox on these machines: shared/PEERS.md.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -27,6 +27,13 @@ export const FIREFOX_PATH = process.env.FIREFOX_PATH || '/usr/bin/firefox-esr';
 
 export const API_KEY = 'devkey';
 export const API_SECRET = 'devsecret-for-local-testing-only';
+/** A secret for a server that listens beyond loopback, which refuses the development one. */
+export const OFF_LOOPBACK_API_SECRET = 'interop-tests-off-loopback-secret';
+let tokenSecret = API_SECRET;
+/** The secret `mintToken` signs with from now on (the server's `--api-secret`). */
+export function signTokensWith(secret) {
+  tokenSecret = secret;
+}
 
 export const SERVER_START_TIMEOUT_MS = 15_000;
 export const SERVER_STOP_TIMEOUT_MS = 5_000;
@@ -64,7 +71,7 @@ export function mintToken(identity, grants, ttlSecs = 600) {
     iss: API_KEY, sub: identity, nbf: now, exp: now + ttlSecs,
     grants: { room: '', admin: false, publish: false, subscribe: false, ...grants },
   });
-  const sig = crypto.createHmac('sha256', API_SECRET).update(`${header}.${claims}`).digest('base64url');
+  const sig = crypto.createHmac('sha256', tokenSecret).update(`${header}.${claims}`).digest('base64url');
   return `${header}.${claims}.${sig}`;
 }
 
@@ -124,16 +131,16 @@ export async function mediaCountersLine(httpUrl, names = MEDIA_COUNTERS) {
  *   logTag     part of the log file name
  * The returned object has grpcUrl, httpUrl, logPath, output(), tail(n), stop().
  */
-export async function startRingcast({ backend, logLevel = 'info', logTag = 'interop' }) {
+export async function startRingcast({ backend, logLevel = 'info', logTag = 'interop', grpcAddr = '127.0.0.1:0', extraArgs = [] }) {
   if (!fs.existsSync(RINGCAST_BIN)) {
     throw new Error(`ringcast binary not found at ${RINGCAST_BIN} (build it, or set RINGCAST_BIN)`);
   }
   const logPath = path.join(os.tmpdir(), `ringcast-${logTag}-${backend}-${process.pid}.log`);
   const logFile = fs.createWriteStream(logPath);
   const args = [
-    '--grpc-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0',
+    '--grpc-addr', grpcAddr, '--http-addr', '127.0.0.1:0',
     '--udp-port-base', '0', '--shards', '1', '--drain-grace-secs', '0',
-    '--media-backend', backend, '--log-level', logLevel, '--log-format', 'text',
+    '--media-backend', backend, '--log-level', logLevel, '--log-format', 'text', ...extraArgs,
   ];
   const env = { ...process.env, NO_COLOR: '1' };
   delete env.RUST_LOG; // --log-level decides
@@ -203,7 +210,7 @@ export async function startRingcast({ backend, logLevel = 'info', logTag = 'inte
  * ringcast-client.js, ringcast.proto and protobufjs' dist/protobuf.min.js on
  * http://127.0.0.1:<ephemeral port>/ (a secure origin for getUserMedia).
  */
-export function startWebServer(pages) {
+export function startWebServer(pages, host = '127.0.0.1') {
   const html = 'text/html; charset=utf-8';
   const js = 'text/javascript; charset=utf-8';
   const files = {
@@ -229,8 +236,9 @@ export function startWebServer(pages) {
   });
   return new Promise((resolve, reject) => {
     server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, host, () => {
       resolve({
+        port: server.address().port,
         url: `http://127.0.0.1:${server.address().port}/`,
         close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
       });
@@ -246,13 +254,13 @@ export function startWebServer(pages) {
  * Returns { name: 'chromium', context, newPage(), close() }; newPage() hands
  * out the initial tab first; close() also removes the profile.
  */
-export async function launchChromium({ extraArgs = [] } = {}) {
+export async function launchChromium({ extraArgs = [], executablePath = CHROMIUM_PATH } = {}) {
   const { chromium } = await import('playwright-core');
   const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringcast-chromium-'));
   let context;
   try {
     context = await withTimeout(chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM_PATH, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs], timeout: 30_000,
+      executablePath, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs], timeout: 30_000,
     }), 35_000, 'launching chromium');
   } catch (e) {
     fs.rmSync(profileDir, { recursive: true, force: true });
@@ -820,4 +828,73 @@ export function startLossyRelay({
       resolve(relay);
     });
   });
+}
+
+/**
+ * A network namespace joined to this one by a veth pair, whose downlink (this side's egress)
+ * a tc tbf qdisc limits to `rateBps` with a `queueBytes` queue: what a client in it receives
+ * goes through a real kernel rate limit. Returns null where namespaces cannot be made (not
+ * root, no iproute2), with the reason in `startShapedNetns.why`.
+ *   link.hostIp / link.nsIp    this side's and the namespace's address (10.201.N.1 / .2)
+ *   link.chromium()            a Chromium executable that runs inside the namespace
+ *   link.setRate(bps | null)   changes or lifts the limit
+ *   link.describe()            the qdisc's counters (sent, dropped, overlimits)
+ *   link.close()               removes the namespace and the pair
+ */
+export function startShapedNetns({ rateBps, queueBytes = 60_000 }) {
+  const n = (process.pid + Math.floor(Math.random() * 1000)) % 250;
+  const ns = `ringcast-cc-${process.pid}-${n}`;
+  const host = `rcc${n}h`;
+  const peer = `rcc${n}n`;
+  const hostIp = `10.201.${n}.1`;
+  const nsIp = `10.201.${n}.2`;
+  const run = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+  const cleanup = () => {
+    try { run('ip', ['link', 'del', host]); } catch (_) { /* gone */ }
+    try { run('ip', ['netns', 'del', ns]); } catch (_) { /* gone */ }
+  };
+  try {
+    if (process.getuid?.() !== 0) throw new Error('not root');
+    run('ip', ['netns', 'add', ns]);
+    run('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', peer]);
+    run('ip', ['link', 'set', peer, 'netns', ns]);
+    run('ip', ['addr', 'add', `${hostIp}/30`, 'dev', host]);
+    run('ip', ['link', 'set', host, 'up']);
+    run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${nsIp}/30`, 'dev', peer]);
+    run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', peer, 'up']);
+    run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+  } catch (e) {
+    cleanup();
+    startShapedNetns.why = `${e.message}`.split('\n')[0];
+    return null;
+  }
+  const wrapper = path.join(os.tmpdir(), `${ns}-chromium.sh`);
+  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM_PATH} "$@"\n`, { mode: 0o755 });
+  const link = {
+    ns, host, hostIp, nsIp, rateBps: null,
+    chromium: () => wrapper,
+    setRate(bps) {
+      link.rateBps = bps;
+      if (bps == null) {
+        try { run('tc', ['qdisc', 'del', 'dev', host, 'root']); } catch (_) { /* none */ }
+      } else {
+        // burst: one packet at a time beyond the rate; limit: the queue, drop-tail.
+        run('tc', ['qdisc', 'replace', 'dev', host, 'root', 'tbf', 'rate', `${bps}bit`, 'burst', '3000',
+          'limit', String(queueBytes)]);
+      }
+    },
+    describe() {
+      let qdisc = '';
+      try { qdisc = run('tc', ['-s', 'qdisc', 'show', 'dev', host]).replace(/\s+/g, ' ').trim(); } catch (e) { qdisc = e.message; }
+      return `netns ${ns} (${nsIp}) behind ${host} (${hostIp}), ${link.rateBps ? `tbf ${link.rateBps} bit/s, ` +
+        `${queueBytes} B queue` : 'no limit'}: ${qdisc}`;
+    },
+    close() {
+      cleanup();
+      fs.rmSync(wrapper, { force: true });
+    },
+  };
+  process.on('exit', cleanup);
+  link.setRate(rateBps);
+  return link;
 }

@@ -6,14 +6,16 @@
 //   - starts the ringcast binary on ephemeral ports with one shard (harness.mjs)
 //     and creates a room over gRPC-Web;
 //   - opens pubsub-page.html in headless Chromium: a publisher sends its fake
-//     camera (960x540, 20 fps) as three-layer VP8 simulcast (q/h/f, scaled down
-//     by 4/2/1) and its microphone; two subscribe-only pages join: 'limited',
-//     whose subscriber transport goes through a UDP relay in this process
-//     (harness.mjs startLossyRelay with no loss and a bottleneck of
-//     RINGCAST_CC_LIMIT_BPS, default 400 kbit/s, with a 60 KB drop-tail queue:
-//     the rate limit a tc tbf qdisc would set; the page rewrites the candidates
-//     of Ringcast's subscriber offer to the relay: ?relayPort=N), and 'clean',
-//     connected directly;
+//     camera (960x540, 20 fps) as three-layer simulcast (q/h/f, scaled down by
+//     4/2/1; VP8 or H.264, one case each) and its microphone; two subscribe-only
+//     pages join: 'clean', connected directly, and 'limited', whose downlink is
+//     limited to RINGCAST_CC_LIMIT_BPS (default 400 kbit/s): its own Chromium
+//     runs in a network namespace joined by a veth pair whose egress a tc tbf
+//     qdisc limits, with a 60 KB queue (harness.mjs startShapedNetns; Ringcast
+//     offers candidates on both sides); where namespaces cannot be made (not
+//     root), or with RINGCAST_CC_LINK=relay, its subscriber transport goes
+//     through a UDP relay in this process with the same bottleneck instead
+//     (startLossyRelay; the page rewrites Ringcast's candidates: ?relayPort=N);
 //   - both negotiate transport-cc: Ringcast stamps transport-wide sequence
 //     numbers on what it sends each, and estimates each one's downlink from its
 //     feedback;
@@ -48,13 +50,17 @@ import crypto from 'node:crypto';
 import {
   backendsFromEnv, candidates, closeCase, createRoom, fetchMetrics, fmt, inboundFrom, launchChromium, leaveAndStop,
   mintToken, openPubsubPage, pubsubDiagnostics, pubsubSnapshot, sleep, startLossyRelay, startPubsubPages,
-  startRingcast, startWebServer, sumMetric, waitForMedia, BACKGROUND_TAB_ARGS,
+  signTokensWith, startRingcast, startShapedNetns, startWebServer, sumMetric, waitForMedia, API_SECRET,
+  BACKGROUND_TAB_ARGS, OFF_LOOPBACK_API_SECRET,
 } from './harness.mjs';
 
 const BACKENDS = backendsFromEnv('io-uring');
 const LOG_LEVEL = process.env.RINGCAST_TEST_LOG_LEVEL || 'info';
 const LIMIT_BPS = Number(process.env.RINGCAST_CC_LIMIT_BPS || 400_000);
 const CODECS = (process.env.RINGCAST_CC_CODECS || 'VP8,H264').split(',').map((c) => c.trim()).filter(Boolean);
+// netns: the limited subscriber's Chromium runs in a network namespace behind a tc tbf limit
+// (falling back to the relay where namespaces cannot be made); relay: behind the UDP relay.
+const LINK = process.env.RINGCAST_CC_LINK || 'netns';
 
 const GATHER_TIMEOUT_MS = 10_000;
 const CONNECT_TIMEOUT_MS = 20_000;
@@ -79,29 +85,45 @@ async function runCase(t, backend, codec) {
   const note = (s) => t.diagnostic(`[${backend} ${codec}] ${s}`);
   let server;
   let relay;
+  let link;
   let web;
   let browser;
+  let nsBrowser;
   const pages = [];
   let passed = false;
   try {
-    server = await startRingcast({ backend, logLevel: LOG_LEVEL, logTag: 'congestion' });
-    note(`ringcast ${server.grpcUrl} (gRPC-Web), ${server.httpUrl} (metrics); log: ${server.logPath} ` +
+    link = LINK === 'netns' ? startShapedNetns({ rateBps: LIMIT_BPS }) : null;
+    signTokensWith(link ? OFF_LOOPBACK_API_SECRET : API_SECRET);
+    if (LINK === 'netns' && !link) note(`no network namespace (${startShapedNetns.why}): the limited subscriber goes through the relay`);
+    // With a namespace: candidates and gRPC-Web on its side of the pair too.
+    server = await startRingcast({
+      backend, logLevel: LOG_LEVEL, logTag: 'congestion',
+      grpcAddr: link ? '0.0.0.0:0' : '127.0.0.1:0',
+      // Off loopback the development secret is refused: a test secret, the tokens signed with it.
+      extraArgs: link ? ['--public-ip', `127.0.0.1,${link.hostIp}`, '--api-secret', OFF_LOOPBACK_API_SECRET] : [],
+    });
+    const grpcUrl = server.grpcUrl.replace('0.0.0.0', '127.0.0.1');
+    note(`ringcast ${grpcUrl} (gRPC-Web), ${server.httpUrl} (metrics); log: ${server.logPath} ` +
       '(kept if the case fails)');
     const room = `congestion-${backend}-${crypto.randomBytes(4).toString('hex')}`;
-    await createRoom(server.grpcUrl, room, 8);
-    relay = await startLossyRelay({ lossRate: 0, seed: 1, rateBps: LIMIT_BPS });
-    web = await startWebServer({ '/': 'pubsub-page.html' });
+    await createRoom(grpcUrl, room, 8);
+    if (!link) relay = await startLossyRelay({ lossRate: 0, seed: 1, rateBps: LIMIT_BPS });
+    const shaper = link || relay;
+    web = await startWebServer({ '/': 'pubsub-page.html' }, link ? '0.0.0.0' : '127.0.0.1');
     browser = await launchChromium({ extraArgs: BACKGROUND_TAB_ARGS });
+    if (link) nsBrowser = await launchChromium({ extraArgs: BACKGROUND_TAB_ARGS, executablePath: link.chromium() });
 
     const pub = await openPubsubPage(browser, web.url, PUBLISHER);
-    const limited = await openPubsubPage(browser, web.url, LIMITED, `?relayPort=${relay.port}`);
+    const limited = link
+      ? await openPubsubPage(nsBrowser, `http://${link.hostIp}:${web.port}/`, LIMITED)
+      : await openPubsubPage(browser, web.url, LIMITED, `?relayPort=${relay.port}`);
     const clean = await openPubsubPage(browser, web.url, CLEAN);
     pages.push(pub, limited, clean);
     const subscribers = [limited, clean];
-    const diagnostics = async (opts) => `${await pubsubDiagnostics(pages, server, opts)}\n\n${relay.describe()}`;
+    const diagnostics = async (opts) => `${await pubsubDiagnostics(pages, server, opts)}\n\n${shaper.describe()}`;
     const timeouts = { gatherTimeoutMs: GATHER_TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS, diagnostics };
 
-    const [published] = await startPubsubPages([pub], server.grpcUrl, () => ({
+    const [published] = await startPubsubPages([pub], grpcUrl, () => ({
       token: mintToken(PUBLISHER, { room, publish: true, subscribe: true }), video: VIDEO_CONSTRAINTS,
       videoEncodings: ENCODINGS, videoCodec: `video/${codec}`,
     }), timeouts);
@@ -111,13 +133,15 @@ async function runCase(t, backend, codec) {
     const { answer } = await pub.page.evaluate(() => window.pubsubPublisherSdps());
     const media = candidates(answer).find((c) => c.address === '127.0.0.1');
     assert.ok(media, `no 127.0.0.1 candidate in Ringcast's publisher answer:\n${answer}`);
-    relay.target = media;
+    if (relay) relay.target = media;
     note(`${PUBLISHER} published ${published.tracks.map((x) => `${x.mimeType} ${x.sid}`).join(', ')} (simulcast ` +
-      `${ENCODINGS.map((e) => e.rid).join('/')}); ${LIMITED} behind 127.0.0.1:${relay.port} -> ` +
-      `${media.address}:${media.port} at ${LIMIT_BPS} bit/s`);
+      `${ENCODINGS.map((e) => e.rid).join('/')}); ${LIMITED} behind ${link ? `a tc tbf limit in netns ${link.ns} ` +
+      `(${link.nsIp})` : `the relay 127.0.0.1:${relay.port} -> ${media.address}:${media.port}`} at ${LIMIT_BPS} bit/s`);
 
-    await startPubsubPages(subscribers, server.grpcUrl, (p) => ({
+    await startPubsubPages(subscribers, grpcUrl, (p) => ({
       token: mintToken(p.identity, { room, subscribe: true }), publish: false,
+      // From the namespace, Ringcast is at this side's address of the pair.
+      ...(link && p === limited ? { grpcUrl: server.grpcUrl.replace('0.0.0.0', link.hostIp) } : {}),
     }), timeouts);
     const expectations = subscribers.flatMap((page) => ['video', 'audio'].map((kind) => ({ page, publisher: PUBLISHER, kind })));
     const { ms } = await waitForMedia(pages, expectations, { timeoutMs: MEDIA_TIMEOUT_MS, diagnostics });
@@ -165,7 +189,7 @@ async function runCase(t, backend, codec) {
     const [b] = inboundFrom(held[1], PUBLISHER, 'video');
     const fps = (b.framesDecoded - a.framesDecoded) / ((held[1].at - adapted.snap[1].at) / 1000);
     note(`${LIMITED} held: ${describe(held)}; ${fmt(fps)} frames/s decoded, freezes ${b.freezeCount}, ` +
-      `packetsLost ${b.packetsLost}; relay: ${relay.describe()}`);
+      `packetsLost ${b.packetsLost}; ${shaper.describe()}`);
     assert.ok(!near(heightOf(held, limited), topOf(held)), `${LIMITED} went back up under the limit: ${describe(held)}`);
     // Events told each subscriber its layers and estimate (SubscriptionQualityChanged).
     const quality = (p) => p.page.evaluate(() => Object.values(window.ringcast.quality).find((q) => q.layers > 1));
@@ -177,7 +201,7 @@ async function runCase(t, backend, codec) {
     assert.ok(fps >= 5, `${LIMITED} decodes ${fmt(fps)} frames/s under the limit\n${await diagnostics()}`);
 
     // The limit lifted: back to the top.
-    relay.setRate(null);
+    shaper.setRate(null);
     const recovered = await waitFor(`${LIMITED} back on the top layer once the limit was lifted`, RECOVER_TIMEOUT_MS,
       (snap) => topOf(snap) > 0 && near(heightOf(snap, limited), topOf(snap)));
     note(`recovered ${recovered.ms} ms after the limit was lifted: ${describe(recovered.snap)}`);
@@ -225,13 +249,16 @@ async function runCase(t, backend, codec) {
       `${switches} layer switches; REMB to the publisher ${remb || '-'}`);
     assert.ok(fbIn > 0, 'no transport-wide feedback from the subscribers');
 
-    await leaveAndStop(pages, browser, server, note);
+    await leaveAndStop(pages, [browser, nsBrowser].filter(Boolean), server, note);
     browser = null;
+    nsBrowser = null;
     note(`case took ${Date.now() - began} ms`);
     passed = true;
   } finally {
     if (relay) relay.close();
-    await closeCase({ browser, web, server, passed });
+    await closeCase({ browser: [browser, nsBrowser], web, server, passed });
+    if (link) link.close();
+    signTokensWith(API_SECRET);
   }
 }
 
