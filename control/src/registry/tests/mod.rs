@@ -88,6 +88,22 @@ impl Fixture {
     fn events(&mut self, room: &str, who: &str) -> EventReader {
         self.reg.events(&rn(room), &id(who)).unwrap()
     }
+
+    /// Room "r" with alice and bob in it, alice publishing Chromium's offer: what she published.
+    fn alice_publishes_to_bob(&mut self) -> PublishResult {
+        self.room("r");
+        self.join("r", "alice");
+        self.join("r", "bob");
+        self.publish("r", "alice", CHROMIUM_PUBLISH)
+    }
+
+    /// `who`, in room "r", answers the subscriber offer it is made now (Chromium's answer).
+    fn answer(&mut self, who: &str) {
+        let offer = self.reg.subscribe(&rn("r"), &id(who)).unwrap();
+        self.reg
+            .subscribe_answer(&rn("r"), &id(who), offer.version, CHROMIUM_SUBSCRIBE_ANSWER)
+            .unwrap();
+    }
 }
 
 fn drain(rx: &mut EventReader) -> Vec<ParticipantEvent> {

@@ -206,19 +206,8 @@ fn a_subscriber_that_declines_rtx_gets_plain_retransmissions() {
 #[test]
 fn subscribers_hear_what_their_subscriptions_are_sent() {
     let mut f = fixture(1);
-    f.room("r");
-    f.join("r", "alice");
-    f.join("r", "bob");
-    let res = f.publish("r", "alice", CHROMIUM_PUBLISH);
-    let offer = f.reg.subscribe(&rn("r"), &id("bob")).unwrap();
-    f.reg
-        .subscribe_answer(
-            &rn("r"),
-            &id("bob"),
-            offer.version,
-            CHROMIUM_SUBSCRIBE_ANSWER,
-        )
-        .unwrap();
+    let res = f.alice_publishes_to_bob();
+    f.answer("bob");
     let alice_pub = f
         .plane
         .transports()
@@ -268,10 +257,7 @@ fn subscribers_hear_what_their_subscriptions_are_sent() {
 #[test]
 fn publishers_hear_which_layers_are_needed() {
     let mut f = fixture(1);
-    f.room("r");
-    f.join("r", "alice");
-    f.join("r", "bob");
-    let res = f.publish("r", "alice", CHROMIUM_PUBLISH);
+    let res = f.alice_publishes_to_bob();
     let video = res.tracks[1].clone();
     let num = f
         .plane

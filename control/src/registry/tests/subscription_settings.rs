@@ -28,20 +28,10 @@ fn subscribed(f: &Fixture) -> Vec<SubscriptionSpec> {
         .collect()
 }
 
-fn answer(f: &mut Fixture, who: &str) {
-    let offer = f.reg.subscribe(&rn("r"), &id(who)).unwrap();
-    f.reg
-        .subscribe_answer(&rn("r"), &id(who), offer.version, CHROMIUM_SUBSCRIBE_ANSWER)
-        .unwrap();
-}
-
 #[test]
 fn settings_reach_the_shard_before_and_after_the_answer() {
     let mut f = fixture(1);
-    f.room("r");
-    f.join("r", "alice");
-    f.join("r", "bob");
-    let res = f.publish("r", "alice", CHROMIUM_PUBLISH);
+    let res = f.alice_publishes_to_bob();
     let video = res.tracks[1].sid.to_string();
     let small = SubscriptionSettings {
         max_layer: Some(1),
@@ -54,7 +44,7 @@ fn settings_reach_the_shard_before_and_after_the_answer() {
         .update_subscription_settings(&rn("r"), &id("bob"), std::slice::from_ref(&video), small)
         .unwrap();
     assert!(configured(&f).is_empty(), "nothing on the shard yet");
-    answer(&mut f, "bob");
+    f.answer("bob");
     let subs = subscribed(&f);
     assert_eq!(subs.len(), 2);
     assert_eq!(subs[0].settings, SubscriptionSettings::default(), "audio");
@@ -92,12 +82,9 @@ fn settings_reach_the_shard_before_and_after_the_answer() {
 #[test]
 fn a_refused_setting_changes_nothing() {
     let mut f = fixture(1);
-    f.room("r");
-    f.join("r", "alice");
-    f.join("r", "bob");
-    let res = f.publish("r", "alice", CHROMIUM_PUBLISH);
+    let res = f.alice_publishes_to_bob();
     let video = res.tracks[1].sid.to_string();
-    answer(&mut f, "bob");
+    f.answer("bob");
     f.plane.refuse_when(|shard, cmd| {
         matches!(cmd, ShardCommand::ConfigureSubscription { .. }).then(|| PlaneError::Busy(shard))
     });
