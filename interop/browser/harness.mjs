@@ -858,6 +858,10 @@ export function startShapedNetns({ rateBps, queueBytes = 60_000 }) {
     run('ip', ['netns', 'add', ns]);
     run('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', peer]);
     run('ip', ['link', 'set', peer, 'netns', ns]);
+    // No IPv6 link-local addresses: one appearing a second later (after DAD) is a network
+    // change to Chromium, which fails the requests under way with ERR_NETWORK_CHANGED.
+    run('ip', ['link', 'set', 'dev', host, 'addrgenmode', 'none']);
+    run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'dev', peer, 'addrgenmode', 'none']);
     run('ip', ['addr', 'add', `${hostIp}/30`, 'dev', host]);
     run('ip', ['link', 'set', host, 'up']);
     run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${nsIp}/30`, 'dev', peer]);

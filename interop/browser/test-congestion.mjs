@@ -9,7 +9,8 @@
 //     camera (960x540, 20 fps) as three-layer simulcast (q/h/f, scaled down by
 //     4/2/1; VP8 or H.264, one case each) and its microphone; two subscribe-only
 //     pages join: 'clean', connected directly, and 'limited', whose downlink is
-//     limited to RINGCAST_CC_LIMIT_BPS (default 400 kbit/s): its own Chromium
+//     limited to RINGCAST_CC_LIMIT_BPS (default 400 kbit/s for VP8, 200 for
+//     H.264): its own Chromium
 //     runs in a network namespace joined by a veth pair whose egress a tc tbf
 //     qdisc limits, with a 60 KB queue (harness.mjs startShapedNetns; Ringcast
 //     offers candidates on both sides); where namespaces cannot be made (not
@@ -38,7 +39,7 @@
 //   RINGCAST_BIN            server binary (default ../../target/debug/ringcast)
 //   RINGCAST_MEDIA_BACKEND  backends, comma-separated (default io-uring)
 //   RINGCAST_TEST_LOG_LEVEL server --log-level (default info)
-//   RINGCAST_CC_LIMIT_BPS   the limited subscriber's downlink (default 400000)
+//   RINGCAST_CC_LIMIT_BPS   the limited subscriber's downlink (default 400000; H.264 200000)
 //   RINGCAST_CC_CODECS      the publisher's video codecs, one case each, comma-separated
 //                           (default VP8,H264: simulcast of either)
 //   CHROMIUM_PATH           browser (default /usr/bin/chromium)
@@ -56,7 +57,10 @@ import {
 
 const BACKENDS = backendsFromEnv('io-uring');
 const LOG_LEVEL = process.env.RINGCAST_TEST_LOG_LEVEL || 'info';
-const LIMIT_BPS = Number(process.env.RINGCAST_CC_LIMIT_BPS || 400_000);
+// Chromium's H.264 encoder sends the fake camera's 540p layer well under its target bitrate,
+// near enough to 400 kbit/s that a link of that size sometimes carries it (the top layer
+// then fits, and nothing is wrong): H.264 gets a narrower link.
+const limitFor = (codec) => Number(process.env.RINGCAST_CC_LIMIT_BPS || (codec === 'H264' ? 200_000 : 400_000));
 const CODECS = (process.env.RINGCAST_CC_CODECS || 'VP8,H264').split(',').map((c) => c.trim()).filter(Boolean);
 // netns: the limited subscriber's Chromium runs in a network namespace behind a tc tbf limit
 // (falling back to the relay where namespaces cannot be made); relay: behind the UDP relay.
@@ -92,6 +96,7 @@ async function runCase(t, backend, codec) {
   const pages = [];
   let passed = false;
   try {
+    const LIMIT_BPS = limitFor(codec);
     link = LINK === 'netns' ? startShapedNetns({ rateBps: LIMIT_BPS }) : null;
     signTokensWith(link ? OFF_LOOPBACK_API_SECRET : API_SECRET);
     if (LINK === 'netns' && !link) note(`no network namespace (${startShapedNetns.why}): the limited subscriber goes through the relay`);
@@ -264,7 +269,7 @@ async function runCase(t, backend, codec) {
 
 for (const backend of BACKENDS) {
   for (const codec of CODECS) {
-    test(`${codec} simulcast: a subscriber behind ${LIMIT_BPS / 1000} kbit/s gets a lower layer, the other the top, ` +
+    test(`${codec} simulcast: a subscriber behind ${limitFor(codec) / 1000} kbit/s gets a lower layer, the other the top, ` +
       `it recovers when the limit lifts, and layers nobody asks for pause (media backend ${backend})`,
     { timeout: CASE_TIMEOUT_MS }, (t) => runCase(t, backend, codec));
   }
