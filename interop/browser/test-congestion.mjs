@@ -9,7 +9,7 @@
 //     camera (960x540, 20 fps) as three-layer simulcast (q/h/f, scaled down by
 //     4/2/1; VP8 or H.264, one case each) and its microphone; two subscribe-only
 //     pages join: 'clean', connected directly, and 'limited', whose downlink is
-//     limited to RINGCAST_CC_LIMIT_BPS (default 400 kbit/s for VP8, 200 for
+//     limited to RINGCAST_CC_LIMIT_BPS (default 400 kbit/s for VP8, 300 for
 //     H.264): its own Chromium
 //     runs in a network namespace joined by a veth pair whose egress a tc tbf
 //     qdisc limits, with a 60 KB queue (harness.mjs startShapedNetns; Ringcast
@@ -39,7 +39,7 @@
 //   RINGCAST_BIN            server binary (default ../../target/debug/ringcast)
 //   RINGCAST_MEDIA_BACKEND  backends, comma-separated (default io-uring)
 //   RINGCAST_TEST_LOG_LEVEL server --log-level (default info)
-//   RINGCAST_CC_LIMIT_BPS   the limited subscriber's downlink (default 400000; H.264 200000)
+//   RINGCAST_CC_LIMIT_BPS   the limited subscriber's downlink (default 400000; H.264 300000)
 //   RINGCAST_CC_CODECS      the publisher's video codecs, one case each, comma-separated
 //                           (default VP8,H264: simulcast of either)
 //   CHROMIUM_PATH           browser (default /usr/bin/chromium)
@@ -59,8 +59,9 @@ const BACKENDS = backendsFromEnv('io-uring');
 const LOG_LEVEL = process.env.RINGCAST_TEST_LOG_LEVEL || 'info';
 // Chromium's H.264 encoder sends the fake camera's 540p layer well under its target bitrate,
 // near enough to 400 kbit/s that a link of that size sometimes carries it (the top layer
-// then fits, and nothing is wrong): H.264 gets a narrower link.
-const limitFor = (codec) => Number(process.env.RINGCAST_CC_LIMIT_BPS || (codec === 'H264' ? 200_000 : 400_000));
+// then fits, and nothing is wrong): H.264 gets a narrower link, though not one as narrow as
+// 200 kbit/s, which its low layer and the audio fill (it froze there once).
+const limitFor = (codec) => Number(process.env.RINGCAST_CC_LIMIT_BPS || (codec === 'H264' ? 300_000 : 400_000));
 const CODECS = (process.env.RINGCAST_CC_CODECS || 'VP8,H264').split(',').map((c) => c.trim()).filter(Boolean);
 // netns: the limited subscriber's Chromium runs in a network namespace behind a tc tbf limit
 // (falling back to the relay where namespaces cannot be made); relay: behind the UDP relay.
@@ -200,7 +201,9 @@ async function runCase(t, backend, codec) {
     const quality = (p) => p.page.evaluate(() => Object.values(window.ringcast.quality).find((q) => q.layers > 1));
     const [qLimited, qClean] = [await quality(limited), await quality(clean)];
     note(`Events: ${LIMITED} ${JSON.stringify(qLimited)}, ${CLEAN} ${JSON.stringify(qClean)}`);
-    assert.ok(qLimited && qLimited.targetLayer < qLimited.layers - 1 && qLimited.estimateBps > 0 &&
+    // What it is sent now, as its decoded height said; its target may already be moving up
+    // on a probe that a token bucket's burst let through faster than the link's rate.
+    assert.ok(qLimited && qLimited.currentLayer < qLimited.layers - 1 && qLimited.estimateBps > 0 &&
       qLimited.estimateBps < 1_000_000, `${LIMITED}: the layer and estimate its Events report`);
     assert.ok(qClean && qClean.targetLayer === qClean.layers - 1, `${CLEAN}: the layer its Events report`);
     assert.ok(fps >= 5, `${LIMITED} decodes ${fmt(fps)} frames/s under the limit\n${await diagnostics()}`);
