@@ -127,6 +127,13 @@ class Server:
         with urllib.request.urlopen(f"http://{self.http_addr}/metrics", timeout=timeout) as r:
             return r.read().decode()
 
+    def metrics_text(self) -> str:
+        """GET /metrics, or why it failed (for failure messages and polls that retry)."""
+        try:
+            return self.metrics()
+        except Exception as e:  # noqa: BLE001 - only for the failure message
+            return f"(GET /metrics failed: {e!r})"
+
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 10 s; returns the exit code."""
         if self.proc.poll() is None:

@@ -138,16 +138,10 @@ class Case:
         report = await self.pc.getStats()
         return sum(s.packetsSent for s in report.values() if s.type == "outbound-rtp")
 
-    def metrics_text(self) -> str:
-        try:
-            return self.server.metrics()
-        except Exception as e:  # noqa: BLE001 - only for the failure message
-            return f"(GET /metrics failed: {e!r})"
-
     def explain(self, what: str, metrics: str | None = None) -> str:
         if metrics is None:
             time.sleep(0.3)  # shards publish their counters every 250 ms
-            metrics = self.metrics_text()
+            metrics = self.server.metrics_text()
         return (
             f"{what}\n"
             f"--- case: --media-backend {self.backend} --srtp-profile {self.profile}, "
@@ -248,7 +242,7 @@ class Case:
         want_backend = BACKEND_LABEL[self.backend]
         deadline = time.monotonic() + METRICS_TIMEOUT
         while True:
-            text = await asyncio.to_thread(self.metrics_text)
+            text = await asyncio.to_thread(self.server.metrics_text)
             s = parse_metrics(text)
             rtp = metric_sum(s, "ringcast_srtp_packets_in_total", kind="rtp")
             rtcp = metric_sum(s, "ringcast_srtp_packets_in_total", kind="rtcp")

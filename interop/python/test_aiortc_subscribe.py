@@ -214,16 +214,10 @@ class Case:
 
     # --- diagnostics ---------------------------------------------------------------
 
-    def metrics_text(self) -> str:
-        try:
-            return self.server.metrics()
-        except Exception as e:  # noqa: BLE001 - only for the failure message
-            return f"(GET /metrics failed: {e!r})"
-
     def explain(self, what: str, metrics: str | None = None) -> str:
         if metrics is None:
             time.sleep(0.3)  # shards publish their counters every 250 ms
-            metrics = self.metrics_text()
+            metrics = self.server.metrics_text()
         pcs = []
         for name, pc in (("publisher", self.pub_pc), ("subscriber", self.sub_pc)):
             if pc is not None:
@@ -480,7 +474,7 @@ class Case:
         # --- /metrics: forwarded, no auth failures, an estimate from REMB, no transport-cc ---
         deadline = time.monotonic() + METRICS_TIMEOUT
         while True:
-            text = await asyncio.to_thread(self.metrics_text)
+            text = await asyncio.to_thread(self.server.metrics_text)
             s = parse_metrics(text)
             forwarded = metric_sum(s, "ringcast_rtp_forwarded_total")
             auth_failed = metric_sum(s, "ringcast_drops_total", reason="srtp_auth_failed")
@@ -533,7 +527,7 @@ class Case:
         others = {q.track_sid for q in self.events.of("subscription_quality")} - {video_sid}
         assert not others, self.explain(f"subscriptionQuality for other tracks {others}")
 
-        final = await asyncio.to_thread(self.metrics_text)
+        final = await asyncio.to_thread(self.server.metrics_text)
         fs = parse_metrics(final)
         assert metric_sum(fs, "ringcast_twcc_feedback_received_total") == 0, self.explain(
             "transport-cc feedback received", final

@@ -211,14 +211,8 @@ class Drain:
         rows.sort(key=lambda r: r[0])
         return "\n".join(f"{self.rel(t):+7.2f} s  {w}" for t, w in rows)
 
-    def metrics_text(self) -> str:
-        try:
-            return self.server.metrics()
-        except Exception as e:  # noqa: BLE001
-            return f"(GET /metrics failed: {e!r})"
-
     def metrics_for_message(self) -> str:
-        text = self.metrics_text()
+        text = self.server.metrics_text()
         if text.startswith("(GET /metrics failed"):
             return text
         return metric_lines(text, *METRIC_PREFIXES)
@@ -246,7 +240,7 @@ class Drain:
             return e.code()
 
     async def rtp(self) -> float | None:
-        text = await asyncio.to_thread(self.metrics_text)
+        text = await asyncio.to_thread(self.server.metrics_text)
         if text.startswith("(GET /metrics failed"):
             return None
         return metric_sum(parse_metrics(text), "ringcast_srtp_packets_in_total", kind="rtp")
