@@ -10,9 +10,15 @@
 
 use crate::history::{ClusterId, PacketResult};
 
-/// How long a probe cluster lasts at its rate.
+/// How long a probe cluster lasts at its rate, at least.
 const PROBE_DURATION_US: u64 = 15_000;
-const MIN_PROBE_PACKETS: u32 = 5;
+/// Enough packets and bytes that the half of a cluster measured on arrival (see `measure`) is
+/// past what a token bucket's burst lets through at once (`tc tbf` needs a burst of at least a
+/// few packets; 6 kB covers twice the usual 3 kB).
+const MIN_PROBE_PACKETS: u32 = 8;
+const MIN_PROBE_BYTES: u32 = 6000;
+/// Arrivals kept per cluster for the measurement; later ones count only in the totals.
+const TRACKED: usize = 64;
 /// A cluster with no complete feedback by then is judged on what came back.
 const CLUSTER_TIMEOUT_US: i64 = 1_000_000;
 /// Between periodic probes.
@@ -48,6 +54,17 @@ struct Cluster {
     first_arrival_us: i64,
     first_arrival_size: u32,
     last_arrival_us: i64,
+    /// The first `TRACKED` packets reported, in report order.
+    arrivals: [Report; TRACKED],
+    tracked: usize,
+}
+
+/// One packet of a cluster as its feedback told: sent and (unless lost) received at, µs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Report {
+    sent_us: i64,
+    received_us: Option<i64>,
+    size: u32,
 }
 
 /// Asks for probes and measures them.
@@ -96,7 +113,7 @@ impl ProbeController {
         let bitrate = bitrate as u64;
         let id = ClusterId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
-        let min_bytes = (bitrate * PROBE_DURATION_US / 8_000_000) as u32;
+        let min_bytes = ((bitrate * PROBE_DURATION_US / 8_000_000) as u32).max(MIN_PROBE_BYTES);
         *free = Some(ProbeCluster {
             id,
             bitrate,
@@ -163,6 +180,8 @@ impl ProbeController {
             first_arrival_us: 0,
             first_arrival_size: 0,
             last_arrival_us: 0,
+            arrivals: [Report::default(); TRACKED],
+            tracked: 0,
         });
         Some(probe)
     }
@@ -186,6 +205,14 @@ impl ProbeController {
         let Some(id) = r.cluster else { return };
         let Some(c) = self.cluster(id) else { return };
         c.reported += 1;
+        if let Some(slot) = c.arrivals.get_mut(c.tracked) {
+            *slot = Report {
+                sent_us: r.sent_us,
+                received_us: r.received_us,
+                size: r.size,
+            };
+            c.tracked += 1;
+        }
         let Some(at) = r.received_us else { return };
         if c.received == 0 || at < c.first_arrival_us {
             c.first_arrival_us = at;
@@ -227,7 +254,12 @@ impl ProbeController {
 /// the packets' span (leaving out the size of the packet that opens the receive span and of the
 /// one that closes the send span); a receive rate well under the send rate means the probe hit
 /// the bottleneck (the second value), and a little under what arrived is taken.
-fn measure(c: &Cluster) -> Option<(f64, bool)> {
+///
+/// The receive rate is the lower of the whole span's and its later half's: a token bucket
+/// (a `tc tbf` shaper, a mobile network's policer) lets the cluster's first packets through at
+/// once while it holds tokens and only the rest at its rate, so over the whole span a probe
+/// reads well above the link.
+fn measure(c: &mut Cluster) -> Option<(f64, bool)> {
     if c.received < 2 || f64::from(c.received) < 0.8 * f64::from(c.probe.min_packets) {
         return None;
     }
@@ -237,15 +269,44 @@ fn measure(c: &Cluster) -> Option<(f64, bool)> {
         return None;
     }
     let send = (c.sent_bytes - u64::from(c.last_send_size)) as f64 * 8e6 / send_us as f64;
-    let recv = (c.received_bytes - u64::from(c.first_arrival_size)) as f64 * 8e6 / recv_us as f64;
+    let mut recv =
+        (c.received_bytes - u64::from(c.first_arrival_size)) as f64 * 8e6 / recv_us as f64;
     if recv > 2.0 * send {
         return None;
+    }
+    if let Some(tail) = tail_rate(&mut c.arrivals[..c.tracked]) {
+        recv = recv.min(tail);
     }
     if recv < DELIVERED * send {
         Some((0.95 * recv, true))
     } else {
         Some((send.min(recv), false))
     }
+}
+
+/// The receive rate of the later half (in send order) of a cluster's packets. A packet lost
+/// among them counts as delivered, as random loss past the bottleneck is (a probe that
+/// overflows the bottleneck's queue shows in the rest of its arrivals anyway); lost ones at
+/// the half's ends are left out, having no arrival to bound them.
+fn tail_rate(reports: &mut [Report]) -> Option<f64> {
+    if reports.len() < 4 {
+        return None;
+    }
+    reports.sort_unstable_by_key(|r| r.sent_us);
+    let tail = &reports[reports.len() / 2..];
+    let first = tail.iter().position(|r| r.received_us.is_some())?;
+    let last = tail.iter().rposition(|r| r.received_us.is_some())?;
+    let tail = &tail[first..=last];
+    let arrivals = tail.iter().filter_map(|r| r.received_us);
+    let (opens, closes) = (arrivals.clone().min()?, arrivals.max()?);
+    let span = closes - opens;
+    if span <= 0 {
+        return None;
+    }
+    // Without the size of the packet that opens the span.
+    let opener = tail.iter().find(|r| r.received_us == Some(opens))?.size;
+    let bytes: u64 = tail.iter().map(|r| u64::from(r.size)).sum::<u64>() - u64::from(opener);
+    Some(bytes as f64 * 8e6 / span as f64)
 }
 
 #[cfg(test)]
@@ -276,12 +337,12 @@ mod tests {
         assert_eq!((a.bitrate, b.bitrate), (3_000_000, 5_000_000));
         assert_eq!(p.poll(0), None);
         // Cluster a sent at 3 Mbit/s (1000 bytes every 2.67 ms), received at 2 Mbit/s.
-        for i in 0..6i64 {
+        for i in 0..12i64 {
             p.on_sent(a.id, 1000, i * 2667);
             p.on_result(&result(a.id, i as u64, i * 2667, Some(10_000 + i * 4000)));
         }
         // b is lost entirely, judged at its timeout.
-        for i in 0..6i64 {
+        for i in 0..12i64 {
             p.on_sent(b.id, 1000, 20_000 + i * 1600);
             p.on_result(&result(b.id, 10 + i as u64, 0, None));
         }
@@ -297,7 +358,7 @@ mod tests {
         p.process(1_000_000.0, 0);
         let a = p.poll(0).unwrap();
         let b = p.poll(0).unwrap();
-        for i in 0..6i64 {
+        for i in 0..12i64 {
             p.on_sent(a.id, 1000, i * 2667);
             p.on_result(&result(a.id, i as u64, i * 2667, Some(10_000 + i * 2667)));
         }
@@ -305,7 +366,7 @@ mod tests {
         assert!((rate - 3_000_000.0).abs() < 1000.0, "{rate}");
         // b is still out: the chain waits for it.
         assert_eq!(p.poll(50_000), None);
-        for i in 0..6i64 {
+        for i in 0..12i64 {
             p.on_sent(b.id, 1000, 20_000 + i * 1333);
             p.on_result(&result(b.id, 10 + i as u64, 0, Some(30_000 + i * 1333)));
         }
@@ -313,6 +374,25 @@ mod tests {
         assert!((rate - 6_000_000.0).abs() < 10_000.0, "{rate}");
         // Twice that is past the wanted rate: probe at the wanted rate.
         assert_eq!(p.poll(80_000).map(|c| c.bitrate), Some(10_000_000));
+    }
+
+    #[test]
+    fn a_token_buckets_burst_is_not_taken_for_the_link() {
+        // 600 kbit/s into `tbf rate 300kbit burst 3000b`: the bucket's 3000 bytes arrive at
+        // once, the rest at 300 kbit/s (1000 bytes every 26.7 ms).
+        let mut p = ProbeController::new(2_000_000, 10_000_000);
+        p.process(300_000.0, 0);
+        let a = p.poll(0).unwrap();
+        let _ = p.poll(0);
+        assert!(a.min_packets >= 8 && a.min_bytes >= 6000, "{a:?}");
+        for i in 0..10i64 {
+            p.on_sent(a.id, 1000, i * 13_333);
+            let at = 20_000 + (i - 2).max(0) * 26_667;
+            p.on_result(&result(a.id, i as u64, i * 13_333, Some(at)));
+        }
+        let rate = p.finish(300_000.0, 400_000).unwrap();
+        // Over the whole span it reads 9000 bytes in 187 ms, 386 kbit/s, "delivered".
+        assert!((rate - 0.95 * 300_000.0).abs() < 1000.0, "{rate}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A sans-IO link simulator for scenario tests (the `test-support` feature): a sender paced at
 //! min(estimate, application rate) plus the probes the estimator asks for, one bottleneck
 //! (capacity changeable over time, a drop-tail FIFO with a byte limit, random loss from a
-//! seeded xorshift, propagation delay), a receiver whose [`ArrivalRecorder`] sends feedback at
+//! seeded xorshift, propagation delay; optionally a token bucket, as `tc tbf` and traffic
+//! policers shape, that lets a burst through at once), a receiver whose [`ArrivalRecorder`] sends feedback at
 //! a fixed interval back over the same delay, and the [`Estimator`] under test.
 //!
 //! Time is a fake clock stepped by 1 ms; link departures are exact within a step.
@@ -23,6 +24,10 @@ const FEEDBACK_MTU: usize = 1200;
 pub struct LinkConfig {
     pub capacity_bps: u64,
     pub queue_bytes: u64,
+    /// A token bucket of this many bytes (refilled at `capacity_bps`) instead of a link that
+    /// serialises every packet at its capacity: a full bucket lets that much through at once.
+    /// 0 for none.
+    pub burst_bytes: u64,
     /// One way, each direction.
     pub delay: Duration,
     /// Probability that a packet leaving the bottleneck is lost.
@@ -30,6 +35,10 @@ pub struct LinkConfig {
     pub seed: u64,
     /// What the application would send with no limit.
     pub app_bps: u64,
+    /// Where the application sends layers (as simulcast does) rather than any rate: the
+    /// highest of these within the estimate (the lowest if none is), each capped by
+    /// `app_bps`. Empty: it sends at the estimate.
+    pub layers_bps: &'static [u64],
     pub feedback_interval: Duration,
 }
 
@@ -38,10 +47,12 @@ impl Default for LinkConfig {
         Self {
             capacity_bps: 3_000_000,
             queue_bytes: 60_000,
+            burst_bytes: 0,
             delay: Duration::from_millis(25),
             loss: 0.0,
             seed: 0x9e37_79b9_7f4a_7c15,
             app_bps: 4_000_000,
+            layers_bps: &[],
             feedback_interval: Duration::from_millis(75),
         }
     }
@@ -92,6 +103,10 @@ pub struct Sim {
     seq: u16,
     budget_bits: f64,
     probing: Option<Probing>,
+    /// The token bucket's fill, bits.
+    tokens: f64,
+    /// Scratch: what left the bottleneck this step (seconds into it, seq, size).
+    departed: Vec<(f64, u16, u32)>,
     next_feedback: Instant,
     next_sample: Instant,
     trace: Vec<Sample>,
@@ -120,6 +135,8 @@ impl Sim {
             seq: 0,
             budget_bits: 0.0,
             probing: None,
+            tokens: cfg.burst_bytes as f64 * 8.0,
+            departed: Vec::new(),
             next_feedback: start + cfg.feedback_interval,
             next_sample: start,
             trace: Vec::new(),
@@ -222,7 +239,16 @@ impl Sim {
                 self.probing = Some(p);
             }
         } else {
-            let rate = self.estimator.target_bitrate().min(self.cfg.app_bps) as f64;
+            let target = self.estimator.target_bitrate();
+            let layers = self.cfg.layers_bps;
+            let rate = layers
+                .iter()
+                .copied()
+                .filter(|&l| l <= target)
+                .max()
+                .or_else(|| layers.iter().copied().min())
+                .unwrap_or(target)
+                .min(self.cfg.app_bps) as f64;
             self.budget_bits = (self.budget_bits + rate * dt).min(4.0 * f64::from(PACKET) * 8.0);
             while self.budget_bits >= f64::from(PACKET) * 8.0 {
                 self.budget_bits -= f64::from(PACKET) * 8.0;
@@ -231,17 +257,46 @@ impl Sim {
         }
         // The bottleneck serves its capacity over [now, now + STEP).
         let cap = self.cfg.capacity_bps.max(1) as f64;
-        let mut budget = cap * dt;
-        let mut at = 0.0;
-        while let Some(head) = self.queue.front_mut() {
-            if head.remaining_bits > budget {
-                head.remaining_bits -= budget;
-                break;
+        let mut departed = std::mem::take(&mut self.departed);
+        departed.clear();
+        if self.cfg.burst_bytes == 0 {
+            let mut budget = cap * dt;
+            let mut at = 0.0;
+            while let Some(head) = self.queue.front_mut() {
+                if head.remaining_bits > budget {
+                    head.remaining_bits -= budget;
+                    break;
+                }
+                budget -= head.remaining_bits;
+                at += head.remaining_bits / cap;
+                departed.push((at, head.seq, head.size));
+                self.queue.pop_front();
             }
-            budget -= head.remaining_bits;
-            at += head.remaining_bits / cap;
-            let (seq, size) = (head.seq, head.size);
-            self.queue.pop_front();
+        } else {
+            // A packet leaves once the bucket holds its size; the bucket refills at capacity.
+            let burst = self.cfg.burst_bytes as f64 * 8.0;
+            let mut t = 0.0;
+            loop {
+                let Some(head) = self.queue.front() else {
+                    self.tokens = (self.tokens + (dt - t) * cap).min(burst);
+                    break;
+                };
+                let need = f64::from(head.size) * 8.0;
+                if self.tokens < need {
+                    let wait = (need - self.tokens) / cap;
+                    if t + wait > dt {
+                        self.tokens += (dt - t) * cap;
+                        break;
+                    }
+                    t += wait;
+                    self.tokens = need;
+                }
+                self.tokens -= need;
+                departed.push((t, head.seq, head.size));
+                self.queue.pop_front();
+            }
+        }
+        for &(at, seq, size) in &departed {
             self.queued_bytes -= u64::from(size);
             if self.random() < self.cfg.loss {
                 self.lost += 1;
@@ -250,6 +305,7 @@ impl Sim {
             let left = now + Duration::from_secs_f64(at);
             self.propagating.push_back((left + self.cfg.delay, seq));
         }
+        self.departed = departed;
         let end = now + STEP;
         while let Some(&(at, seq)) = self.propagating.front() {
             if at > end {

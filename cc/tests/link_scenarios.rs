@@ -137,3 +137,47 @@ fn a_1_mbit_link_is_not_estimated_far_above_for_long() {
     );
     assert!(mean >= 800_000, "mean {mean}: the link is underused");
 }
+
+/// `tc tbf rate 300kbit burst 3000b`, as the browser test's limited subscriber sits behind: a
+/// full bucket lets a short probe cluster through at once, and a probe measured over its whole
+/// arrival span would read several times the link.
+#[test]
+fn a_token_bucket_link_is_not_estimated_above_its_rate_by_its_burst() {
+    let link = LinkConfig {
+        capacity_bps: 300_000,
+        burst_bytes: 3000,
+        app_bps: 1_200_000,
+        layers_bps: &[150_000, 350_000, 1_200_000],
+        ..LinkConfig::default()
+    };
+    let mut sim = Sim::new(link, Config::default());
+    sim.run_for(40 * S);
+    let settled: Vec<_> = sim.trace().iter().filter(|s| s.at >= 4 * S).collect();
+    let above = settled.iter().filter(|s| s.target > 390_000).count();
+    let max = settled.iter().map(|s| s.target).max().unwrap_or(0);
+    let mean = settled.iter().map(|s| s.target).sum::<u64>() / settled.len() as u64;
+    print(sim.trace(), Duration::ZERO, 40 * S);
+    println!(
+        "300 kbit/s token bucket, 3000 B burst: from 4 s on mean {mean}, max {max}, {above} of {} \
+         samples above 1.3 × the rate; probes {}",
+        settled.len(),
+        sim.probes
+    );
+    assert!(max < 600_000, "reached {max}: twice the link");
+    assert!(
+        above * 20 <= settled.len(),
+        "{above} samples above 1.3 × the link"
+    );
+    assert!(mean >= 200_000, "mean {mean}: the link is underused");
+
+    // The limit lifted: back to the top layer.
+    let lifted = sim.elapsed();
+    sim.set_capacity(3_000_000);
+    sim.run_until(lifted + 10 * S, |e| e.target_bitrate() >= 1_100_000);
+    let up = sim.elapsed() - lifted;
+    println!(
+        "at 1.1 Mbit/s {:.2} s after the limit was lifted",
+        up.as_secs_f64()
+    );
+    assert!(up < 10 * S, "still at {}", sim.estimator().target_bitrate());
+}
