@@ -128,6 +128,7 @@ pub struct MediaRouter {
     /// Reused by every share-out and probe round.
     alloc_scratch: Vec<(TransportId, allocate::OrderKey, Slot, usize, allocate::Want)>,
     caps_scratch: Vec<usize>,
+    temporal_scratch: Vec<usize>,
     want_scratch: Vec<allocate::Want>,
     probe_scratch: Vec<TransportId>,
     pub stats: RouterStats,

@@ -3,6 +3,8 @@
 //! simulcast switches (each layer numbers its pictures on its own), as a decoder that tracks
 //! them for missing frames expects.
 
+use crate::sequence::Skips;
+
 /// The fields of a VP8 payload descriptor that Ringcast reads or rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Descriptor {
@@ -88,17 +90,39 @@ pub fn write_rewritten(
 }
 
 /// One subscriber's picture ids and TL0PICIDX for one track: continuous across the segments
-/// it forwards (a simulcast switch, a mute), each segment shifted to follow the last output.
+/// it forwards (a simulcast switch, a mute), each segment shifted to follow the last output,
+/// and across the pictures it is not sent (temporal layers above the one it gets; TL0PICIDX
+/// counts only base-layer pictures, which are always sent, so it needs no closing up).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PictureRewriter {
-    /// The output of the newest picture forwarded (picture id, TL0PICIDX).
-    last_out: Option<(u16, u8)>,
-    /// The current segment's offsets (added mod 2^15 and mod 2^8).
-    offset: Option<(u16, u8)>,
+    /// The newest picture forwarded (extended output picture id, TL0PICIDX).
+    last_out: Option<(u64, u8)>,
+    segment: Option<Segment>,
     rebase: bool,
 }
 
-const PID_MASK: u16 = 0x7FFF;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    /// Width of the input's picture ids (7 or 15).
+    bits: u32,
+    start_in: u64,
+    highest_in: u64,
+    /// out = in + pid_offset + skips above in (mod 2^64, extended); TL0PICIDX + tl0_offset.
+    pid_offset: u64,
+    tl0_offset: u8,
+    skips: Skips,
+}
+
+/// Extends a `bits`-wide counter against the highest extended value seen.
+fn extend_bits(highest: u64, v: u16, bits: u32) -> u64 {
+    let span = 1u64 << bits;
+    let base = highest & !(span - 1);
+    [base.wrapping_sub(span), base, base + span]
+        .into_iter()
+        .map(|b| b | u64::from(v))
+        .min_by_key(|c| c.abs_diff(highest))
+        .unwrap_or(u64::from(v))
+}
 
 impl PictureRewriter {
     /// The next packet starts a new segment (a switch, after a mute).
@@ -106,40 +130,77 @@ impl PictureRewriter {
         self.rebase = true;
     }
 
-    /// The output picture id and TL0PICIDX for a packet of the current segment whose
-    /// descriptor is `d` (missing fields come out as 0, and are not written).
-    pub fn rewrite(&mut self, d: &Descriptor) -> (u16, u8) {
-        let (pid, long) = d.picture_id.unwrap_or((0, true));
-        let mask = if long { PID_MASK } else { 0x7F };
-        let tl0 = d.tl0_pic_idx.unwrap_or(0);
-        let offset = match (self.offset, self.rebase) {
-            (Some(o), false) => o,
-            _ => {
-                let o = match self.last_out {
-                    // The first picture of the segment follows the last one out.
-                    Some((p, t)) => (
-                        p.wrapping_add(1).wrapping_sub(pid) & PID_MASK,
-                        t.wrapping_add(1).wrapping_sub(tl0),
-                    ),
-                    None => (0, 0),
-                };
-                self.offset = Some(o);
-                self.rebase = false;
-                o
-            }
-        };
-        let out = (
-            pid.wrapping_add(offset.0) & mask,
-            tl0.wrapping_add(offset.1),
-        );
-        // Newest by picture id (mod 2^15): late packets of older pictures do not move it.
-        let newer = self
-            .last_out
-            .is_none_or(|(p, _)| (out.0.wrapping_sub(p) & mask) < mask / 2 + 1);
-        if newer {
-            self.last_out = Some(out);
+    fn segment_for(&mut self, pid: u16, bits: u32, tl0: u8) -> &mut Segment {
+        if self.rebase || self.segment.is_some_and(|s| s.bits != bits) {
+            self.segment = None;
         }
-        out
+        self.rebase = false;
+        let last_out = self.last_out;
+        self.segment.get_or_insert_with(|| {
+            let in_ext = u64::from(pid) | (1 << 32);
+            let (pid_offset, tl0_offset) = match last_out {
+                // The first picture of the segment follows the last one out.
+                Some((p, t)) => (
+                    (p + 1).wrapping_sub(in_ext),
+                    t.wrapping_add(1).wrapping_sub(tl0),
+                ),
+                None => (0u64.wrapping_sub(1 << 32), 0),
+            };
+            Segment {
+                bits,
+                start_in: in_ext,
+                highest_in: in_ext,
+                pid_offset,
+                tl0_offset,
+                skips: Skips::default(),
+            }
+        })
+    }
+
+    /// The output picture id and TL0PICIDX for a packet of the current segment whose
+    /// descriptor is `d` (missing fields come out as 0, and are not written); `None` for a
+    /// late packet of a picture from before the segment, or older than the skips remembered:
+    /// it has no place in the output.
+    pub fn rewrite(&mut self, d: &Descriptor) -> Option<(u16, u8)> {
+        let (pid, long) = d.picture_id.unwrap_or((0, true));
+        let bits = if long { 15 } else { 7 };
+        let tl0 = d.tl0_pic_idx.unwrap_or(0);
+        let seg = self.segment_for(pid, bits, tl0);
+        let in_ext = extend_bits(seg.highest_in, pid, bits);
+        if in_ext < seg.start_in {
+            return None;
+        }
+        seg.highest_in = seg.highest_in.max(in_ext);
+        let out = in_ext
+            .wrapping_add(seg.pid_offset)
+            .wrapping_add(seg.skips.above(in_ext)?);
+        let tl0_out = tl0.wrapping_add(seg.tl0_offset);
+        // Newest by picture id: late packets of older pictures do not move it.
+        if self.last_out.is_none_or(|(p, _)| out > p) {
+            self.last_out = Some((out, tl0_out));
+        }
+        Some(((out & ((1 << bits) - 1)) as u16, tl0_out))
+    }
+
+    /// Leaves the picture of a packet whose descriptor is `d` out of the output: the picture
+    /// ids after it close up. Only a picture newer than every one seen is left out this way;
+    /// more packets of it change nothing.
+    pub fn skip(&mut self, d: &Descriptor) {
+        let Some((pid, long)) = d.picture_id else {
+            return;
+        };
+        let bits = if long { 15 } else { 7 };
+        if self.rebase {
+            return;
+        }
+        let Some(seg) = self.segment.as_mut().filter(|s| s.bits == bits) else {
+            return;
+        };
+        let in_ext = extend_bits(seg.highest_in, pid, bits);
+        if in_ext > seg.highest_in && seg.skips.skip(in_ext) {
+            seg.highest_in = in_ext;
+            seg.pid_offset = seg.pid_offset.wrapping_sub(1);
+        }
     }
 }
 
@@ -197,7 +258,7 @@ mod tests {
         // Layer q: pictures 100, 101 (two packets each), TL0 5, 6.
         let q: Vec<(u16, u8)> = [(100, 5), (100, 5), (101, 6), (101, 6)]
             .iter()
-            .map(|&(p, t)| r.rewrite(&desc(p, t)))
+            .map(|&(p, t)| r.rewrite(&desc(p, t)).unwrap())
             .collect();
         assert_eq!(
             q,
@@ -208,7 +269,7 @@ mod tests {
         r.rebase();
         let f: Vec<(u16, u8)> = [(0x7FFE, 250), (0x7FFF, 251), (0, 252), (0x7FFF, 251)]
             .iter()
-            .map(|&(p, t)| r.rewrite(&desc(p, t)))
+            .map(|&(p, t)| r.rewrite(&desc(p, t)).unwrap())
             .collect();
         assert_eq!(
             f,
@@ -217,6 +278,32 @@ mod tests {
         );
         // And back: the next picture after the newest (104), not after the late one.
         r.rebase();
-        assert_eq!(r.rewrite(&desc(500, 40)), (105, 10));
+        assert_eq!(r.rewrite(&desc(500, 40)), Some((105, 10)));
+    }
+
+    #[test]
+    fn skipped_pictures_close_up() {
+        let mut r = PictureRewriter::default();
+        let t = |pid: u16, tl0: u8, tid: u8| Descriptor {
+            tid: Some((tid, false)),
+            ..desc(pid, tl0)
+        };
+        // L1T3 pattern TID 0 2 1 2 0: the subscriber gets TL0 and TL1 only.
+        assert_eq!(r.rewrite(&t(0x7FFE, 9, 0)), Some((0x7FFE, 9)));
+        r.skip(&t(0x7FFF, 9, 2));
+        r.skip(&t(0x7FFF, 9, 2));
+        assert_eq!(r.rewrite(&t(0, 9, 1)), Some((0x7FFF, 9)));
+        r.skip(&t(1, 9, 2));
+        assert_eq!(r.rewrite(&t(2, 10, 0)), Some((0, 10)), "wraps at 15 bits");
+        // A late packet of a picture sent keeps its number; one of a skipped picture is not
+        // skipped twice.
+        assert_eq!(r.rewrite(&t(0, 9, 1)), Some((0x7FFF, 9)));
+        r.skip(&t(1, 9, 2));
+        assert_eq!(r.rewrite(&t(3, 10, 2)), Some((1, 10)));
+        // Older than the segment: no place.
+        assert_eq!(r.rewrite(&t(0x7FF0, 8, 0)), None);
+        // A switch follows on from the newest.
+        r.rebase();
+        assert_eq!(r.rewrite(&t(77, 200, 0)), Some((2, 11)));
     }
 }

@@ -324,6 +324,7 @@ async fn every_rpc_over_grpc() {
         width: 640,
         height: 360,
         priority,
+        max_fps: 0,
     };
     let update =
         |track: &str, s: Option<pb::SubscriptionSettings>| pb::UpdateSubscriptionSettingsRequest {

@@ -82,6 +82,8 @@ pub struct SubscriptionSettings {
     /// Shared out first: higher first, then screen shares, the active speaker, then the
     /// larger rendered size.
     pub priority: u8,
+    /// The highest frame rate it wants (0: any): VP8 temporal layers above it are not sent.
+    pub max_fps: u32,
 }
 
 /// The codecs Ringcast forwards.

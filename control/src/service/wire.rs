@@ -77,6 +77,7 @@ pub(super) fn settings(s: &pb::SubscriptionSettings) -> Result<SubscriptionSetti
         width: s.width,
         height: s.height,
         priority,
+        max_fps: s.max_fps,
     })
 }
 

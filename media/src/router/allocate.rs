@@ -29,6 +29,60 @@ pub struct Want {
     /// The best layer's rate when it last flowed: a layer the publisher paused is still
     /// worth probing for.
     pub best_known: u64,
+    /// The lowest layer's temporal layers, for a budget that cannot carry it whole.
+    pub temporal: TemporalWant,
+}
+
+/// VP8 temporal layers (at most this many: the descriptor's TID has two bits).
+pub const MAX_TEMPORAL: usize = 4;
+
+/// The lowest layer's temporal layers as allocation sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemporalWant {
+    /// What the layer costs up to each temporal layer, bits/s (cumulative, lowest first; 0:
+    /// not measured).
+    pub rates: [u64; MAX_TEMPORAL],
+    /// Temporal layers it has (1: none to drop).
+    pub layers: usize,
+    /// The highest it may be sent now (`MAX_TEMPORAL` or above: all).
+    pub cap: usize,
+}
+
+impl TemporalWant {
+    /// A layer without temporal layers.
+    pub const NONE: TemporalWant = TemporalWant {
+        rates: [0; MAX_TEMPORAL],
+        layers: 1,
+        cap: usize::MAX,
+    };
+
+    fn top(&self) -> usize {
+        self.layers.clamp(1, MAX_TEMPORAL) - 1
+    }
+
+    /// The least it can be sent at: its base temporal layer where that is measured.
+    fn least(&self, whole: u64) -> u64 {
+        match self.rates[0] {
+            0 => whole,
+            r if self.top() > 0 => r.min(whole),
+            _ => whole,
+        }
+    }
+
+    /// As `Want::need`, for temporal layer `t` (the whole layer above the top).
+    fn need(&self, t: usize, whole: u64) -> u64 {
+        let r = if t >= self.top() {
+            whole
+        } else {
+            self.rates[t]
+        };
+        let cap = self.cap.min(self.top());
+        match t.cmp(&cap) {
+            std::cmp::Ordering::Greater => r + r * UP_HEADROOM_PERCENT / 100,
+            std::cmp::Ordering::Equal => r * STAY_PERCENT / 100,
+            std::cmp::Ordering::Less => r,
+        }
+    }
 }
 
 impl Want {
@@ -100,6 +154,41 @@ pub fn allocate(budget: u64, wants: &[Want], caps: &mut [usize]) {
             .unwrap_or(0);
         left -= w.rate(chosen).saturating_sub(w.rate(0)).min(left);
         *cap = chosen;
+    }
+}
+
+/// Where `budget` cannot carry every subscription's lowest layer whole (`allocate` sends them
+/// all anyway), the temporal layers of it each is sent, into `caps` (`usize::MAX`: all):
+/// every one first gets its base temporal layer, then, in priority order, each the highest
+/// that fits what remains, with the same headroom up and stay share as layers. A lower frame
+/// rate rather than a link overrun and a frozen picture. Budgets that carry the lowest layers
+/// leave every temporal layer.
+pub fn thin(budget: u64, wants: &[Want], caps: &mut [usize]) {
+    let whole: u64 = wants.iter().map(|w| w.rate(0)).sum();
+    if budget >= whole {
+        caps.fill(usize::MAX);
+        return;
+    }
+    let least: u64 = wants.iter().map(|w| w.temporal.least(w.rate(0))).sum();
+    let mut left = budget.saturating_sub(least);
+    for (w, cap) in wants.iter().zip(caps.iter_mut()) {
+        let t = &w.temporal;
+        let (base, top) = (t.least(w.rate(0)), t.top());
+        if top == 0 || t.rates[0] == 0 {
+            *cap = usize::MAX;
+            continue;
+        }
+        let chosen = (1..=top)
+            .rev()
+            .find(|&l| t.need(l, w.rate(0)).saturating_sub(base) <= left)
+            .unwrap_or(0);
+        let cost = if chosen >= top {
+            w.rate(0)
+        } else {
+            t.rates[chosen]
+        };
+        left -= cost.saturating_sub(base).min(left);
+        *cap = if chosen >= top { usize::MAX } else { chosen };
     }
 }
 
@@ -228,10 +317,59 @@ mod tests {
             cap,
             may_rise: true,
             best_known: 0,
+            temporal: TemporalWant::NONE,
         }
     }
 
     const SIMULCAST: [u64; 3] = [150 * K, 500 * K, 1500 * K];
+
+    /// The lowest layer in L1T3, as libvpx shares it: 40 %, 60 %, 100 % up to TID 0, 1, 2.
+    fn l1t3(cap: usize) -> Want {
+        Want {
+            temporal: TemporalWant {
+                rates: [60 * K, 90 * K, 150 * K, 0],
+                layers: 3,
+                cap,
+            },
+            ..want(&SIMULCAST, 0)
+        }
+    }
+
+    #[test]
+    fn a_budget_under_the_lowest_layer_drops_temporal_layers() {
+        const ALL: usize = usize::MAX;
+        #[rustfmt::skip]
+        let cases: [(&str, u64, usize, usize); 8] = [
+            // (what, budget, current temporal cap, new one)
+            ("the lowest layer fits whole", 200 * K, 0, ALL),
+            ("all of it stays while the budget carries 85 %", 140 * K, ALL, ALL),
+            ("under that: down to TID 1", 120 * K, ALL, 1),
+            ("TID 1 stays", 100 * K, 1, 1),
+            ("TID 1 needs its headroom to come back", 100 * K, 0, 0),
+            ("and comes back with it", 110 * K, 0, 1),
+            ("all of it needs its headroom too", 145 * K, 1, 1),
+            ("nothing fits: the base layer all the same", 30 * K, ALL, 0),
+        ];
+        for (what, budget, cap, want) in cases {
+            let mut caps = [7];
+            thin(budget, &[l1t3(cap)], &mut caps);
+            assert_eq!(caps, [want], "{what}");
+        }
+        // Shared in order: the first keeps its frame rate, the second gets the base layer.
+        let mut caps = [7, 7];
+        thin(200 * K, &[l1t3(ALL), l1t3(ALL)], &mut caps);
+        assert_eq!(caps, [ALL, 0]);
+        // Nothing to thin (no temporal layers, or none measured): all of it.
+        let unmeasured = Want {
+            temporal: TemporalWant {
+                rates: [0; MAX_TEMPORAL],
+                ..l1t3(ALL).temporal
+            },
+            ..want(&SIMULCAST, 0)
+        };
+        thin(50 * K, &[want(&SIMULCAST, 0), unmeasured], &mut caps);
+        assert_eq!(caps, [ALL, ALL]);
+    }
 
     #[test]
     fn one_subscription_gets_the_best_layer_that_fits() {

@@ -14,7 +14,17 @@ use ringcast_types::{IdMap, SubscriptionSettings, TrackSource, TransportId};
 
 use super::MediaRouter;
 use super::allocate::{self, Want};
+use super::subscription::ANY_TEMPORAL;
 use crate::table::Slot;
+
+/// A subscription's temporal aim as allocation takes it (`usize::MAX`: all).
+fn temporal_cap(target: u8) -> usize {
+    if target == ANY_TEMPORAL {
+        usize::MAX
+    } else {
+        usize::from(target)
+    }
+}
 
 /// How often layer rates are measured and estimates shared out.
 pub const RATE_INTERVAL: Duration = Duration::from_millis(500);
@@ -245,12 +255,18 @@ impl MediaRouter {
                 } else {
                     0
                 };
+                let temporal = if video {
+                    t.temporal_want(temporal_cap(s.temporal_target))
+                } else {
+                    allocate::TemporalWant::NONE
+                };
                 let want = Want {
                     rates,
                     layers,
                     cap,
                     may_rise,
                     best_known,
+                    temporal,
                 };
                 let order = allocate::Order {
                     audio: !video,
@@ -265,6 +281,7 @@ impl MediaRouter {
         // Stable: within a subscriber, in priority order, then in track order.
         wants.sort_by_key(|w| (w.0, w.1));
         let mut caps = std::mem::take(&mut self.caps_scratch);
+        let mut temporal_caps = std::mem::take(&mut self.temporal_scratch);
         let mut want_scratch = std::mem::take(&mut self.want_scratch);
         for group in wants.chunk_by(|a, b| a.0 == b.0) {
             let subscriber = group[0].0;
@@ -292,22 +309,28 @@ impl MediaRouter {
                         w.layers.saturating_sub(1)
                     };
                     self.set_cap(slot, i, cap, now);
+                    self.set_temporal(slot, i, usize::MAX);
                 }
                 continue;
             };
             caps.clear();
             caps.resize(group.len(), 0);
+            temporal_caps.clear();
+            temporal_caps.resize(group.len(), usize::MAX);
             d.shared = Some(budget);
             allocate::allocate(budget, &want_scratch, &mut caps);
-            for (w, &cap) in group.iter().zip(caps.iter()) {
+            allocate::thin(budget, &want_scratch, &mut temporal_caps);
+            for ((w, &cap), &temporal) in group.iter().zip(caps.iter()).zip(&temporal_caps) {
                 let cap = if allocate::Order::is_audio(w.1) {
                     super::forward::ANY_LAYER
                 } else {
                     cap
                 };
                 self.set_cap(w.2, w.3, cap, now);
+                self.set_temporal(w.2, w.3, temporal);
             }
         }
+        self.temporal_scratch = temporal_caps;
         self.caps_scratch = caps;
         self.want_scratch = want_scratch;
         self.alloc_scratch = wants;
@@ -361,6 +384,23 @@ impl MediaRouter {
         self.publisher_limits
             .get(&publisher)
             .map_or(allocate::PUBLISHER_MAX_BITRATE, |l| l.bitrate)
+    }
+
+    /// Sets the highest temporal layer a subscription is sent (`usize::MAX`: all), as its
+    /// budget allows (`temporal`) and its frame rate setting: taken where its next picture
+    /// starts (`Subscription::keeps`).
+    fn set_temporal(&mut self, slot: Slot, i: usize, temporal: usize) {
+        let Some(t) = self.tracks.at_mut(slot) else {
+            return;
+        };
+        let by_fps = match t.subs.get(i) {
+            Some(s) => t.temporal_for_fps(s.forwarding.target, s.config.settings.max_fps),
+            None => return,
+        };
+        if let Some(s) = t.subs.get_mut(i) {
+            let tid = temporal.min(by_fps);
+            s.temporal_target = u8::try_from(tid).unwrap_or(ANY_TEMPORAL);
+        }
     }
 
     /// Sets a subscription's cap; a lower one starts its settling time (`SETTLE_AFTER_DOWN`).

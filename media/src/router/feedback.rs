@@ -234,7 +234,8 @@ impl MediaRouter {
             None => (s.rewrite(out_seq, ts, p.marker), None),
         };
         let mut desc = [0u8; crate::vp8::MAX_LEN];
-        let n = s.descriptor(&p, &mut desc);
+        let d = s.parse_descriptor(&p);
+        let n = s.descriptor(&p, d.as_ref(), &mut desc)?;
         let map = ext_map(&t.config.forwarded_exts, &s.config.exts);
         let d = self.downstream.get_mut(&subscriber);
         let len = send_rewritten(

@@ -27,6 +27,8 @@ pub struct RouterStats {
     /// Subscriptions moved to another simulcast layer.
     pub layer_switches: u64,
     pub forwarded: u64,
+    /// VP8 packets of temporal layers above the one a subscription gets, not sent to it.
+    pub temporal_skipped: u64,
     pub gated: u64,
     pub plis_sent: u64,
     /// Keyframe requests absorbed by the per-track throttle (answered by one PLI).
@@ -163,6 +165,10 @@ impl Metrics {
             (
                 "ringcast_layer_switches_total",
                 s.layer_switches - p.layer_switches,
+            ),
+            (
+                "ringcast_temporal_skipped_total",
+                s.temporal_skipped - p.temporal_skipped,
             ),
         ];
         for (name, delta) in counters {

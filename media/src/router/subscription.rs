@@ -1,6 +1,7 @@
 //! One subscriber's copy of a track: the keyframe gate (a new, resumed or switching
-//! subscription starts on a keyframe), the sequence and timestamp rewrite that keeps its stream
-//! continuous across pauses and layer switches, the header-extension ids it negotiated, what it
+//! subscription starts on a keyframe), the VP8 temporal layers it is sent, the sequence and
+//! timestamp rewrite that keeps its stream continuous across pauses, layer switches and the
+//! pictures of temporal layers it is not sent, the header-extension ids it negotiated, what it
 //! was sent (for sender reports and its retransmission budget), and the RTT and loss its
 //! receiver reports give. No IO: its copies are written into `Egress` send slots.
 
@@ -71,6 +72,21 @@ pub struct SubscriptionConfig {
     pub settings: SubscriptionSettings,
 }
 
+/// Every temporal layer.
+pub const ANY_TEMPORAL: u8 = u8::MAX;
+
+/// What became of one packet for one subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Sent,
+    /// Its copy could not be sent (no send slot, or the transport is not ready).
+    NotSent,
+    /// Older than its stream's current segment, or than what it remembers: no place left.
+    Dropped,
+    /// Of a temporal layer above the one it is sent.
+    Thinned,
+}
+
 pub(super) struct Subscription {
     pub(super) config: SubscriptionConfig,
     pub(super) rewriter: SequenceRewriter,
@@ -81,6 +97,12 @@ pub(super) struct Subscription {
     /// The highest layer its subscriber's bandwidth estimate allows (see `allocate`), and
     /// when it last came down.
     pub(super) cap: usize,
+    /// VP8 temporal layers: the highest sent now and the one aimed at (`ANY_TEMPORAL`: all),
+    /// and the newest picture seen (where a picture starts, the aim is taken: down at once,
+    /// up at a base-layer picture, which depends on no picture of a higher layer).
+    pub(super) temporal: u8,
+    pub(super) temporal_target: u8,
+    newest_picture: Option<(u16, bool)>,
     pub(super) capped_down_at: Option<Instant>,
     /// What its subscriber was last told of it.
     pub(super) reported: Option<super::quality::Reported>,
@@ -115,6 +137,9 @@ impl Subscription {
             rtx_seq: config.rtx.map_or(0, |r| r.ssrc as u16),
             config,
             cap: ANY_LAYER,
+            temporal: ANY_TEMPORAL,
+            temporal_target: ANY_TEMPORAL,
+            newest_picture: None,
             capped_down_at: None,
             reported: None,
             rewriter: SequenceRewriter::default(),
@@ -135,7 +160,34 @@ impl Subscription {
     pub(super) fn open(&mut self, layer: usize) {
         self.forwarding.layer = layer;
         self.forwarding.waiting_keyframe = false;
+        self.restart_temporal();
         self.rebase();
+    }
+
+    /// The stream restarts on a keyframe, which depends on nothing: the temporal aim is taken
+    /// at once.
+    pub(super) fn restart_temporal(&mut self) {
+        self.temporal = self.temporal_target;
+        self.newest_picture = None;
+    }
+
+    /// Whether a packet whose descriptor is `d` is of a temporal layer it is sent; where a
+    /// new picture starts, the temporal aim is taken first.
+    fn keeps(&mut self, d: &vp8::Descriptor) -> bool {
+        let tid = d.tid.map_or(0, |t| t.0);
+        if let Some((pid, long)) = d.picture_id {
+            let mask = if long { 0x7FFF } else { 0x7F };
+            let new_picture = self.newest_picture.is_none_or(|(n, l)| {
+                l != long || (pid != n && (pid.wrapping_sub(n) & mask) <= mask / 2)
+            });
+            if new_picture {
+                self.newest_picture = Some((pid, long));
+                if self.temporal_target < self.temporal || tid == 0 {
+                    self.temporal = self.temporal_target;
+                }
+            }
+        }
+        tid <= self.temporal
     }
 
     /// The keyframe that opened the stream was not sent: the gate shuts again.
@@ -152,19 +204,29 @@ impl Subscription {
         }
     }
 
-    /// The rewritten VP8 payload descriptor of `p` for this subscriber, written into `buf`:
-    /// its length (0: nothing to rewrite, the payload goes as it is).
-    pub(super) fn descriptor(&mut self, p: &RtpPacket<'_>, buf: &mut [u8; vp8::MAX_LEN]) -> usize {
-        let Some(r) = self.pictures.as_mut() else {
-            return 0;
+    /// The rewritten VP8 payload descriptor of `p` for this subscriber (`d`, as parsed),
+    /// written into `buf`: its length (0: nothing to rewrite, the payload goes as it is), or
+    /// `None` where its picture has no place in the output.
+    pub(super) fn descriptor(
+        &mut self,
+        p: &RtpPacket<'_>,
+        d: Option<&vp8::Descriptor>,
+        buf: &mut [u8; vp8::MAX_LEN],
+    ) -> Option<usize> {
+        let (Some(r), Some(d)) = (self.pictures.as_mut(), d) else {
+            return Some(0);
         };
-        match vp8::Descriptor::parse(p.payload) {
-            Some(d) if d.picture_id.is_some() || d.tl0_pic_idx.is_some() => {
-                let (pid, tl0) = r.rewrite(&d);
-                vp8::write_rewritten(p.payload, &d, pid, tl0, buf)
-            }
-            _ => 0,
+        if d.picture_id.is_none() && d.tl0_pic_idx.is_none() {
+            return Some(0);
         }
+        let (pid, tl0) = r.rewrite(d)?;
+        Some(vp8::write_rewritten(p.payload, d, pid, tl0, buf))
+    }
+
+    /// The VP8 payload descriptor of `p`, where this subscription rewrites them.
+    pub(super) fn parse_descriptor(&self, p: &RtpPacket<'_>) -> Option<vp8::Descriptor> {
+        self.pictures.as_ref()?;
+        vp8::Descriptor::parse(p.payload)
     }
 
     /// A receiver report block about this subscription: RTT (RFC 3550 §6.4.1) from the
@@ -196,8 +258,8 @@ impl Subscription {
         Some(sample)
     }
 
-    /// Writes this subscriber's copy of `p` into a send slot. `None`: the rewriter dropped it
-    /// (older than the current segment); else whether it was sent.
+    /// Writes this subscriber's copy of `p` into a send slot, unless it is of a temporal
+    /// layer above the one it is sent (then its sequence number and picture close up).
     pub(super) fn forward(
         &mut self,
         p: &RtpPacket<'_>,
@@ -206,16 +268,31 @@ impl Subscription {
         downstream: Option<&mut Downstream>,
         out: &mut dyn Egress,
         now: Instant,
-    ) -> Option<bool> {
+    ) -> Outcome {
+        let d = self.parse_descriptor(p);
+        if let Some(d) = &d
+            && !self.keeps(d)
+        {
+            self.rewriter.skip(p.ssrc, p.sequence);
+            if let Some(r) = self.pictures.as_mut() {
+                r.skip(d);
+            }
+            return Outcome::Thinned;
+        }
+        let mut desc = [0u8; vp8::MAX_LEN];
+        let Some(n) = self.descriptor(p, d.as_ref(), &mut desc) else {
+            return Outcome::Dropped;
+        };
         let elapsed = self.last_out.map_or(0, |t| {
             (now.saturating_duration_since(t).as_micros() as u64 * clock / 1_000_000) as u32
         });
-        let (seq, ts) = self
+        let Some((seq, ts)) = self
             .rewriter
-            .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)?;
+            .rewrite(p.ssrc, p.sequence, p.timestamp, elapsed)
+        else {
+            return Outcome::Dropped;
+        };
         let rw = self.rewrite(seq, ts, p.marker);
-        let mut desc = [0u8; vp8::MAX_LEN];
-        let n = self.descriptor(p, &mut desc);
         let map = ext_map(forwarded_exts, &self.config.exts);
         let sent = send_rewritten(
             out,
@@ -230,12 +307,13 @@ impl Subscription {
             now,
         )
         .is_some();
-        if sent {
-            self.last_out = Some(now);
-            self.packets = self.packets.wrapping_add(1);
-            self.octets = self.octets.wrapping_add(p.payload.len() as u32);
+        if !sent {
+            return Outcome::NotSent;
         }
-        Some(sent)
+        self.last_out = Some(now);
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(p.payload.len() as u32);
+        Outcome::Sent
     }
 
     /// The header of this subscriber's copy of a packet.

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use ringcast_types::route::Egress;
 use ringcast_types::{CodecName, IdMap, TrackSource, TransportId};
 
-use super::allocate::MAX_LAYERS;
+use super::allocate::{MAX_LAYERS, MAX_TEMPORAL, TemporalWant};
 use super::downstream::Downstream;
 use super::forward::{self, ANY_LAYER, Decision, Flow, Incoming};
-use super::subscription::{ForwardedExt, Subscription, SubscriptionConfig};
+use super::subscription::{ForwardedExt, Outcome, Subscription, SubscriptionConfig};
 use super::{ROUTER_SSRC, RouterStats, TrackId};
 use crate::keyframe::{frame_size, starts_keyframe};
 use crate::retransmit::History;
@@ -22,6 +22,7 @@ use crate::rtp::RtpPacket;
 use crate::sequence::extend;
 use crate::speakers::LevelMeter;
 use crate::upstream::{MIN_RETRY, Missing};
+use crate::vp8;
 
 /// Keyframe requests to one publisher's track: at most one per this period.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
@@ -99,6 +100,15 @@ pub(super) struct Layer {
     known: u64,
     /// Its picture size, from its latest keyframe (where the codec says it there).
     size: Option<(u16, u16)>,
+    /// VP8 temporal layers: bytes and pictures of each TID since the last measurement, the
+    /// newest picture id seen, and as measured (cumulative up to each TID: bits/s, and
+    /// pictures/s ×100), with how many TIDs the last interval had.
+    temporal_bytes: [u64; MAX_TEMPORAL],
+    temporal_pictures: [u32; MAX_TEMPORAL],
+    newest_picture: Option<u16>,
+    pub(super) temporal_rates: [u64; MAX_TEMPORAL],
+    pub(super) temporal_fps: [u32; MAX_TEMPORAL],
+    pub(super) temporal_layers: usize,
 }
 
 impl Layer {
@@ -121,6 +131,29 @@ impl Layer {
             bitrate: 0,
             known: 0,
             size: None,
+            temporal_bytes: [0; MAX_TEMPORAL],
+            temporal_pictures: [0; MAX_TEMPORAL],
+            newest_picture: None,
+            temporal_rates: [0; MAX_TEMPORAL],
+            temporal_fps: [0; MAX_TEMPORAL],
+            temporal_layers: 1,
+        }
+    }
+
+    /// Counts a VP8 packet (descriptor `d`, `len` bytes) into its temporal layer.
+    fn count_temporal(&mut self, d: &vp8::Descriptor, len: usize) {
+        let Some((tid, _)) = d.tid else { return };
+        let t = usize::from(tid).min(MAX_TEMPORAL - 1);
+        self.temporal_bytes[t] += len as u64;
+        if let Some((pid, long)) = d.picture_id {
+            let mask = if long { 0x7FFF } else { 0x7F };
+            if self
+                .newest_picture
+                .is_none_or(|n| pid != n && (pid.wrapping_sub(n) & mask) <= mask / 2)
+            {
+                self.newest_picture = Some(pid);
+                self.temporal_pictures[t] += 1;
+            }
         }
     }
 
@@ -138,6 +171,20 @@ impl Layer {
             self.known = self.bitrate;
         }
         self.bytes = 0;
+        let top = self.temporal_pictures.iter().rposition(|&n| n > 0);
+        self.temporal_layers = top.map_or(1, |t| t + 1);
+        let (mut bytes, mut pictures) = (0u64, 0u64);
+        for t in 0..MAX_TEMPORAL {
+            bytes += self.temporal_bytes[t];
+            pictures += u64::from(self.temporal_pictures[t]);
+            let rate = bytes.saturating_mul(8_000_000) / us;
+            let fps = (pictures.saturating_mul(100_000_000) / us) as u32;
+            let (r, f) = (&mut self.temporal_rates[t], &mut self.temporal_fps[t]);
+            *r = if *r == 0 { rate } else { (3 * *r + rate) / 4 };
+            *f = if *f == 0 { fps } else { (3 * *f + fps) / 4 };
+        }
+        self.temporal_bytes = [0; MAX_TEMPORAL];
+        self.temporal_pictures = [0; MAX_TEMPORAL];
     }
 
     /// How the layer flows now, for the layer selector: stopped without packets for
@@ -317,6 +364,38 @@ impl Track {
         )
     }
 
+    /// The lowest layer's temporal layers as allocation sees them, given the highest its
+    /// subscription may be sent now.
+    pub(super) fn temporal_want(&self, cap: usize) -> TemporalWant {
+        match self.layers.first() {
+            Some(l) if l.temporal_layers > 1 => TemporalWant {
+                rates: l.temporal_rates,
+                layers: l.temporal_layers,
+                cap,
+            },
+            _ => TemporalWant::NONE,
+        }
+    }
+
+    /// The highest temporal layer of `layer` whose frame rate is within `max_fps` (0: any):
+    /// `usize::MAX` for all of them, the base layer where even it is above.
+    pub(super) fn temporal_for_fps(&self, layer: usize, max_fps: u32) -> usize {
+        let Some(l) = self.layers.get(layer).filter(|l| l.temporal_layers > 1) else {
+            return usize::MAX;
+        };
+        if max_fps == 0 {
+            return usize::MAX;
+        }
+        // A tenth over the cap still passes: frame rates are measured, not exact.
+        let within = |t: usize| u64::from(l.temporal_fps[t]) <= u64::from(max_fps) * 110;
+        let top = l.temporal_layers - 1;
+        match (0..=top).rev().find(|&t| within(t)) {
+            Some(t) if t == top => usize::MAX,
+            Some(t) => t,
+            None => 0,
+        }
+    }
+
     /// Each layer's rate when it last flowed (0: never seen), lowest first.
     pub(super) fn known_rates(&self) -> [u64; MAX_LAYERS] {
         let mut rates = [0; MAX_LAYERS];
@@ -387,6 +466,11 @@ impl Track {
         }
         if !repair {
             l.bytes += packet.len() as u64;
+            if self.config.codec == CodecName::Vp8
+                && let Some(d) = vp8::Descriptor::parse(p.payload)
+            {
+                l.count_temporal(&d, packet.len());
+            }
             if l.last_packet
                 .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_TIMEOUT)
             {
@@ -432,15 +516,16 @@ impl Track {
             };
             let d = downstream.get_mut(&s.config.subscriber);
             match s.forward(p, &self.config.forwarded_exts, clock, d, out, now) {
-                Some(true) => stats.forwarded += 1,
-                Some(false) if opening => {
+                Outcome::Sent => stats.forwarded += 1,
+                Outcome::NotSent | Outcome::Dropped if opening => {
                     // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
                     // stays shut and another keyframe is needed.
                     s.shut_gate();
                     lost_keyframe = true;
                 }
-                // Not sent, or dropped by the rewriter (older than the current segment).
-                _ => {}
+                Outcome::Thinned => stats.temporal_skipped += 1,
+                // Not sent, or no place left for it (older than the current segment).
+                Outcome::NotSent | Outcome::Dropped => {}
             }
         }
         if lost_keyframe {
@@ -542,6 +627,7 @@ impl Track {
         let (s, l) = (&mut subs[i], &layers[target]);
         let clock = u64::from(config.clock_rate);
         s.rebase();
+        s.restart_temporal();
         for ext in key..=high {
             let Ok(stored) = l.history.get(ext, now) else {
                 continue;
@@ -550,13 +636,15 @@ impl Track {
                 continue;
             };
             let d = downstream.as_deref_mut();
-            let sent = s.forward(&p, &config.forwarded_exts, clock, d, out, now) == Some(true);
-            if ext == key && !sent {
+            let outcome = s.forward(&p, &config.forwarded_exts, clock, d, out, now);
+            if ext == key && outcome != Outcome::Sent {
                 s.rebase();
                 return false;
             }
-            if sent {
-                stats.forwarded += 1;
+            match outcome {
+                Outcome::Sent => stats.forwarded += 1,
+                Outcome::Thinned => stats.temporal_skipped += 1,
+                Outcome::NotSent | Outcome::Dropped => {}
             }
         }
         s.forwarding.layer = s.forwarding.target;

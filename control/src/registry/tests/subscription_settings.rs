@@ -38,6 +38,7 @@ fn settings_reach_the_shard_before_and_after_the_answer() {
         width: 320,
         height: 180,
         priority: 3,
+        max_fps: 15,
     };
     // Before the answer: kept, and sent with the subscription.
     f.reg

@@ -32,6 +32,14 @@ fn remb(bps: u64, ssrc: u32) -> Vec<u8> {
 struct Publisher {
     seq: [u16; 3],
     frame: u32,
+    /// Three VP8 temporal layers (L1T3, as Chromium's simulcast): TIDs 0 2 1 2 by frame, a
+    /// keyframe every 12 frames rather than 10.
+    temporal: bool,
+}
+
+/// The TID of frame `n` in L1T3.
+fn l1t3_tid(frame: u32) -> u8 {
+    [0, 2, 1, 2][frame as usize % 4]
 }
 
 impl Publisher {
@@ -44,7 +52,8 @@ impl Publisher {
                 for k in 0..packets {
                     self.seq[l] += 1;
                     let (ssrc, rid) = SSRCS[l];
-                    let key = k == 0 && self.frame.is_multiple_of(10);
+                    let every = if self.temporal { 12 } else { 10 };
+                    let key = k == 0 && self.frame.is_multiple_of(every);
                     let mut p = vp8(ssrc, self.seq[l], self.frame * 3000, key, Some(("1", rid)));
                     // vp8() ends with a 5-byte payload: grow it to the layer's size.
                     p.resize(p.len() - 5 + len, 0x5A);
@@ -53,7 +62,12 @@ impl Publisher {
                     // code and the layer's picture size.
                     let at = p.len() - len;
                     let pid = (PICTURE_IDS[l] + self.frame as u16) & 0x7FFF;
-                    let tl0 = (self.frame as u8).wrapping_add(TL0S[l]);
+                    let tl0 = if self.temporal {
+                        (self.frame / 4) as u8
+                    } else {
+                        self.frame as u8
+                    };
+                    let tl0 = tl0.wrapping_add(TL0S[l]);
                     let start = if k == 0 { 0x10 } else { 0 };
                     p[at..at + 5].copy_from_slice(&[
                         0x80 | start,
@@ -62,12 +76,18 @@ impl Publisher {
                         pid as u8,
                         tl0,
                     ]);
-                    p[at + 5] = if key { 0 } else { 1 };
+                    let mut at = at + 5;
+                    if self.temporal {
+                        p[at - 4] |= 0x20;
+                        p[at] = l1t3_tid(self.frame) << 6;
+                        at += 1;
+                    }
+                    p[at] = if key { 0 } else { 1 };
                     if key {
                         let (w, h) = SIZES[l];
-                        p[at + 6..at + 15].copy_from_slice(&[0, 0, 0x9D, 0x01, 0x2A, 0, 0, 0, 0]);
-                        p[at + 11..at + 13].copy_from_slice(&w.to_le_bytes());
-                        p[at + 13..at + 15].copy_from_slice(&h.to_le_bytes());
+                        p[at + 1..at + 10].copy_from_slice(&[0, 0, 0x9D, 0x01, 0x2A, 0, 0, 0, 0]);
+                        p[at + 6..at + 8].copy_from_slice(&w.to_le_bytes());
+                        p[at + 8..at + 10].copy_from_slice(&h.to_le_bytes());
                     }
                     r.rtp(PUB, &p, out, now);
                 }
@@ -94,6 +114,7 @@ fn each_subscriber_gets_the_layer_its_estimate_carries() {
     let mut publisher = Publisher {
         seq: [0; 3],
         frame: 0,
+        temporal: false,
     };
     // A says (REMB) it takes 400 kbit/s; B measures nothing and is not capped.
     r.rtcp(SUB_A, &remb(400_000, 0xA), &mut out, t0);
@@ -193,6 +214,7 @@ fn the_publisher_is_allowed_what_its_subscribers_take() {
     let mut publisher = Publisher {
         seq: [0; 3],
         frame: 0,
+        temporal: false,
     };
     // Its only subscriber takes 300 kbit/s: after a while, only q and the layer above (h,
     // kept encoding) are allowed for, not f.
@@ -230,6 +252,7 @@ fn settings_cap_the_layer_measured_or_not() {
         width,
         height,
         priority: 0,
+        max_fps: 0,
     };
     // A asks for q at most; B renders at 600x300, which h covers; C says nothing.
     let mut a = sub(SUB_A, 0xA);
@@ -242,6 +265,7 @@ fn settings_cap_the_layer_measured_or_not() {
     let mut publisher = Publisher {
         seq: [0; 3],
         frame: 0,
+        temporal: false,
     };
     publisher.run(&mut r, &mut out, t0, 3000);
     let mark = out.rtp.len();
@@ -300,6 +324,7 @@ fn subscribers_are_told_their_layers_and_estimate() {
     let mut publisher = Publisher {
         seq: [0; 3],
         frame: 0,
+        temporal: false,
     };
     publisher.run(&mut r, &mut out, t0, 4000);
     let last = |who| {
@@ -347,6 +372,7 @@ fn layers_nobody_needs_are_paused_and_resumed_when_needed() {
     let mut publisher = Publisher {
         seq: [0; 3],
         frame: 0,
+        temporal: false,
     };
     let last = || told.lock().unwrap().last().cloned();
     // Nobody subscribes: all paused, once that held for PAUSE_AFTER.
@@ -378,4 +404,80 @@ fn layers_nobody_needs_are_paused_and_resumed_when_needed() {
     r.timeout(&mut out, t);
     assert_eq!(last(), Some((TrackId(10), vec![true; 3])));
     assert_eq!(told.lock().unwrap().len(), 3, "each change told once");
+}
+
+/// What `to` was sent since `from`: (sequence number, picture id, TL0PICIDX, TID) per packet.
+fn vp8_sent(out: &Recorder, to: TransportId, from: usize) -> Vec<(u16, u16, u8, u8)> {
+    out.rtp[from..]
+        .iter()
+        .filter(|(t, _)| *t == to)
+        .map(|(_, b)| {
+            let p = RtpPacket::parse(b).unwrap();
+            let d = crate::vp8::Descriptor::parse(p.payload).unwrap();
+            (
+                p.sequence,
+                d.picture_id.unwrap().0,
+                d.tl0_pic_idx.unwrap(),
+                d.tid.unwrap().0,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_link_under_the_lowest_layer_gets_fewer_frames_and_a_frame_rate_cap_holds() {
+    let (mut r, mut out, t0) = router_with(three_layers());
+    r.command(MediaCommand::Subscribe(sub(SUB_A, 0xA)), &mut out, t0);
+    r.command(MediaCommand::Subscribe(sub(SUB_B, 0xB)), &mut out, t0);
+    let mut c = sub(SUB_C, 0xC);
+    c.settings.max_fps = 15;
+    r.command(MediaCommand::Subscribe(c), &mut out, t0);
+    let mut publisher = Publisher {
+        seq: [0; 3],
+        frame: 0,
+        temporal: true,
+    };
+    // q is about 160 kbit/s whole, 40 up to TID 0 (every fourth frame), 80 up to TID 1.
+    r.rtcp(SUB_A, &remb(60_000, 0xA), &mut out, t0);
+    publisher.run(&mut r, &mut out, t0, 3000);
+    let mark = out.rtp.len();
+    publisher.run(&mut r, &mut out, t0, 2000);
+    let a = vp8_sent(&out, SUB_A, mark);
+    assert!(!a.is_empty(), "A is sent something");
+    assert!(a.iter().all(|p| p.3 == 0), "A: TID 0 only: {a:?}");
+    assert!(layers_sent(&out, SUB_A, mark).iter().all(|&l| l == 0));
+    // B, measured by nothing, gets all of f; C, at most 15 frames/s, TIDs 0 and 1.
+    let tids = |to| {
+        let mut t: Vec<u8> = vp8_sent(&out, to, mark).iter().map(|p| p.3).collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    };
+    assert_eq!(tids(SUB_B), [0, 1, 2]);
+    assert_eq!(tids(SUB_C), [0, 1]);
+    assert!(r.stats.temporal_skipped > 0);
+
+    // A's link widens: all of its frames again, then the layers above.
+    r.rtcp(SUB_A, &remb(1_000_000, 0xA), &mut out, t0);
+    publisher.run(&mut r, &mut out, t0, 3000);
+    let mark2 = out.rtp.len();
+    publisher.run(&mut r, &mut out, t0, 1000);
+    let mut t: Vec<u8> = vp8_sent(&out, SUB_A, mark2).iter().map(|p| p.3).collect();
+    t.dedup();
+    assert!(t.contains(&2), "A: all temporal layers again: {t:?}");
+
+    // Through all of it each subscriber's stream is contiguous: sequence numbers one apart,
+    // picture ids the same within a picture and one more at the next, TL0PICIDX one more
+    // after each base-layer picture.
+    for to in [SUB_A, SUB_C] {
+        let sent = vp8_sent(&out, to, 0);
+        for w in sent.windows(2) {
+            let ((s0, p0, l0, _), (s1, p1, l1, t1)) = (w[0], w[1]);
+            assert_eq!(s1, s0.wrapping_add(1), "{to:?}: sequence {w:?}");
+            assert!(p1 == p0 || p1 == (p0 + 1) & 0x7FFF, "{to:?}: picture {w:?}");
+            let next_tl0 = p1 != p0 && t1 == 0;
+            let tl0 = if next_tl0 { l0.wrapping_add(1) } else { l0 };
+            assert_eq!(l1, tl0, "{to:?}: TL0PICIDX {w:?}");
+        }
+    }
 }
