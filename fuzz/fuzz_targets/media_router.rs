@@ -60,7 +60,11 @@ fn track(id: TrackId, codec: CodecName, pt: u8, rids: &[&str]) -> TrackConfig {
         rrid_ext: Some(11),
         transport_cc_ext: Some(3),
         source: Default::default(),
-        forwarded_exts: vec![(1, ForwardedExt::AudioLevel), (2, ForwardedExt::AbsSendTime)],
+        forwarded_exts: vec![
+            (1, ForwardedExt::AudioLevel),
+            (2, ForwardedExt::AbsSendTime),
+            (12, ForwardedExt::DependencyDescriptor),
+        ],
         encodings: if rids.is_empty() {
             vec![EncodingConfig { rid: None, ssrc: Some(0x50), rtx_ssrc: Some(0x51) }]
         } else {
@@ -113,13 +117,15 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         if *ctl == 0xFE {
-            // New settings for one subscriber's video: layer cap, rendered size, priority.
+            // New settings for one subscriber's video: layer cap, rendered size, priority,
+            // frame rate cap.
             let b = |i: usize| datagram.get(i).copied().unwrap_or(0);
             let settings = SubscriptionSettings {
                 max_layer: (b(0) < 4).then_some(b(0)),
                 width: u32::from(b(1)) * 8,
                 height: u32::from(b(2)) * 8,
                 priority: b(3),
+                max_fps: u32::from(b(5) & 0x3F),
             };
             let subscriber = TransportId(2 + u64::from(b(4) & 1));
             r.command(MediaCommand::Configure { track: TrackId(1), subscriber, settings }, &mut out, now);

@@ -30,6 +30,9 @@
 //     and decode the low layer; nobody needs h and f then, so the publisher is
 //     told (TrackLayersWanted) and stops encoding them (setParameters, in
 //     web/session.js), until 'clean' lifts its cap and decodes the top again;
+//   - VP8 (published with scalabilityMode L1T3): 'clean' asks for 10 frames/s
+//     at most (max_fps): Ringcast leaves out the top temporal layer and it
+//     decodes about 10 frames/s of the top layer, and 20 again without the cap;
 //   - /metrics: transport-wide feedback from the subscribers, estimate samples,
 //     probes; leaves, closes the browser and stops the server (SIGTERM, exit 0).
 // Every failure message carries each page's step log, states, stats, SDPs, the
@@ -80,6 +83,9 @@ const VIDEO_CONSTRAINTS = { width: 960, height: 540, frameRate: 20 };
 const ENCODINGS = [
   { rid: 'q', scaleResolutionDownBy: 4 }, { rid: 'h', scaleResolutionDownBy: 2 }, { rid: 'f' },
 ];
+// VP8 with three temporal layers per simulcast layer, as LiveKit's and mediasoup's clients ask
+// for it (Chromium's default is one).
+const encodingsFor = (codec) => (codec === 'VP8' ? ENCODINGS.map((e) => ({ ...e, scalabilityMode: 'L1T3' })) : ENCODINGS);
 
 const PUBLISHER = 'publisher';
 const LIMITED = 'limited';
@@ -131,7 +137,7 @@ async function runCase(t, backend, codec) {
 
     const [published] = await startPubsubPages([pub], grpcUrl, () => ({
       token: mintToken(PUBLISHER, { room, publish: true, subscribe: true }), video: VIDEO_CONSTRAINTS,
-      videoEncodings: ENCODINGS, videoCodec: `video/${codec}`,
+      videoEncodings: encodingsFor(codec), videoCodec: `video/${codec}`,
     }), timeouts);
     assert.deepEqual(published.rejected, [], `${PUBLISHER}: Publish rejected m-lines`);
     assert.equal(published.tracks.find((x) => x.kind === 'TRACK_KIND_VIDEO')?.mimeType.toLowerCase(),
@@ -246,6 +252,35 @@ async function runCase(t, backend, codec) {
     const resumed = await waitFor(`${CLEAN} on the top layer again once it lifted its cap`, RECOVER_TIMEOUT_MS,
       (snap) => near(heightOf(snap, clean), topOf(recovered.snap)) && near(heightOf(snap, limited), lowest));
     note(`resumed: ${CLEAN} decodes ${heightOf(resumed.snap, clean)}p ${resumed.ms} ms after lifting its cap`);
+
+    // A frame rate cap (max_fps): the VP8 publisher encodes three temporal layers (L1T3: 5, 10
+    // and 20 frames/s of the 20 fps camera), so at 10 the top temporal layer is not sent, and
+    // at no cap it is again; the spatial layer stays the top.
+    if (codec === 'VP8') {
+      const decodedRate = async (p, ms) => {
+        const at = async () => inboundFrom((await pubsubSnapshot([p]))[0], PUBLISHER, 'video')[0];
+        const [a, t0] = [await at(), Date.now()];
+        await sleep(ms);
+        const b = await at();
+        return { fps: (b.framesDecoded - a.framesDecoded) / ((Date.now() - t0) / 1000), height: b.frameHeight };
+      };
+      const capFps = (maxFps) => clean.page.evaluate(([sid, f]) =>
+        window.ringcast.client.updateSubscriptionSettings([sid], { maxFps: f }), [video, maxFps]);
+      const skippedBefore = sumMetric(await fetchMetrics(server.httpUrl), 'ringcast_temporal_skipped_total');
+      await capFps(10);
+      await sleep(2 * STEP_MS);
+      const capped10 = await decodedRate(clean, 4 * STEP_MS);
+      const skipped = sumMetric(await fetchMetrics(server.httpUrl), 'ringcast_temporal_skipped_total') - skippedBefore;
+      await capFps(0);
+      await sleep(2 * STEP_MS);
+      const uncapped = await decodedRate(clean, 4 * STEP_MS);
+      note(`max_fps 10: ${CLEAN} decodes ${fmt(capped10.fps)} frames/s at ${capped10.height}p (${skipped} packets of ` +
+        `higher temporal layers not sent); no cap: ${fmt(uncapped.fps)} frames/s at ${uncapped.height}p`);
+      assert.ok(skipped > 0, 'no temporal layer packets were left out: does the publisher send TIDs?');
+      assert.ok(capped10.fps <= 13 && capped10.fps >= 5, `${CLEAN} at max_fps 10 decodes ${fmt(capped10.fps)} frames/s`);
+      assert.ok(uncapped.fps >= 15, `${CLEAN} without a cap decodes ${fmt(uncapped.fps)} frames/s`);
+      assert.ok(near(capped10.height, topOf(resumed.snap)), `${CLEAN} left the top layer under a frame rate cap`);
+    }
 
     const samples = await fetchMetrics(server.httpUrl);
     const fbIn = sumMetric(samples, 'ringcast_twcc_feedback_received_total');

@@ -11,6 +11,7 @@
 //! subscription (gate, rewrite), forward (the pure forwarding decision and layer selector),
 //! feedback (RTCP, reports, NACK, RTX).
 
+pub mod dd;
 /// Ready-made tracks and subscriptions for tests and benchmarks (the `test-support` feature).
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;

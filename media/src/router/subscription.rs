@@ -75,6 +75,22 @@ pub struct SubscriptionConfig {
 /// Every temporal layer.
 pub const ANY_TEMPORAL: u8 = u8::MAX;
 
+/// The frame a packet belongs to, as its dependency descriptor or VP8 payload descriptor
+/// tells: its temporal layer, and its number (frame number or picture id, `mask` wide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Frame {
+    pub(super) tid: u8,
+    pub(super) id: u16,
+    pub(super) mask: u16,
+}
+
+impl Frame {
+    /// Whether it is a newer frame than the one numbered `newest`.
+    pub(super) fn is_after(&self, newest: u16) -> bool {
+        self.id != newest && (self.id.wrapping_sub(newest) & self.mask) <= self.mask / 2
+    }
+}
+
 /// What became of one packet for one subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Outcome {
@@ -102,7 +118,7 @@ pub(super) struct Subscription {
     /// up at a base-layer picture, which depends on no picture of a higher layer).
     pub(super) temporal: u8,
     pub(super) temporal_target: u8,
-    newest_picture: Option<(u16, bool)>,
+    newest_picture: Option<u16>,
     pub(super) capped_down_at: Option<Instant>,
     /// What its subscriber was last told of it.
     pub(super) reported: Option<super::quality::Reported>,
@@ -171,23 +187,16 @@ impl Subscription {
         self.newest_picture = None;
     }
 
-    /// Whether a packet whose descriptor is `d` is of a temporal layer it is sent; where a
-    /// new picture starts, the temporal aim is taken first.
-    fn keeps(&mut self, d: &vp8::Descriptor) -> bool {
-        let tid = d.tid.map_or(0, |t| t.0);
-        if let Some((pid, long)) = d.picture_id {
-            let mask = if long { 0x7FFF } else { 0x7F };
-            let new_picture = self.newest_picture.is_none_or(|(n, l)| {
-                l != long || (pid != n && (pid.wrapping_sub(n) & mask) <= mask / 2)
-            });
-            if new_picture {
-                self.newest_picture = Some((pid, long));
-                if self.temporal_target < self.temporal || tid == 0 {
-                    self.temporal = self.temporal_target;
-                }
+    /// Whether a packet of frame `f` is of a temporal layer it is sent; where a new frame
+    /// starts, the temporal aim is taken first.
+    fn keeps(&mut self, f: &Frame) -> bool {
+        if self.newest_picture.is_none_or(|n| f.is_after(n)) {
+            self.newest_picture = Some(f.id);
+            if self.temporal_target < self.temporal || f.tid == 0 {
+                self.temporal = self.temporal_target;
             }
         }
-        tid <= self.temporal
+        f.tid <= self.temporal
     }
 
     /// The keyframe that opened the stream was not sent: the gate shuts again.
@@ -259,10 +268,13 @@ impl Subscription {
     }
 
     /// Writes this subscriber's copy of `p` into a send slot, unless it is of a temporal
-    /// layer above the one it is sent (then its sequence number and picture close up).
+    /// layer above the one it is sent (`frame` says; then its sequence number and VP8 picture
+    /// id close up).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward(
         &mut self,
         p: &RtpPacket<'_>,
+        frame: Option<Frame>,
         forwarded_exts: &[(u8, ForwardedExt)],
         clock: u64,
         downstream: Option<&mut Downstream>,
@@ -270,11 +282,11 @@ impl Subscription {
         now: Instant,
     ) -> Outcome {
         let d = self.parse_descriptor(p);
-        if let Some(d) = &d
-            && !self.keeps(d)
+        if let Some(f) = &frame
+            && !self.keeps(f)
         {
             self.rewriter.skip(p.ssrc, p.sequence);
-            if let Some(r) = self.pictures.as_mut() {
+            if let (Some(r), Some(d)) = (self.pictures.as_mut(), &d) {
                 r.skip(d);
             }
             return Outcome::Thinned;

@@ -13,7 +13,7 @@ use ringcast_types::{CodecName, IdMap, TrackSource, TransportId};
 use super::allocate::{MAX_LAYERS, MAX_TEMPORAL, TemporalWant};
 use super::downstream::Downstream;
 use super::forward::{self, ANY_LAYER, Decision, Flow, Incoming};
-use super::subscription::{ForwardedExt, Outcome, Subscription, SubscriptionConfig};
+use super::subscription::{ForwardedExt, Frame, Outcome, Subscription, SubscriptionConfig};
 use super::{ROUTER_SSRC, RouterStats, TrackId};
 use crate::keyframe::{frame_size, starts_keyframe};
 use crate::retransmit::History;
@@ -22,7 +22,7 @@ use crate::rtp::RtpPacket;
 use crate::sequence::extend;
 use crate::speakers::LevelMeter;
 use crate::upstream::{MIN_RETRY, Missing};
-use crate::vp8;
+use crate::{dd, vp8};
 
 /// Keyframe requests to one publisher's track: at most one per this period.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
@@ -100,8 +100,10 @@ pub(super) struct Layer {
     known: u64,
     /// Its picture size, from its latest keyframe (where the codec says it there).
     size: Option<(u16, u16)>,
-    /// VP8 temporal layers: bytes and pictures of each TID since the last measurement, the
-    /// newest picture id seen, and as measured (cumulative up to each TID: bits/s, and
+    /// The template structure of its dependency descriptors (from its latest keyframe).
+    dd: Option<dd::Structure>,
+    /// Temporal layers: bytes and pictures of each TID since the last measurement, the
+    /// newest picture seen, and as measured (cumulative up to each TID: bits/s, and
     /// pictures/s ×100), with how many TIDs the last interval had.
     temporal_bytes: [u64; MAX_TEMPORAL],
     temporal_pictures: [u32; MAX_TEMPORAL],
@@ -131,6 +133,7 @@ impl Layer {
             bitrate: 0,
             known: 0,
             size: None,
+            dd: None,
             temporal_bytes: [0; MAX_TEMPORAL],
             temporal_pictures: [0; MAX_TEMPORAL],
             newest_picture: None,
@@ -140,20 +143,13 @@ impl Layer {
         }
     }
 
-    /// Counts a VP8 packet (descriptor `d`, `len` bytes) into its temporal layer.
-    fn count_temporal(&mut self, d: &vp8::Descriptor, len: usize) {
-        let Some((tid, _)) = d.tid else { return };
-        let t = usize::from(tid).min(MAX_TEMPORAL - 1);
+    /// Counts a packet of frame `f`, `len` bytes, into its temporal layer.
+    fn count_temporal(&mut self, f: &Frame, len: usize) {
+        let t = usize::from(f.tid).min(MAX_TEMPORAL - 1);
         self.temporal_bytes[t] += len as u64;
-        if let Some((pid, long)) = d.picture_id {
-            let mask = if long { 0x7FFF } else { 0x7F };
-            if self
-                .newest_picture
-                .is_none_or(|n| pid != n && (pid.wrapping_sub(n) & mask) <= mask / 2)
-            {
-                self.newest_picture = Some(pid);
-                self.temporal_pictures[t] += 1;
-            }
+        if self.newest_picture.is_none_or(|n| f.is_after(n)) {
+            self.newest_picture = Some(f.id);
+            self.temporal_pictures[t] += 1;
         }
     }
 
@@ -207,6 +203,33 @@ impl Layer {
     }
 }
 
+/// The frame packet `p` of layer `l` belongs to, with its temporal layer: from its
+/// dependency descriptor (extension id `dd_ext`) where one was negotiated and the layer's
+/// structure is known, else from a VP8 payload descriptor with a TID. `None`: nothing says
+/// (it is sent).
+fn frame_of(dd_ext: Option<u8>, codec: CodecName, l: &Layer, p: &RtpPacket<'_>) -> Option<Frame> {
+    if let Some(ext) = dd_ext.and_then(|x| p.extension(x)) {
+        let (m, _) = dd::parse(ext)?;
+        let (_, tid) = l.dd?.layer_of(m.template_id)?;
+        return Some(Frame {
+            tid,
+            id: m.frame_number,
+            mask: 0xFFFF,
+        });
+    }
+    if codec != CodecName::Vp8 {
+        return None;
+    }
+    let d = vp8::Descriptor::parse(p.payload)?;
+    let (tid, _) = d.tid?;
+    let (pid, long) = d.picture_id?;
+    Some(Frame {
+        tid,
+        id: pid,
+        mask: if long { 0x7FFF } else { 0x7F },
+    })
+}
+
 /// History slots per layer: about a second of video, a few seconds of audio.
 fn history_for(codec: CodecName) -> History {
     match codec {
@@ -235,6 +258,8 @@ pub(super) struct Track {
     pub(super) dynacast: super::dynacast::Dynacast,
     /// The publisher's id of the audio-level extension (audio tracks that have it).
     pub(super) audio_level_ext: Option<u8>,
+    /// The publisher's id of the dependency descriptor extension (video that negotiated it).
+    dd_ext: Option<u8>,
     pub(super) meter: LevelMeter,
     pub(super) last_pli: Option<Instant>,
     /// A keyframe was asked for before the layer's SSRC was known.
@@ -257,7 +282,13 @@ impl Track {
                     .map(|(id, _)| *id)
             })
             .flatten();
+        let dd_ext = config
+            .forwarded_exts
+            .iter()
+            .find(|(_, k)| *k == ForwardedExt::DependencyDescriptor)
+            .map(|(id, _)| *id);
         Track {
+            dd_ext,
             config,
             layers,
             subs: Vec::new(),
@@ -364,6 +395,11 @@ impl Track {
         )
     }
 
+    /// The frame packet `p` of `layer` belongs to (see [`frame_of`]).
+    pub(super) fn frame_of(&self, layer: usize, p: &RtpPacket<'_>) -> Option<Frame> {
+        frame_of(self.dd_ext, self.config.codec, self.layers.get(layer)?, p)
+    }
+
     /// The lowest layer's temporal layers as allocation sees them, given the highest its
     /// subscription may be sent now.
     pub(super) fn temporal_want(&self, cap: usize) -> TemporalWant {
@@ -443,6 +479,12 @@ impl Track {
             return Arrival::Foreign;
         }
         let keyframe = self.is_video() && starts_keyframe(self.config.codec, p.payload);
+        if let Some(ext) = self.dd_ext.and_then(|x| p.extension(x))
+            && let Some((_, Some(structure))) = dd::parse(ext)
+        {
+            self.layers[layer].dd = Some(structure);
+        }
+        let frame = self.frame_of(layer, p);
         let l = &mut self.layers[layer];
         let ext = match l.highest {
             Some(h) => extend(h, p.sequence),
@@ -466,10 +508,8 @@ impl Track {
         }
         if !repair {
             l.bytes += packet.len() as u64;
-            if self.config.codec == CodecName::Vp8
-                && let Some(d) = vp8::Descriptor::parse(p.payload)
-            {
-                l.count_temporal(&d, packet.len());
+            if let Some(f) = frame {
+                l.count_temporal(&f, packet.len());
             }
             if l.last_packet
                 .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_TIMEOUT)
@@ -498,6 +538,7 @@ impl Track {
     ) {
         let clock = u64::from(self.config.clock_rate);
         let mut lost_keyframe = false;
+        let frame = self.frame_of(packet.layer, p);
         for s in &mut self.subs {
             let opening = match forward::decide(self.muted, s.forwarding, packet) {
                 Decision::Skip | Decision::AwaitSwitch => continue,
@@ -515,7 +556,7 @@ impl Track {
                 }
             };
             let d = downstream.get_mut(&s.config.subscriber);
-            match s.forward(p, &self.config.forwarded_exts, clock, d, out, now) {
+            match s.forward(p, frame, &self.config.forwarded_exts, clock, d, out, now) {
                 Outcome::Sent => stats.forwarded += 1,
                 Outcome::NotSent | Outcome::Dropped if opening => {
                     // The keyframe didn't go out (the subscriber's DTLS isn't done): the gate
@@ -622,6 +663,7 @@ impl Track {
             layers,
             subs,
             config,
+            dd_ext,
             ..
         } = self;
         let (s, l) = (&mut subs[i], &layers[target]);
@@ -636,7 +678,8 @@ impl Track {
                 continue;
             };
             let d = downstream.as_deref_mut();
-            let outcome = s.forward(&p, &config.forwarded_exts, clock, d, out, now);
+            let frame = frame_of(*dd_ext, config.codec, l, &p);
+            let outcome = s.forward(&p, frame, &config.forwarded_exts, clock, d, out, now);
             if ext == key && outcome != Outcome::Sent {
                 s.rebase();
                 return false;
