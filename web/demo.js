@@ -114,6 +114,10 @@ function showQuality(q) {
     const now = q.currentLayer < 0 ? '–' : String(q.currentLayer + 1);
     parts.push(`layer ${now}/${q.layers}${q.targetLayer !== q.currentLayer ? ` → ${q.targetLayer + 1}` : ''}`);
   }
+  if (q.temporalLayers > 1) {
+    const t = q.temporalLayersSent || q.temporalLayers;
+    parts.push(`${t}/${q.temporalLayers} frame rate layers`);
+  }
   if (q.estimateBps > 0) parts.push(`${(q.estimateBps / 1e6).toFixed(q.estimateBps < 1e6 ? 2 : 1)} Mbit/s`);
   part(tile, '.quality').textContent = parts.join(' · ');
 }

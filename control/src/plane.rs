@@ -159,6 +159,9 @@ pub struct Quality {
     pub layers: u8,
     /// The subscriber's downlink estimate, bits/s, where something measures it.
     pub estimate_bps: Option<u64>,
+    /// The highest temporal layer sent, where fewer than all of them are; how many there are.
+    pub temporal: Option<u8>,
+    pub temporal_layers: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

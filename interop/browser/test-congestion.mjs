@@ -271,12 +271,16 @@ async function runCase(t, backend, codec) {
       await sleep(2 * STEP_MS);
       const capped10 = await decodedRate(clean, 4 * STEP_MS);
       const skipped = sumMetric(await fetchMetrics(server.httpUrl), 'ringcast_temporal_skipped_total') - skippedBefore;
+      const qCapped = await quality(clean);
       await capFps(0);
       await sleep(2 * STEP_MS);
       const uncapped = await decodedRate(clean, 4 * STEP_MS);
       note(`max_fps 10: ${CLEAN} decodes ${fmt(capped10.fps)} frames/s at ${capped10.height}p (${skipped} packets of ` +
         `higher temporal layers not sent); no cap: ${fmt(uncapped.fps)} frames/s at ${uncapped.height}p`);
+      note(`Events at max_fps 10: ${CLEAN} ${JSON.stringify(qCapped)}`);
       assert.ok(skipped > 0, 'no temporal layer packets were left out: does the publisher send TIDs?');
+      assert.ok(qCapped?.temporalLayersSent === 2 && qCapped?.temporalLayers === 3,
+        `${CLEAN}: 2 of 3 temporal layers sent, in its Events at max_fps 10`);
       assert.ok(capped10.fps <= 13 && capped10.fps >= 5, `${CLEAN} at max_fps 10 decodes ${fmt(capped10.fps)} frames/s`);
       assert.ok(uncapped.fps >= 15, `${CLEAN} without a cap decodes ${fmt(uncapped.fps)} frames/s`);
       assert.ok(near(capped10.height, topOf(resumed.snap)), `${CLEAN} left the top layer under a frame rate cap`);

@@ -101,6 +101,8 @@ impl DatapathPlane {
                                 target: q.target,
                                 layers: q.layers,
                                 estimate_bps: q.estimate_bps,
+                                temporal: q.temporal,
+                                temporal_layers: q.temporal_layers,
                             };
                             (q.subscriber, q.track, quality)
                         })

@@ -186,6 +186,8 @@ pub(super) fn pb_event(e: ParticipantEvent) -> pb::Event {
                 target_layer: u32::from(quality.target),
                 layers: u32::from(quality.layers),
                 estimate_bps: quality.estimate_bps.unwrap_or(0),
+                temporal_layers_sent: quality.temporal.map_or(0, |t| u32::from(t) + 1),
+                temporal_layers: u32::from(quality.temporal_layers),
             })
         }
         ParticipantEvent::LayersWanted { track, layers } => {

@@ -1,5 +1,6 @@
 //! What each subscriber is told of its video subscriptions: the layer it is sent now, the
-//! layer it is moving to, how many the track has, and its downlink estimate. Reported to a
+//! layer it is moving to, how many the track has, the temporal layers it is sent of it, and
+//! its downlink estimate. Reported to a
 //! sink (the control plane, which turns it into `Events` for that subscriber) when a layer
 //! changes, or when the estimate moved by a tenth, at most once a `QUALITY_MIN_GAP` for the
 //! estimate alone; and counted per layer in metrics.
@@ -30,6 +31,10 @@ pub struct SubscriptionQuality {
     pub layers: u8,
     /// The subscriber's downlink estimate, bits/s, where something measures it.
     pub estimate_bps: Option<u64>,
+    /// The highest temporal layer sent now, where fewer than all of them are.
+    pub temporal: Option<u8>,
+    /// The temporal layers of the layer it is sent (1: none, or not known).
+    pub temporal_layers: u8,
 }
 
 /// Where subscription quality reports go, a batch per look.
@@ -47,7 +52,9 @@ pub(super) struct Reported {
 pub(super) fn due(last: Option<&Reported>, q: &SubscriptionQuality, now: Instant) -> bool {
     let Some(last) = last else { return true };
     let l = &last.quality;
-    if (l.current, l.target, l.layers) != (q.current, q.target, q.layers) {
+    if (l.current, l.target, l.layers, l.temporal, l.temporal_layers)
+        != (q.current, q.target, q.layers, q.temporal, q.temporal_layers)
+    {
         return true;
     }
     let moved = match (l.estimate_bps, q.estimate_bps) {
@@ -81,6 +88,11 @@ impl MediaRouter {
             let track = t.config.id;
             for s in &mut t.subs {
                 let f = &s.forwarding;
+                let temporal_layers = t.layers.get(f.layer).map_or(1, |l| {
+                    l.temporal_layers.clamp(1, usize::from(u8::MAX)) as u8
+                });
+                let temporal =
+                    (temporal_layers > 1 && s.temporal < temporal_layers - 1).then_some(s.temporal);
                 let q = SubscriptionQuality {
                     subscriber: s.config.subscriber,
                     track,
@@ -91,6 +103,8 @@ impl MediaRouter {
                         .downstream
                         .get(&s.config.subscriber)
                         .and_then(|d| d.estimate()),
+                    temporal,
+                    temporal_layers,
                 };
                 if due(s.reported.as_ref(), &q, now) {
                     s.reported = Some(Reported {
@@ -140,6 +154,8 @@ mod tests {
             current,
             target,
             layers: 3,
+            temporal: None,
+            temporal_layers: 3,
             estimate_bps: estimate,
         }
     }
@@ -152,8 +168,12 @@ mod tests {
             quality: q(Some(2), 2, Some(1_000_000)),
             at: t0,
         };
+        let thinned = SubscriptionQuality {
+            temporal: Some(1),
+            ..q(Some(2), 2, Some(1_000_000))
+        };
         #[rustfmt::skip]
-        let cases: [(&str, Option<&Reported>, SubscriptionQuality, Instant, bool); 9] = [
+        let cases: [(&str, Option<&Reported>, SubscriptionQuality, Instant, bool); 10] = [
             ("the first", None, q(None, 0, None), at(0), true),
             ("nothing changed", Some(&last), q(Some(2), 2, Some(1_000_000)), at(5000), false),
             ("the target moved", Some(&last), q(Some(2), 1, Some(1_000_000)), at(1), true),
@@ -163,6 +183,7 @@ mod tests {
             ("the estimate moved", Some(&last), q(Some(2), 2, Some(500_000)), at(2000), true),
             ("the estimate moved a little", Some(&last), q(Some(2), 2, Some(950_000)), at(5000), false),
             ("no estimate any more", Some(&last), q(Some(2), 2, None), at(2000), true),
+            ("frame rate layers thinned", Some(&last), thinned, at(1), true),
         ];
         for (what, last, now_q, now, expect) in cases {
             assert_eq!(due(last, &now_q, now), expect, "{what}");

@@ -235,6 +235,8 @@ fn subscribers_hear_what_their_subscriptions_are_sent() {
         target: 1,
         layers: 3,
         estimate_bps: Some(450_000),
+        temporal: Some(1),
+        temporal_layers: 3,
     };
     f.reg
         .handle_shard_event(ShardEvent::SubscriptionQuality(vec![
