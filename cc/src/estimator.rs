@@ -118,6 +118,16 @@ impl Estimator {
         self.probe.process(self.target_bitrate() as f64, now_us);
     }
 
+    /// The packet sent under `seq` left at `at`, later than `on_packet_sent` said: the
+    /// caller's pacer held it. Its delay is measured from here, or the pacer's queue would
+    /// read as the path's.
+    pub fn on_packet_departed(&mut self, seq: u16, at: Instant) {
+        let at_us = self.us(at);
+        if let Some(Some(id)) = self.history.on_departed(seq, at_us) {
+            self.probe.on_departed(id, at_us);
+        }
+    }
+
     /// Feeds a transport-wide CC feedback message from the remote side.
     pub fn on_feedback(&mut self, fb: &Feedback<'_>, now: Instant) {
         let now_us = self.us(now);
@@ -273,6 +283,70 @@ mod tests {
         assert_eq!(est.target_bitrate(), 10_000_000, "clamped to the maximum");
         est.on_remb(10, t0);
         assert_eq!(est.target_bitrate(), 30_000, "clamped to the minimum");
+    }
+
+    /// 900 kbit/s of 30 fps video over a wide link (20 ms one way), with a 48 kB keyframe
+    /// every second, handed over as it comes from its publisher (a packet every 1.5 ms) and
+    /// let out by the sender's pacer at 2.5 Mbit/s. Returns how often the delay detector
+    /// said overuse.
+    fn keyframes_through_a_pacer(tell_departures: bool) -> usize {
+        use crate::twcc::ArrivalRecorder;
+        const PACED_GAP_US: i64 = 1200 * 8 * 1_000_000 / 2_500_000;
+        // (seq, handed over, left, arrived), µs.
+        let mut packets = Vec::new();
+        let mut free_at = 0i64;
+        for frame in 0..180i64 {
+            let at = frame * 33_333;
+            let n = if frame % 30 == 0 { 40 } else { 3 };
+            for i in 0..n {
+                let at = at + i * 1500;
+                let left = at.max(free_at);
+                free_at = left + PACED_GAP_US;
+                let seq = packets.len() as u16;
+                packets.push((seq, at, left, left + 20_000));
+            }
+        }
+        let t0 = Instant::now();
+        let at = |us: i64| t0 + Duration::from_micros(us as u64);
+        let mut est = Estimator::new(Config::default());
+        let mut rec = ArrivalRecorder::new(1, 2, 1000);
+        let mut overuse = 0;
+        let mut buf = [0u8; 1200];
+        for ms in 0..6_000i64 {
+            let (from, to) = (ms * 1000, (ms + 1) * 1000);
+            for &(seq, handed, left, arrived) in &packets {
+                if (from..to).contains(&handed) {
+                    est.on_packet_sent(seq, 1200, at(handed), None);
+                }
+                if tell_departures && left > handed && (from..to).contains(&left) {
+                    est.on_packet_departed(seq, at(left));
+                }
+                if (from..to).contains(&arrived) {
+                    rec.on_packet(seq, at(arrived));
+                }
+            }
+            if ms % 50 == 0 {
+                while let Ok(Some(n)) = rec.poll_feedback(&mut buf) {
+                    let fb = Feedback::parse(&buf[..n]).unwrap();
+                    est.on_feedback(&fb, at(to + 20_000));
+                    overuse += usize::from(est.delay_usage() == BandwidthUsage::Overusing);
+                }
+            }
+        }
+        overuse
+    }
+
+    #[test]
+    fn a_pacers_hold_is_not_taken_for_the_paths_delay() {
+        assert_eq!(
+            keyframes_through_a_pacer(true),
+            0,
+            "told when packets left: no overuse"
+        );
+        // Measured from the hand-over, each keyframe's time in the pacer reads as the path's
+        // (29 overuse verdicts in 6 s).
+        let untold = keyframes_through_a_pacer(false);
+        assert!(untold > 0, "{untold} overuse");
     }
 
     proptest! {

@@ -99,6 +99,20 @@ impl SendHistory {
         ext
     }
 
+    /// The packet sent under `seq` left later than recorded, at `at_us` (a pacer held it):
+    /// its send time moves there, unless feedback already told its fate. Returns its probe
+    /// cluster, if it was in one and moved.
+    pub fn on_departed(&mut self, seq: u16, at_us: i64) -> Option<Option<ClusterId>> {
+        let ext = twcc::unwrap_seq(self.highest?, seq);
+        let len = self.slots.len() as u64;
+        let s = &mut self.slots[(ext % len) as usize];
+        if s.seq != ext || s.fate != Fate::Unreported || at_us <= s.sent_us {
+            return None;
+        }
+        s.sent_us = at_us;
+        Some(s.cluster)
+    }
+
     /// Turns feedback into results in `out` (cleared first; keep one `Vec` so its capacity is
     /// reused): one per packet whose fate is news, in sequence order. A packet reported lost
     /// and later received is reported again as received; repeats are skipped.

@@ -208,6 +208,13 @@ impl ProbeController {
         c.last_send_size = size;
     }
 
+    /// A packet of cluster `id` left at `now_us`, later than `on_sent` said (a pacer held it).
+    pub fn on_departed(&mut self, id: ClusterId, now_us: i64) {
+        if let Some(c) = self.cluster(id) {
+            c.last_send_us = c.last_send_us.max(now_us);
+        }
+    }
+
     pub fn on_result(&mut self, r: &PacketResult) {
         let Some(id) = r.cluster else { return };
         let Some(c) = self.cluster(id) else { return };

@@ -29,6 +29,9 @@ pub struct Queued {
     pub len: u32,
     /// The transport whose media this is, for the pacer; `None`: sent unpaced (STUN, DTLS).
     pub flow: Option<TransportId>,
+    /// Its transport-wide sequence number, where the router tagged it: a held one's
+    /// departure is reported back.
+    pub seq: Option<u16>,
 }
 
 /// The pool and the queue of datagrams to send this sweep.
@@ -158,7 +161,16 @@ impl Outbox {
             to,
             len: len.min(SLOT_SIZE) as u32,
             flow,
+            seq: None,
         });
+    }
+
+    /// Tags the datagram queued last, if it is media of `flow`, with its transport-wide
+    /// sequence number.
+    pub fn tag_last(&mut self, flow: TransportId, seq: u16) {
+        if let Some(q) = self.queue.last_mut().filter(|q| q.flow == Some(flow)) {
+            q.seq = Some(seq);
+        }
     }
 
     /// Copies `data` into a slot and queues it. False if no slot was free (the caller counts).

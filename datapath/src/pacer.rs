@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::IdMap;
 use crate::outbox::Queued;
 use ringcast_types::TransportId;
+use ringcast_types::route::Departure;
 
 /// Held datagrams leave at this multiple of the transport's recent rate (libwebrtc's pacer
 /// uses the same factor for the sender's own bursts).
@@ -121,6 +122,9 @@ pub struct Pacer {
     waiting: Vec<TransportId>,
     /// Datagrams that waited, since the last `take_paced`.
     paced: u64,
+    /// Held datagrams with a transport-wide sequence number that left, since the last
+    /// `departed` call: the router's estimators take their send times from here.
+    departed: Vec<Departure>,
 }
 
 impl Pacer {
@@ -163,6 +167,7 @@ impl Pacer {
     /// Appends to `queue` the held datagrams whose time has come.
     pub fn release(&mut self, queue: &mut Vec<Queued>, now: Instant) {
         let flows = &mut self.flows;
+        let departed = &mut self.departed;
         self.waiting.retain(|id| {
             let Some(f) = flows.get_mut(id) else {
                 return false;
@@ -174,9 +179,22 @@ impl Pacer {
                 }
                 queue.push(q);
                 f.held.pop_front();
+                if let Some(seq) = q.seq {
+                    departed.push(Departure {
+                        to: *id,
+                        seq,
+                        at: now,
+                    });
+                }
             }
             !f.held.is_empty()
         });
+    }
+
+    /// The held datagrams that left since the last call, with their times; the caller clears
+    /// it (its capacity is kept).
+    pub fn departed(&mut self) -> &mut Vec<Departure> {
+        &mut self.departed
     }
 
     /// When `release` next has something to let out.
@@ -229,7 +247,48 @@ mod tests {
             to,
             len,
             flow: Some(TransportId(flow)),
+            seq: None,
         }
+    }
+
+    #[test]
+    fn a_held_datagram_tells_when_it_left() {
+        let t0 = Instant::now();
+        let mut p = Pacer::default();
+        // A 400 kbit/s downlink (1 Mbit/s pacing, an 8 KiB allowance): of 12 tagged packets,
+        // 6 leave at once, untold; the rest every 9.6 ms, each told with its time.
+        p.set_target(TransportId(1), Some(400_000), t0);
+        let mut queue: Vec<Queued> = (0..12)
+            .map(|i| Queued {
+                seq: Some(100 + i as u16),
+                ..q(i, 1, 1200)
+            })
+            .collect();
+        p.admit(&mut queue, t0);
+        assert_eq!(queue.len(), 6);
+        assert!(p.departed().is_empty(), "what left at once is not told");
+        let mut t = t0;
+        let mut told = Vec::new();
+        while p.held() > 0 {
+            t = p.next_release().unwrap();
+            p.release(&mut queue, t);
+            told.extend(p.departed().drain(..).map(|d| (d.to, d.seq, d.at)));
+        }
+        assert_eq!(told.len(), 6);
+        for (k, &(to, seq, at)) in told.iter().enumerate() {
+            assert_eq!((to, seq), (TransportId(1), 106 + k as u16));
+            let due = queue.iter().position(|x| x.slot == 6 + k as u32).unwrap();
+            assert!(due >= 6, "released after the allowance");
+            assert!(at > t0 && at <= t, "{k}: {at:?}");
+        }
+        assert!(
+            told.windows(2).all(|w| w[1].2 >= w[0].2),
+            "in the order they left"
+        );
+        assert!(
+            told[5].2.duration_since(told[0].2) >= Duration::from_millis(40),
+            "spread at the pacing rate"
+        );
     }
 
     #[test]

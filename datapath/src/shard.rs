@@ -300,6 +300,11 @@ impl<R: Router> ShardCore<R> {
         }
         self.pacer.admit(queue, now);
         self.stats.paced += self.pacer.take_paced();
+        let departed = self.pacer.departed();
+        if !departed.is_empty() {
+            self.router.on_departures(departed);
+            departed.clear();
+        }
     }
 
     /// When the pacer next lets a held datagram out.

@@ -27,7 +27,7 @@
 use std::time::{Duration, Instant};
 
 pub use ringcast_types::route::Egress;
-use ringcast_types::route::Router;
+use ringcast_types::route::{Departure, Router};
 use ringcast_types::{IdMap, SubscriptionSettings, TransportId};
 
 use super::rtp::RtpPacket;
@@ -542,6 +542,10 @@ impl Router for MediaRouter {
 
     fn transport_connected(&mut self, id: TransportId, io: &mut dyn Egress, now: Instant) {
         MediaRouter::transport_connected(self, id, io, now);
+    }
+
+    fn on_departures(&mut self, departed: &[Departure]) {
+        self.departures(departed);
     }
 
     fn publish_metrics(&mut self, shard: u16) {

@@ -47,6 +47,20 @@ pub trait Egress {
     /// What `to`'s downlink is estimated to carry (bits/s; `None`: nothing measures it):
     /// what is sent there is paced to it. Egress that does not pace ignores it.
     fn set_pacing_rate(&mut self, _to: TransportId, _bps: Option<u64>) {}
+
+    /// The RTP packet just sent to `to` carries transport-wide sequence number `seq`. An
+    /// egress that holds it back to pace it tells when it did leave (`Router::on_departures`):
+    /// a congestion controller measures delay from the time a packet left, not from the time
+    /// it was handed over.
+    fn transport_seq(&mut self, _to: TransportId, _seq: u16) {}
+}
+
+/// A packet tagged by `Egress::transport_seq` that was held back to pace it, and when it left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Departure {
+    pub to: TransportId,
+    pub seq: u16,
+    pub at: Instant,
 }
 
 /// Media routing on one shard. All calls come from the shard's thread, one at a time.
@@ -71,6 +85,9 @@ pub trait Router: Send + 'static {
 
     /// A transport is gone; forget what refers to it.
     fn transport_removed(&mut self, _id: TransportId) {}
+
+    /// Packets the egress held back to pace them left, at these times (in the order they left).
+    fn on_departures(&mut self, _departed: &[Departure]) {}
 
     /// A transport completed DTLS: it can be sent to from now on.
     fn transport_connected(&mut self, _id: TransportId, _io: &mut dyn Egress, _now: Instant) {}

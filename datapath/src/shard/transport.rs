@@ -185,4 +185,8 @@ impl Egress for RouteIo<'_> {
             self.pacer.set_target(to, bps, self.now);
         }
     }
+
+    fn transport_seq(&mut self, to: TransportId, seq: u16) {
+        self.outbox.tag_last(to, seq);
+    }
 }

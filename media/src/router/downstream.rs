@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ringcast_cc::twcc::Feedback;
 use ringcast_cc::{ClusterId, Config, Estimator, ProbeCluster};
-use ringcast_types::route::Egress;
+use ringcast_types::route::{Departure, Egress};
 use ringcast_types::{IdMap, SubscriptionSettings, TrackSource, TransportId};
 
 use super::MediaRouter;
@@ -165,6 +165,19 @@ impl MediaRouter {
                 d.estimator = Some(estimator(SEND_HISTORY));
             }
             d.ext = ext;
+        }
+    }
+
+    /// Packets the shard's pacer held: their send times, for each subscriber's estimator.
+    pub(super) fn departures(&mut self, departed: &[Departure]) {
+        for d in departed {
+            if let Some(e) = self
+                .downstream
+                .get_mut(&d.to)
+                .and_then(|x| x.estimator.as_mut())
+            {
+                e.on_packet_departed(d.seq, d.at);
+            }
         }
     }
 

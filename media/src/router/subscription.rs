@@ -381,6 +381,9 @@ pub(super) fn send_rewritten(
         return None;
     }
     let len = head + rest.len();
+    if let Some((_, seq)) = twcc {
+        out.transport_seq(to, u16::from_be_bytes(seq));
+    }
     if let Some(d) = downstream {
         d.sent(len, now, probe);
     }

@@ -26,6 +26,8 @@ struct Recorder {
     not_connected: Vec<TransportId>,
     /// Pacing rates set, in order.
     pacing: Vec<(TransportId, Option<u64>)>,
+    /// Transport-wide sequence numbers told for the packets sent, in order.
+    transport_seqs: Vec<(TransportId, u16)>,
 }
 
 impl Egress for Recorder {
@@ -48,6 +50,10 @@ impl Egress for Recorder {
 
     fn set_pacing_rate(&mut self, to: TransportId, bps: Option<u64>) {
         self.pacing.push((to, bps));
+    }
+
+    fn transport_seq(&mut self, to: TransportId, seq: u16) {
+        self.transport_seqs.push((to, seq));
     }
 }
 

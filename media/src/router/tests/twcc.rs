@@ -153,6 +153,12 @@ fn subscribers_get_one_sequence_across_streams_and_repairs() {
         with_rtx(sub(SUB_A, 0xA)).rtx.unwrap().ssrc
     );
     assert_eq!(stamped(&last.1), Some(4));
+    // Each stamped packet is told to the egress with its number, right after it is sent (a
+    // pacer that holds one reports when it left).
+    assert_eq!(
+        out.transport_seqs,
+        (0..=4).map(|s| (SUB_A, s)).collect::<Vec<_>>()
+    );
 }
 
 #[test]
