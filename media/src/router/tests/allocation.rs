@@ -481,3 +481,124 @@ fn a_link_under_the_lowest_layer_gets_fewer_frames_and_a_frame_rate_cap_holds() 
         }
     }
 }
+
+/// The publisher's (and the subscribers') id for the dependency descriptor.
+const DD_EXT: u8 = 12;
+/// Chromium 156's keyframe descriptor for L1T3 (as `dd`'s fixture): its template structure,
+/// whose templates 0-2 are TID 0, 3-4 TID 1 and 5-6 TID 2.
+const DD_KEYFRAME: [u8; 23] = [
+    0xc0, 0x00, 0x01, 0x80, 0x02, 0x04, 0x4e, 0xaa, 0xaf, 0x28, 0x60, 0x41, 0x4d, 0x34, 0x53, 0x8a,
+    0x09, 0x40, 0x40, 0x3b, 0xc0, 0x21, 0x80,
+];
+
+/// Packet `k` of `packets` of frame `frame` on layer `l`, as Chromium sends VP8 simulcast
+/// with the dependency descriptor negotiated: the DD (two-byte header extensions) tells the
+/// frame's number, shared by the three layers, and its template; the VP8 payload descriptor
+/// has neither picture id nor TID.
+fn dd_packet(l: usize, seq: u16, frame: u32, k: u16, packets: u16, key: bool) -> Vec<u8> {
+    let (ssrc, rid) = SSRCS[l];
+    let template = match (key, l1t3_tid(frame)) {
+        (true, _) => 0,
+        (false, 0) => 2,
+        (false, 1) => 3,
+        _ => 5,
+    };
+    let mut dd = if key && k == 0 {
+        DD_KEYFRAME.to_vec()
+    } else {
+        vec![0; 3]
+    };
+    dd[0] = u8::from(k == 0) << 7 | u8::from(k + 1 == packets) << 6 | template;
+    dd[1..3].copy_from_slice(&(frame as u16).to_be_bytes());
+    let mut ext = vec![4, 1, b'1', 10, rid.len() as u8];
+    ext.extend_from_slice(rid.as_bytes());
+    ext.extend([DD_EXT, dd.len() as u8]);
+    ext.extend(&dd);
+    ext.resize(ext.len().next_multiple_of(4), 0);
+    let mut p = vec![0x90, 96];
+    p.extend(seq.to_be_bytes());
+    p.extend((frame * 3000).to_be_bytes());
+    p.extend(ssrc.to_be_bytes());
+    p.extend([0x10, 0x00]);
+    p.extend(((ext.len() / 4) as u16).to_be_bytes());
+    p.extend(ext);
+    let at = p.len();
+    p.resize(at + SHAPE[l].1, 0x5A);
+    p[at] = if k == 0 { 0x10 } else { 0 };
+    p[at + 1] = u8::from(!key);
+    if key && k == 0 {
+        let (w, h) = SIZES[l];
+        p[at + 2..at + 5].copy_from_slice(&[0, 0, 0x9D]);
+        p[at + 5..at + 7].copy_from_slice(&[0x01, 0x2A]);
+        p[at + 7..at + 9].copy_from_slice(&w.to_le_bytes());
+        p[at + 9..at + 11].copy_from_slice(&h.to_le_bytes());
+    }
+    p
+}
+
+/// The sequence numbers and DD templates of what `to` received since `from`.
+fn dd_sent(out: &Recorder, to: TransportId, from: usize) -> Vec<(u16, u8)> {
+    out.rtp[from..]
+        .iter()
+        .filter(|(t, _)| *t == to)
+        .map(|(_, b)| {
+            let p = RtpPacket::parse(b).unwrap();
+            let dd = p.extension(DD_EXT).expect("the DD is forwarded");
+            (p.sequence, crate::dd::parse(dd).unwrap().0.template_id)
+        })
+        .collect()
+}
+
+#[test]
+fn temporal_layers_from_the_dependency_descriptor_are_thinned() {
+    let mut r = MediaRouter::default();
+    let mut out = Recorder::default();
+    let t0 = Instant::now();
+    let mut track = video_track(three_layers());
+    track
+        .forwarded_exts
+        .push((DD_EXT, ForwardedExt::DependencyDescriptor));
+    r.command(MediaCommand::AddTrack(track), &mut out, t0);
+    for (who, ssrc) in [(SUB_A, 0xA), (SUB_B, 0xB)] {
+        let mut s = sub(who, ssrc);
+        s.exts.push((ForwardedExt::DependencyDescriptor, DD_EXT));
+        r.command(MediaCommand::Subscribe(s), &mut out, t0);
+    }
+    // A takes 60 kbit/s, under the lowest layer (q, ~150 kbit/s whole); B is not measured.
+    r.rtcp(SUB_A, &remb(60_000, 0xA), &mut out, t0);
+    let mut seq = [0u16; 3];
+    let mut run = |r: &mut MediaRouter, out: &mut Recorder, frames: std::ops::Range<u32>| {
+        for frame in frames {
+            let now = t0 + Duration::from_millis(u64::from(frame) * 33);
+            let key = frame % 12 == 1;
+            for (l, &(packets, _)) in SHAPE.iter().enumerate() {
+                for k in 0..packets {
+                    seq[l] = seq[l].wrapping_add(1);
+                    r.rtp(PUB, &dd_packet(l, seq[l], frame, k, packets, key), out, now);
+                }
+            }
+            r.timeout(out, now);
+        }
+    };
+    run(&mut r, &mut out, 1..91);
+    let mark = out.rtp.len();
+    run(&mut r, &mut out, 91..151);
+    let a = dd_sent(&out, SUB_A, mark);
+    assert!(!a.is_empty(), "A is sent something");
+    assert!(
+        a.iter().all(|&(_, t)| t <= 2),
+        "A: TID 0 frames only (templates 0-2): {a:?}"
+    );
+    assert!(layers_sent(&out, SUB_A, mark).iter().all(|&l| l == 0));
+    let mut b: Vec<u8> = dd_sent(&out, SUB_B, mark).iter().map(|x| x.1).collect();
+    b.sort_unstable();
+    b.dedup();
+    assert_eq!(b, [0, 2, 3, 5], "B: every frame");
+    assert!(r.stats.temporal_skipped > 0);
+    // A's stream stays contiguous through what it is not sent.
+    let all = dd_sent(&out, SUB_A, 0);
+    assert!(
+        all.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1)),
+        "A: sequence numbers one apart: {all:?}"
+    );
+}
