@@ -64,21 +64,47 @@ struct Cluster {
     /// The first `TRACKED` packets reported, in report order.
     arrivals: [Report; TRACKED],
     tracked: usize,
+    /// The first arrival reported: what `Report::received` counts from.
+    arrival_base: Option<i64>,
 }
 
-/// One packet of a cluster as its feedback told: sent and (unless lost) received at, µs.
+/// One packet of a cluster as its feedback told, in 12 bytes (four clusters of 64 are kept
+/// per subscriber): sent at, µs from the cluster's creation, and (unless `LOST`) received at,
+/// µs from its first reported arrival.
 #[derive(Debug, Clone, Copy, Default)]
 struct Report {
-    sent_us: i64,
-    received_us: Option<i64>,
-    size: u32,
+    sent: i32,
+    received: i32,
+    size: u16,
+}
+
+const LOST: i32 = i32::MIN;
+
+const _: () = assert!(std::mem::size_of::<Report>() == 12);
+
+impl Report {
+    fn sent_us(&self) -> i64 {
+        i64::from(self.sent)
+    }
+
+    fn received_us(&self) -> Option<i64> {
+        (self.received != LOST).then_some(i64::from(self.received))
+    }
+}
+
+/// `us` as a report's offset (clusters last a second at most; this only keeps it in range).
+fn offset(us: i64) -> i32 {
+    us.clamp(i64::from(LOST) + 1, i64::from(i32::MAX)) as i32
 }
 
 /// Asks for probes and measures them.
 #[derive(Debug)]
 pub struct ProbeController {
     queue: [Option<ProbeCluster>; 2],
-    active: [Option<Cluster>; ACTIVE],
+    /// Out of line: ~3 KiB read only for probes, while the rest is read for every packet.
+    active: Box<[Option<Cluster>; ACTIVE]>,
+    /// How many of `active` are `Some`.
+    live: u8,
     next_id: u32,
     started: bool,
     last_probe_us: Option<i64>,
@@ -90,7 +116,8 @@ impl ProbeController {
     pub fn new(desired: u64, max: u64) -> Self {
         Self {
             queue: [None; 2],
-            active: [None; ACTIVE],
+            active: Box::new([None; ACTIVE]),
+            live: 0,
             next_id: 1,
             started: false,
             last_probe_us: None,
@@ -105,7 +132,7 @@ impl ProbeController {
     }
 
     fn in_flight(&self) -> bool {
-        self.active.iter().any(Option::is_some) || self.queue.iter().any(Option::is_some)
+        self.live > 0 || self.queue.iter().any(Option::is_some)
     }
 
     fn request(&mut self, bitrate: f64, estimate: f64, now_us: i64) {
@@ -119,7 +146,8 @@ impl ProbeController {
         };
         let bitrate = bitrate as u64;
         let id = ClusterId(self.next_id);
-        self.next_id = self.next_id.wrapping_add(1);
+        // Never 0: the send history keeps 0 for "no cluster".
+        self.next_id = self.next_id.wrapping_add(1).max(1);
         let min_bytes = ((bitrate * PROBE_DURATION_US / 8_000_000) as u32).max(MIN_PROBE_BYTES);
         *free = Some(ProbeCluster {
             id,
@@ -173,6 +201,9 @@ impl ProbeController {
                 (0..ACTIVE).min_by_key(|&i| self.active[i].map_or(i64::MIN, |c| c.created_us))
             })
             .unwrap_or(0);
+        if self.active[idx].is_none() {
+            self.live += 1;
+        }
         self.active[idx] = Some(Cluster {
             probe,
             created_us: now_us,
@@ -189,6 +220,7 @@ impl ProbeController {
             last_arrival_us: 0,
             arrivals: [Report::default(); TRACKED],
             tracked: 0,
+            arrival_base: None,
         });
         Some(probe)
     }
@@ -220,10 +252,13 @@ impl ProbeController {
         let Some(c) = self.cluster(id) else { return };
         c.reported += 1;
         if let Some(slot) = c.arrivals.get_mut(c.tracked) {
+            let received = r
+                .received_us
+                .map_or(LOST, |at| offset(at - *c.arrival_base.get_or_insert(at)));
             *slot = Report {
-                sent_us: r.sent_us,
-                received_us: r.received_us,
-                size: r.size,
+                sent: offset(r.sent_us - c.created_us),
+                received,
+                size: u16::try_from(r.size).unwrap_or(u16::MAX),
             };
             c.tracked += 1;
         }
@@ -242,9 +277,12 @@ impl ProbeController {
     /// Judges the clusters whose feedback is complete (or overdue) and returns the highest
     /// delivered rate among them; a delivered probe below the wanted rate asks for the next.
     pub fn finish(&mut self, estimate: f64, now_us: i64) -> Option<f64> {
+        if self.live == 0 {
+            return None;
+        }
         // (result, the cluster's rate)
         let mut best: Option<(f64, f64)> = None;
-        for slot in &mut self.active {
+        for slot in self.active.iter_mut() {
             let Some(c) = slot else { continue };
             let complete = c.sent >= c.probe.min_packets && c.reported >= c.sent;
             if !complete && now_us - c.created_us < CLUSTER_TIMEOUT_US {
@@ -256,6 +294,7 @@ impl ProbeController {
                 best = Some((rate, c.probe.bitrate as f64));
             }
             *slot = None;
+            self.live -= 1;
         }
         let (rate, target) = best?;
         // A probe at the wanted rate (or the maximum) ends the chain, delivered or not: one
@@ -325,21 +364,21 @@ fn tail(reports: &mut [Report]) -> Option<Tail> {
     if reports.len() < 4 {
         return None;
     }
-    reports.sort_unstable_by_key(|r| r.sent_us);
+    reports.sort_unstable_by_key(|r| r.sent);
     let tail = &reports[reports.len() / 2..];
-    let first = tail.iter().position(|r| r.received_us.is_some())?;
-    let last = tail.iter().rposition(|r| r.received_us.is_some())?;
+    let first = tail.iter().position(|r| r.received_us().is_some())?;
+    let last = tail.iter().rposition(|r| r.received_us().is_some())?;
     let tail = &tail[first..=last];
-    let arrivals = tail.iter().filter_map(|r| r.received_us);
+    let arrivals = tail.iter().filter_map(Report::received_us);
     let (opens, closes) = (arrivals.clone().min()?, arrivals.max()?);
     let span = closes - opens;
     if span <= 0 {
         return None;
     }
-    let opener = tail.iter().find(|r| r.received_us == Some(opens))?.size;
+    let opener = tail.iter().find(|r| r.received_us() == Some(opens))?.size;
     let bytes: u64 = tail.iter().map(|r| u64::from(r.size)).sum::<u64>() - u64::from(opener);
     Some(Tail {
-        send_us: tail[tail.len() - 1].sent_us - tail[0].sent_us,
+        send_us: tail[tail.len() - 1].sent_us() - tail[0].sent_us(),
         recv_us: span,
         rate: bytes as f64 * 8e6 / span as f64,
     })
