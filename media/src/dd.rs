@@ -1,5 +1,5 @@
 //! The dependency descriptor RTP header extension (AV1 RTP specification, appendix A), as far
-//! as an SFU needs it to thin temporal layers: the mandatory fields of every packet and, from
+//! as an SFU needs it to thin layers: the mandatory fields of every packet and, from
 //! the template dependency structure a keyframe carries, which spatial and temporal layer each
 //! frame template is. Chromium sends it for VP8, VP9 and AV1 where it was negotiated, and then
 //! leaves the VP8 payload descriptor without picture ids or TIDs.
@@ -33,6 +33,15 @@ impl Structure {
     pub fn layer_of(&self, template_id: u8) -> Option<(u8, u8)> {
         let index = usize::from(template_id.wrapping_sub(self.template_id_offset) & 0x3F);
         (index < usize::from(self.templates)).then(|| self.layers[index])
+    }
+
+    /// Spatial layers in the structure.
+    pub fn spatial_layers(&self) -> u8 {
+        self.layers[..usize::from(self.templates)]
+            .iter()
+            .map(|l| l.0 + 1)
+            .max()
+            .unwrap_or(1)
     }
 
     /// Temporal layers in the structure.
@@ -174,6 +183,41 @@ mod tests {
         assert_eq!(next, [(2, 2), (3, 1), (9, 2), (18, 0), (22, 1)]);
     }
 
+    /// Captured from Chromium 156 publishing VP9 with scalabilityMode L3T3_KEY (one SSRC, a
+    /// superframe of up to three spatial layer frames, each its own DD frame number, the
+    /// marker on the last packet of the highest): the first keyframe's descriptor.
+    const VP9_L3T3_KEY: [u8; 92] = [
+        0xc0, 0x00, 0x01, 0xc0, 0x08, 0x14, 0x85, 0x21, 0x4e, 0xaa, 0xaa, 0xa8, 0x00, 0x06, 0x00,
+        0x00, 0x40, 0x00, 0x10, 0x00, 0x02, 0xaa, 0x80, 0xa8, 0x00, 0x06, 0x00, 0x00, 0x40, 0x00,
+        0x10, 0x00, 0x02, 0xa0, 0x00, 0xa8, 0x00, 0x06, 0x00, 0x00, 0x40, 0x00, 0x16, 0xd5, 0x49,
+        0x24, 0x1b, 0x55, 0x24, 0x90, 0x6d, 0x54, 0x92, 0x31, 0x57, 0xe0, 0x01, 0x97, 0x4c, 0xa8,
+        0x64, 0x33, 0x0e, 0x22, 0x23, 0x96, 0xec, 0xa8, 0x65, 0x53, 0x04, 0x22, 0x43, 0x90, 0xec,
+        0xa8, 0x77, 0x53, 0x00, 0xef, 0x00, 0x86, 0x01, 0xdf, 0x01, 0x0d, 0x03, 0xbf, 0x02, 0x1b,
+        0x1f, 0x80,
+    ];
+
+    #[test]
+    fn chromium_vp9_l3t3_key() {
+        let (m, s) = parse(&VP9_L3T3_KEY).unwrap();
+        assert_eq!((m.template_id, m.frame_number), (0, 1));
+        let s = s.unwrap();
+        assert_eq!((s.spatial_layers(), s.temporal_layers()), (3, 3));
+        assert_eq!(s.decode_targets, 9);
+        // Each frame's template as its DD named it, against the spatial and temporal ids its
+        // VP9 payload descriptor carried (SID and TID of its layer byte): the keyframe's
+        // second and third spatial frames, then one superframe of each temporal layer.
+        #[rustfmt::skip]
+        let seen: [(u8, (u8, u8)); 11] = [
+            (5, (1, 0)), (10, (2, 0)),
+            (1, (0, 0)), (6, (1, 0)), (11, (2, 0)),
+            (2, (0, 1)), (7, (1, 1)), (12, (2, 1)),
+            (3, (0, 2)), (8, (1, 2)), (13, (2, 2)),
+        ];
+        for (template, layer) in seen {
+            assert_eq!(s.layer_of(template), Some(layer), "template {template}");
+        }
+    }
+
     #[test]
     fn offsets_spatial_layers_and_bad_input() {
         // Offset 60, two spatial layers of two temporal layers each: idc 1 2 1 3.
@@ -187,6 +231,7 @@ mod tests {
             layers,
             [Some((0, 0)), Some((0, 1)), Some((1, 0)), Some((1, 1)), None]
         );
+        assert_eq!((s.spatial_layers(), s.temporal_layers()), (2, 2));
         assert_eq!(parse(&[0x80, 0]), None, "truncated mandatory fields");
         assert_eq!(parse(&d[..5]), None, "structure cut short");
         // 64 templates of 'same layer' and no end.
