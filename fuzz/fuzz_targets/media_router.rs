@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use ringcast_types::{CodecName, SubscriptionSettings};
 use ringcast_types::TransportId;
+use ringcast_types::route::{Departure, Router};
 use ringcast_media::router::{
     Egress, EncodingConfig, ForwardedExt, MediaCommand, MediaRouter, RtxConfig,
     SubscriptionConfig, TrackConfig, TrackId,
@@ -104,7 +105,8 @@ fuzz_target!(|data: &[u8]| {
     }
     // Chunks: [control byte, length, bytes...]. Control: bits 0-1 sender (1 publisher, 2-3
     // subscribers), bit 2 RTCP, bits 3-7 milliseconds to advance; 0xFF toggles a mute, 0xFE
-    // configures a subscription.
+    // configures a subscription, 0xFD tells departures from the pacer (any sequence numbers,
+    // any times, any transports).
     let mut now = t0;
     let mut rest = data;
     while let [ctl, len, tail @ ..] = rest {
@@ -114,6 +116,18 @@ fuzz_target!(|data: &[u8]| {
         now += Duration::from_millis(u64::from(ctl >> 3));
         if *ctl == 0xFF {
             r.command(MediaCommand::SetMuted { track: TrackId(1), muted: n % 2 == 0 }, &mut out, now);
+            continue;
+        }
+        if *ctl == 0xFD {
+            let departed: Vec<Departure> = datagram
+                .chunks_exact(4)
+                .map(|c| Departure {
+                    to: TransportId(u64::from(c[0] & 3)),
+                    seq: u16::from_be_bytes([c[1], c[2]]),
+                    at: now + Duration::from_millis(u64::from(c[3])),
+                })
+                .collect();
+            r.on_departures(&departed);
             continue;
         }
         if *ctl == 0xFE {
