@@ -37,18 +37,19 @@ impl Structure {
 
     /// Spatial layers in the structure.
     pub fn spatial_layers(&self) -> u8 {
-        self.layers[..usize::from(self.templates)]
-            .iter()
-            .map(|l| l.0 + 1)
-            .max()
-            .unwrap_or(1)
+        self.count(|(spatial, _)| spatial)
     }
 
     /// Temporal layers in the structure.
     pub fn temporal_layers(&self) -> u8 {
+        self.count(|(_, temporal)| temporal)
+    }
+
+    /// One more than the highest id `id` picks from a template's layers.
+    fn count(&self, id: impl Fn((u8, u8)) -> u8) -> u8 {
         self.layers[..usize::from(self.templates)]
             .iter()
-            .map(|l| l.1 + 1)
+            .map(|&l| id(l) + 1)
             .max()
             .unwrap_or(1)
     }
