@@ -52,7 +52,7 @@ const MAX_PROBE_PACKETS: u16 = 64;
 const MAX_COPIES_PER_STEP: usize = 8;
 
 /// Packets a subscriber transport's send history remembers where it negotiated transport-cc
-/// (32 bytes each): a second of 1,000 packets/s, for feedback that comes every 100 ms. One
+/// (16 bytes each): a second of 1,000 packets/s, for feedback that comes every 100 ms. One
 /// without keeps the least the estimator takes (it only follows REMB).
 const SEND_HISTORY: usize = 1024;
 const NO_HISTORY: usize = 64;
