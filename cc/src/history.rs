@@ -50,6 +50,24 @@ struct Sent {
 
 const _: () = assert!(std::mem::size_of::<Sent>() == 16);
 
+impl Sent {
+    fn cluster(&self) -> Option<ClusterId> {
+        (self.cluster != 0).then_some(ClusterId(self.cluster))
+    }
+}
+
+/// A send time as a slot keeps it.
+fn wrap_us(us: i64) -> u32 {
+    us as u32
+}
+
+/// A slot's send time in full: the one nearest `newest_us`, the newest send (within ±35
+/// minutes).
+fn unwrap_us(newest_us: i64, wrapped: u32) -> i64 {
+    let behind = (newest_us as u32).wrapping_sub(wrapped) as i32;
+    newest_us - i64::from(behind)
+}
+
 /// The send history of one transport.
 #[derive(Debug)]
 pub struct SendHistory {
@@ -86,17 +104,6 @@ impl SendHistory {
         }
     }
 
-    /// A send time as the slot keeps it.
-    fn wrap_us(us: i64) -> u32 {
-        us as u32
-    }
-
-    /// A slot's send time in full: the one nearest the newest send (within ±35 minutes).
-    fn unwrap_us(&self, wrapped: u32) -> i64 {
-        let behind = (self.newest_us as u32).wrapping_sub(wrapped) as i32;
-        self.newest_us - i64::from(behind)
-    }
-
     fn slot(&mut self, ext: u64) -> &mut Sent {
         &mut self.slots[(ext & self.mask) as usize]
     }
@@ -122,7 +129,7 @@ impl SendHistory {
         self.newest_us = self.newest_us.max(sent_us);
         *self.slot(ext) = Sent {
             seq: ext as u32,
-            sent_us: Self::wrap_us(sent_us),
+            sent_us: wrap_us(sent_us),
             cluster: cluster.map_or(0, |c| c.0),
             size: u16::try_from(size).unwrap_or(u16::MAX),
             fate: Fate::Unreported,
@@ -135,13 +142,16 @@ impl SendHistory {
     /// cluster, if it was in one and moved.
     pub fn on_departed(&mut self, seq: u16, at_us: i64) -> Option<Option<ClusterId>> {
         let ext = twcc::unwrap_seq(self.highest?, seq);
-        let s = *self.slot(ext);
-        if s.seq != ext as u32 || s.fate != Fate::Unreported || at_us <= self.unwrap_us(s.sent_us) {
+        let newest_us = self.newest_us;
+        let s = self.slot(ext);
+        let unreported = s.seq == ext as u32 && s.fate == Fate::Unreported;
+        if !unreported || at_us <= unwrap_us(newest_us, s.sent_us) {
             return None;
         }
-        self.newest_us = self.newest_us.max(at_us);
-        self.slot(ext).sent_us = Self::wrap_us(at_us);
-        Some((s.cluster != 0).then_some(ClusterId(s.cluster)))
+        s.sent_us = wrap_us(at_us);
+        let cluster = s.cluster();
+        self.newest_us = newest_us.max(at_us);
+        Some(cluster)
     }
 
     /// Turns feedback into results in `out` (cleared first; keep one `Vec` so its capacity is
@@ -165,10 +175,9 @@ impl SendHistory {
         };
         self.reference = Some(reference);
         let base_us = reference * REFERENCE_UNIT_US;
+        let newest_us = self.newest_us;
         for status in fb.packets() {
             let ext = twcc::unwrap_seq(highest, status.seq);
-            let wrapped = self.slots[(ext & self.mask) as usize].sent_us;
-            let sent_us = self.unwrap_us(wrapped);
             let slot = self.slot(ext);
             if slot.seq != ext as u32 {
                 self.unknown += 1;
@@ -186,9 +195,9 @@ impl SendHistory {
             slot.fate = fate;
             out.push(PacketResult {
                 seq: ext,
-                sent_us,
+                sent_us: unwrap_us(newest_us, slot.sent_us),
                 size: u32::from(slot.size),
-                cluster: (slot.cluster != 0).then_some(ClusterId(slot.cluster)),
+                cluster: slot.cluster(),
                 received_us,
             });
         }
