@@ -143,14 +143,15 @@ fn parsed(sent: &[(TransportId, Vec<u8>)]) -> Vec<RtpPacket<'_>> {
 }
 
 fn router_with(encodings: Vec<EncodingConfig>) -> (MediaRouter, Recorder, Instant) {
+    router_with_track(video_track(encodings))
+}
+
+/// A router with `track` added.
+fn router_with_track(track: TrackConfig) -> (MediaRouter, Recorder, Instant) {
     let mut r = MediaRouter::default();
     let mut out = Recorder::default();
     let now = Instant::now();
-    r.command(
-        MediaCommand::AddTrack(video_track(encodings)),
-        &mut out,
-        now,
-    );
+    r.command(MediaCommand::AddTrack(track), &mut out, now);
     (r, out, now)
 }
 

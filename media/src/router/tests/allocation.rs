@@ -551,14 +551,11 @@ fn dd_sent(out: &Recorder, to: TransportId, from: usize) -> Vec<(u16, u8)> {
 
 #[test]
 fn temporal_layers_from_the_dependency_descriptor_are_thinned() {
-    let mut r = MediaRouter::default();
-    let mut out = Recorder::default();
-    let t0 = Instant::now();
     let mut track = video_track(three_layers());
     track
         .forwarded_exts
         .push((DD_EXT, ForwardedExt::DependencyDescriptor));
-    r.command(MediaCommand::AddTrack(track), &mut out, t0);
+    let (mut r, mut out, t0) = router_with_track(track);
     for (who, ssrc) in [(SUB_A, 0xA), (SUB_B, 0xB)] {
         let mut s = sub(who, ssrc);
         s.exts.push((ForwardedExt::DependencyDescriptor, DD_EXT));

@@ -86,12 +86,9 @@ fn publishers_get_transport_wide_feedback_for_every_packet() {
 
 #[test]
 fn no_feedback_without_transport_cc_or_after_the_transport_left() {
-    let mut r = MediaRouter::default();
-    let mut out = Recorder::default();
-    let t0 = Instant::now();
     let mut track = video_track(single());
     track.transport_cc_ext = None;
-    r.command(MediaCommand::AddTrack(track), &mut out, t0);
+    let (mut r, mut out, t0) = router_with_track(track);
     r.rtp(PUB, &with_twcc(0x5000, 1, 1), &mut out, t0);
     r.timeout(&mut out, t0 + TWCC_INTERVAL);
     assert!(feedback(&out, PUB).is_empty(), "not negotiated");
